@@ -1,0 +1,415 @@
+//! The decoder: one implementation for GPT-2 and the Llama/Qwen2 family, read top to bottom as
+//! embedding -> attention -> MLP -> block -> model. Every tensor lives in the model's `VarStore`
+//! under its transformers name, so `model.safetensors` loads and saves round-trip.
+//!
+//! Not here: tokenization, sampling loops (`sample.rs`), training (the train crate).
+//!
+//! Shapes: B batch, T new tokens, L keys attended (past + T), C channels, V vocab,
+//! nh heads, nkv key/value heads, hs head size.
+
+use std::path::Path;
+
+use tch::nn::{self, Init, Path as VsPath};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::config::{Family, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::layers::{INIT_STD, Layout, Linear, Norm, Rope};
+
+/// Which output head the model carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Next-token logits (tied to the embedding when the config says so).
+    Lm,
+    /// One scalar per position (`score.weight`, `score.bias`): reward and value models.
+    Scalar,
+}
+
+/// Token ids plus an optional padding mask (1 = real token, 0 = padding; left padding expected).
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub input_ids: &'a Tensor,
+    pub attention_mask: Option<&'a Tensor>,
+}
+
+/// Query, key and value projections: fused for GPT-2 (`c_attn`), separate for Llama.
+#[derive(Debug)]
+enum Qkv {
+    Fused(Linear),
+    Split { q: Linear, k: Linear, v: Linear },
+}
+
+#[derive(Debug)]
+struct Attention {
+    qkv: Qkv,
+    out: Linear,
+    nh: i64,
+    nkv: i64,
+    hs: i64,
+}
+
+impl Attention {
+    fn new(p: &VsPath, cfg: &ModelConfig, resid_std: f64) -> Self {
+        let (c, hs) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+        let (qkv, out) = match cfg.family {
+            Family::Gpt2 => (
+                Qkv::Fused(Linear::new(&(p / "c_attn"), (c, 3 * c), Layout::InOut, true, INIT_STD)),
+                Linear::new(&(p / "c_proj"), (c, c), Layout::InOut, true, resid_std),
+            ),
+            Family::Llama | Family::Qwen2 => {
+                let bias = cfg.attention_bias;
+                let lin = |name: &str, d_out| {
+                    Linear::new(&(p / name), (c, d_out), Layout::OutIn, bias, INIT_STD)
+                };
+                let split = Qkv::Split { q: lin("q_proj", nh * hs), k: lin("k_proj", nkv * hs), v: lin("v_proj", nkv * hs) };
+                let out = Linear::new(&(p / "o_proj"), (nh * hs, c), Layout::OutIn, false, resid_std);
+                (split, out)
+            }
+        };
+        Self { qkv, out, nh, nkv, hs }
+    }
+
+    /// x (B, T, C) -> q (B, nh, T, hs), k and v (B, nkv, T, hs)
+    fn project(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (b, t, _) = x.size3().unwrap_or_default();
+        let heads = |y: Tensor, n: i64| y.view([b, t, n, self.hs]).transpose(1, 2);
+        match &self.qkv {
+            Qkv::Fused(lin) => {
+                let c = self.nh * self.hs;
+                let y = lin.forward(x); // (B, T, 3C)
+                let parts = y.split(c, 2);
+                let [q, k, v] = <[Tensor; 3]>::try_from(parts).expect("split of 3C by C");
+                (heads(q, self.nh), heads(k, self.nkv), heads(v, self.nkv))
+            }
+            Qkv::Split { q, k, v } => (
+                heads(q.forward(x), self.nh),
+                heads(k.forward(x), self.nkv),
+                heads(v.forward(x), self.nkv),
+            ),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_>, layer: usize) -> Tensor {
+        let (b, t, _) = x.size3().unwrap_or_default();
+        let (mut q, mut k, v) = self.project(x);
+        if let Some(rope) = ctx.rope {
+            q = rope.apply(&q, ctx.positions);
+            k = rope.apply(&k, ctx.positions);
+        }
+        let (k, v) = match ctx.cache.as_deref_mut() {
+            Some(cache) => cache.append(layer, &k, &v), // (B, nkv, L, hs)
+            None => (k, v),
+        };
+        let gqa = self.nkv != self.nh;
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            ctx.mask,
+            0.0,
+            ctx.is_causal,
+            None,
+            gqa,
+        ); // (B, nh, T, hs)
+        let y = y.transpose(1, 2).reshape([b, t, self.nh * self.hs]);
+        self.out.forward(&y)
+    }
+}
+
+#[derive(Debug)]
+enum Mlp {
+    /// GPT-2: c_proj(gelu_tanh(c_fc(x))).
+    Gelu { fc: Linear, proj: Linear },
+    /// Llama: down(silu(gate(x)) * up(x)).
+    SwiGlu { gate: Linear, up: Linear, down: Linear },
+}
+
+impl Mlp {
+    fn new(p: &VsPath, cfg: &ModelConfig, resid_std: f64) -> Self {
+        let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+        match cfg.family {
+            Family::Gpt2 => Mlp::Gelu {
+                fc: Linear::new(&(p / "c_fc"), (c, i), Layout::InOut, true, INIT_STD),
+                proj: Linear::new(&(p / "c_proj"), (i, c), Layout::InOut, true, resid_std),
+            },
+            Family::Llama | Family::Qwen2 => Mlp::SwiGlu {
+                gate: Linear::new(&(p / "gate_proj"), (c, i), Layout::OutIn, false, INIT_STD),
+                up: Linear::new(&(p / "up_proj"), (c, i), Layout::OutIn, false, INIT_STD),
+                down: Linear::new(&(p / "down_proj"), (i, c), Layout::OutIn, false, resid_std),
+            },
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x).gelu("tanh")),
+            Mlp::SwiGlu { gate, up, down } => {
+                down.forward(&(gate.forward(x).silu() * up.forward(x)))
+            }
+        }
+    }
+}
+
+/// What every layer of one forward pass shares.
+struct LayerCtx<'a> {
+    positions: &'a Tensor,      // (B, T)
+    mask: Option<&'a Tensor>,   // (B, 1, T, L) bool, true = may attend
+    is_causal: bool,
+    rope: Option<&'a Rope>,
+    cache: Option<&'a mut KvCache>,
+}
+
+/// A pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+#[derive(Debug)]
+struct Block {
+    norm1: Norm,
+    attn: Attention,
+    norm2: Norm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: &VsPath, cfg: &ModelConfig) -> Self {
+        // GPT-2's init scales residual projections by 1/sqrt(2 n_layer) to keep the stream's
+        // variance flat with depth.
+        let resid_std = INIT_STD / (2.0 * cfg.num_layers as f64).sqrt();
+        let (c, eps) = (cfg.hidden_size, cfg.norm_eps);
+        match cfg.family {
+            Family::Gpt2 => Self {
+                norm1: Norm::layer(&(p / "ln_1"), c, eps),
+                attn: Attention::new(&(p / "attn"), cfg, resid_std),
+                norm2: Norm::layer(&(p / "ln_2"), c, eps),
+                mlp: Mlp::new(&(p / "mlp"), cfg, resid_std),
+            },
+            Family::Llama | Family::Qwen2 => Self {
+                norm1: Norm::rms(&(p / "input_layernorm"), c, eps),
+                attn: Attention::new(&(p / "self_attn"), cfg, resid_std),
+                norm2: Norm::rms(&(p / "post_attention_layernorm"), c, eps),
+                mlp: Mlp::new(&(p / "mlp"), cfg, resid_std),
+            },
+        }
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_>, layer: usize) -> Tensor {
+        let x = x + self.attn.forward(&self.norm1.forward(x), ctx, layer);
+        &x + self.mlp.forward(&self.norm2.forward(&x))
+    }
+}
+
+/// The decoder with its head(s). Owns the `VarStore` holding every parameter.
+pub struct Gpt {
+    pub cfg: ModelConfig,
+    pub head: Head,
+    pub vs: nn::VarStore,
+    wte: Tensor,         // (V, C)
+    wpe: Option<Tensor>, // (P, C), GPT-2 only
+    blocks: Vec<Block>,
+    norm_f: Norm,
+    lm_head: Option<Linear>, // None: tied to wte (or a scalar-head model)
+    score: Option<Linear>,   // (1, C) + bias, scalar head
+    rope: Option<Rope>,
+}
+
+impl std::fmt::Debug for Gpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpt({:?}, {} layers, C={}, head {:?})", self.cfg.family, self.cfg.num_layers, self.cfg.hidden_size, self.head)
+    }
+}
+
+impl Gpt {
+    /// A freshly initialised model (normal(0, 0.02) weights, GPT-2's residual scaling).
+    pub fn new(cfg: &ModelConfig, head: Head, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (c, v) = (cfg.hidden_size, cfg.vocab_size);
+        let (base, emb_name) = match cfg.family {
+            Family::Gpt2 => (&root / "transformer", "wte"),
+            _ => (&root / "model", "embed_tokens"),
+        };
+        let std = Init::Randn { mean: 0.0, stdev: INIT_STD };
+        let wte = (&base / emb_name).var("weight", &[v, c], std);
+        let wpe = (cfg.family == Family::Gpt2)
+            .then(|| (&base / "wpe").var("weight", &[cfg.max_positions, c], std));
+        let layers = &base / if cfg.family == Family::Gpt2 { "h" } else { "layers" };
+        let blocks = (0..cfg.num_layers).map(|i| Block::new(&(&layers / i), cfg)).collect();
+        let norm_f = match cfg.family {
+            Family::Gpt2 => Norm::layer(&(&base / "ln_f"), c, cfg.norm_eps),
+            _ => Norm::rms(&(&base / "norm"), c, cfg.norm_eps),
+        };
+        let lm_head = (head == Head::Lm && !cfg.tie_word_embeddings)
+            .then(|| Linear::new(&(&root / "lm_head"), (c, v), Layout::OutIn, false, INIT_STD));
+        // InstructGPT / "N implementation details": reward head init N(0, 1/(d+1)).
+        let score_std = 1.0 / ((c + 1) as f64).sqrt();
+        let score = (head == Head::Scalar)
+            .then(|| Linear::new(&(&root / "score"), (c, 1), Layout::OutIn, true, score_std));
+        let rope = (cfg.family != Family::Gpt2)
+            .then(|| Rope::new(cfg.head_dim, cfg.max_positions, cfg.rope_theta, device));
+        Self { cfg: cfg.clone(), head, vs, wte, wpe, blocks, norm_f, lm_head, score, rope }
+    }
+
+    /// Loads `config.json` and the weights of a Hugging Face-layout checkpoint directory.
+    pub fn load(dir: &Path, head: Head, device: Device) -> Result<Self> {
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut model = Self::new(&cfg, head, device);
+        checkpoint::load_weights(&mut model.vs, dir, cfg.family)?;
+        Ok(model)
+    }
+
+    /// Writes `config.json` and `model.safetensors` (atomically) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        self.cfg.save(dir)?;
+        checkpoint::save_weights(&self.vs, &dir.join("model.safetensors"))
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Number of trainable parameters actually held.
+    pub fn num_params(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(Tensor::numel).map(|n| n as i64).sum()
+    }
+
+    /// Final hidden states (B, T, C) after the last norm.
+    ///
+    /// With a cache, `input_ids` are the new tokens and their keys/values are appended; the mask
+    /// (if any) covers only the new tokens. Position ids follow the mask (left padding).
+    pub fn forward_hidden(&self, batch: Batch<'_>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let ids = batch.input_ids;
+        let (b, t) = ids.size2().map_err(|_| {
+            ModelError::Invalid(format!("input_ids must be (batch, time), got {:?}", ids.size()))
+        })?;
+        self.check_ids(ids)?;
+        if let Some(c) = cache.as_deref() {
+            c.check_room(b, t)?;
+        }
+        let past = cache.as_deref().map_or(0, |c| c.len);
+        if past + t > self.cfg.max_positions && self.wpe.is_some() {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                past + t,
+                self.cfg.max_positions
+            )));
+        }
+        let dev = ids.device();
+        let ones;
+        let mask = match batch.attention_mask {
+            Some(m) => m.to_kind(Kind::Bool),
+            None => {
+                ones = Tensor::ones([b, t], (Kind::Bool, dev));
+                ones.shallow_clone()
+            }
+        };
+        let positions = self.positions(&mask, cache.as_deref());
+        let padded = batch.attention_mask.is_some()
+            || cache.as_deref().is_some_and(|c| c.has_padding);
+        let (attn_mask, is_causal) = attention_mask(&mask, cache.as_deref(), padded, past);
+        let mut x = Tensor::embedding(&self.wte, ids, -1, false, false); // (B, T, C)
+        if let Some(wpe) = &self.wpe {
+            x = x + wpe.index_select(0, &positions.reshape([-1])).reshape([b, t, -1]);
+        }
+        let mut ctx = LayerCtx {
+            positions: &positions,
+            mask: attn_mask.as_ref(),
+            is_causal,
+            rope: self.rope.as_ref(),
+            cache: cache.as_deref_mut(),
+        };
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &mut ctx, i);
+        }
+        if let Some(c) = cache {
+            if batch.attention_mask.is_some() {
+                c.has_padding |= !bool::try_from(mask.all()).unwrap_or(false);
+            }
+            c.advance(&mask);
+        }
+        Ok(self.norm_f.forward(&x))
+    }
+
+    /// (B, T) position ids: counting only real tokens, continuing from the cache.
+    fn positions(&self, mask: &Tensor, cache: Option<&KvCache>) -> Tensor {
+        let pos = mask.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1;
+        let pos = match cache {
+            Some(c) => pos + c.next_pos.unsqueeze(1),
+            None => pos,
+        };
+        pos.clamp_min(0)
+    }
+
+    /// Out-of-range ids would abort inside libtorch's embedding; check them up front.
+    fn check_ids(&self, ids: &Tensor) -> Result<()> {
+        if ids.numel() == 0 {
+            return Err(ModelError::Invalid("empty input: no tokens to run".into()));
+        }
+        let (lo, hi) = (i64::try_from(ids.min())?, i64::try_from(ids.max())?);
+        if lo < 0 || hi >= self.cfg.vocab_size {
+            return Err(ModelError::Invalid(format!(
+                "token id {} is outside the vocabulary of {} (is the tokenizer for another model?)",
+                if lo < 0 { lo } else { hi },
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Next-token logits (B, T, V) from hidden states.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        match (&self.lm_head, self.head) {
+            (Some(head), _) => Ok(head.forward(hidden)),
+            (None, Head::Lm) => Ok(hidden.matmul(&self.wte.tr())),
+            (None, Head::Scalar) if self.cfg.tie_word_embeddings => Ok(hidden.matmul(&self.wte.tr())),
+            (None, Head::Scalar) => Err(ModelError::Invalid("this scalar-head model has no LM head".into())),
+        }
+    }
+
+    /// Scalar outputs (B, T) from hidden states.
+    pub fn scalar(&self, hidden: &Tensor) -> Result<Tensor> {
+        let score = self.score.as_ref().ok_or_else(|| {
+            ModelError::Invalid("this model has no scalar head (load it with Head::Scalar)".into())
+        })?;
+        Ok(score.forward(hidden).squeeze_dim(-1))
+    }
+
+    /// Logits (B, T, V) for a batch: the common case.
+    pub fn forward(&self, batch: Batch<'_>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.lm_logits(&self.forward_hidden(batch, cache)?)
+    }
+
+    /// A cache sized for `batch` rows of up to `capacity` tokens, in the model's dtype.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        KvCache::new(&self.cfg, batch, capacity, self.wte.kind(), self.device())
+    }
+}
+
+/// The attention mask (B, 1, T, L) as a bool "may attend", or `None` with `is_causal` when plain
+/// causal attention is exact (no padding anywhere, and no past or a single new token).
+fn attention_mask(mask: &Tensor, cache: Option<&KvCache>, padded: bool, past: i64) -> (Option<Tensor>, bool) {
+    let (b, t) = mask.size2().unwrap_or_default();
+    if !padded {
+        if past == 0 {
+            return (None, true);
+        }
+        if t == 1 {
+            return (None, false);
+        }
+    }
+    let dev = mask.device();
+    let keys = match cache {
+        Some(c) if past > 0 => Tensor::cat(&[&c.key_mask.narrow(1, 0, past), mask], 1),
+        _ => mask.shallow_clone(),
+    }; // (B, L)
+    let l = past + t;
+    let q_abs = (Tensor::arange(t, (Kind::Int64, dev)) + past).unsqueeze(1); // (T, 1)
+    let k_idx = Tensor::arange(l, (Kind::Int64, dev)).unsqueeze(0); // (1, L)
+    let causal = k_idx.le_tensor(&q_abs); // (T, L)
+    // A padding query with no real key before it would softmax over nothing and yield NaN, which
+    // then leaks through 0 * NaN; letting every query see itself keeps padded rows finite.
+    let diag = k_idx.eq_tensor(&q_abs);
+    let allowed = causal.logical_and(&keys.view([b, 1, 1, l])).logical_or(&diag);
+    (Some(allowed), false)
+}

@@ -1,0 +1,122 @@
+//! Building blocks shared by both families: linear maps in either weight layout, the two norms,
+//! and the rotary position table. Each owns its tensors, registered in a `VarStore` under the
+//! exact Hugging Face name so checkpoints load and save without a renaming table.
+//!
+//! Shapes: B batch, T time, C channels, nh heads, nkv key/value heads, hs head size.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// Std of the normal init for fresh weights (GPT-2's and Llama's `initializer_range`).
+pub const INIT_STD: f64 = 0.02;
+
+/// How the weight matrix is stored on disk (and therefore in the var store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `nn.Linear`: weight (out, in).
+    OutIn,
+    /// GPT-2's `Conv1D`: weight (in, out).
+    InOut,
+}
+
+/// A dense map `y = x W (+ b)` with HF tensor names `{name}.weight` / `{name}.bias`.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    layout: Layout,
+}
+
+impl Linear {
+    /// Registers the weight (normal, std `init_std`) and optionally a zero bias.
+    pub fn new(p: &Path, dims: (i64, i64), layout: Layout, bias: bool, init_std: f64) -> Self {
+        let (d_in, d_out) = dims;
+        let shape = match layout {
+            Layout::OutIn => [d_out, d_in],
+            Layout::InOut => [d_in, d_out],
+        };
+        let weight = p.var("weight", &shape, Init::Randn { mean: 0.0, stdev: init_std });
+        let bias = bias.then(|| p.var("bias", &[d_out], Init::Const(0.0)));
+        Self { weight, bias, layout }
+    }
+
+    /// (..., in) -> (..., out)
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match self.layout {
+            Layout::OutIn => x.linear(&self.weight, self.bias.as_ref()),
+            Layout::InOut => match &self.bias {
+                // addmm on the flattened input is one fused BLAS call (Conv1D's own trick).
+                Some(b) => {
+                    let mut out_shape = x.size();
+                    let d_in = out_shape.pop().unwrap_or(0);
+                    out_shape.push(self.weight.size()[1]);
+                    b.addmm(&x.reshape([-1, d_in]), &self.weight).reshape(out_shape)
+                }
+                None => x.matmul(&self.weight),
+            },
+        }
+    }
+}
+
+/// LayerNorm (GPT-2) or RMSNorm (Llama family), names `{name}.weight` (+ `{name}.bias`).
+#[derive(Debug)]
+pub enum Norm {
+    Layer { weight: Tensor, bias: Tensor, eps: f64, dim: i64 },
+    Rms { weight: Tensor, eps: f64, dim: i64 },
+}
+
+impl Norm {
+    pub fn layer(p: &Path, dim: i64, eps: f64) -> Self {
+        let weight = p.var("weight", &[dim], Init::Const(1.0));
+        let bias = p.var("bias", &[dim], Init::Const(0.0));
+        Norm::Layer { weight, bias, eps, dim }
+    }
+
+    pub fn rms(p: &Path, dim: i64, eps: f64) -> Self {
+        Norm::Rms { weight: p.var("weight", &[dim], Init::Const(1.0)), eps, dim }
+    }
+
+    /// (..., C) -> (..., C)
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Norm::Layer { weight, bias, eps, dim } => {
+                x.layer_norm([*dim], Some(weight), Some(bias), *eps, true)
+            }
+            Norm::Rms { weight, eps, dim } => x.rms_norm([*dim], Some(weight), *eps),
+        }
+    }
+}
+
+/// Precomputed cos/sin tables for RoPE in transformers' "rotate_half" convention: the first half
+/// of each head's channels pairs with the second half.
+#[derive(Debug)]
+pub struct Rope {
+    cos: Tensor, // (P, hs)
+    sin: Tensor, // (P, hs)
+}
+
+impl Rope {
+    pub fn new(head_dim: i64, max_positions: i64, theta: f64, device: tch::Device) -> Self {
+        let opts = (Kind::Float, device);
+        let exponents = Tensor::arange_start_step(0, head_dim, 2, opts) / head_dim as f64;
+        let inv_freq = Tensor::from(theta).to_device(device).pow(&exponents).reciprocal(); // (hs/2)
+        let pos = Tensor::arange(max_positions, opts); // (P)
+        let freqs = pos.outer(&inv_freq); // (P, hs/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1); // (P, hs)
+        Self { cos: emb.cos(), sin: emb.sin() }
+    }
+
+    /// Rotates `x` (B, n, T, hs) at integer positions `pos` (B, T).
+    pub fn apply(&self, x: &Tensor, pos: &Tensor) -> Tensor {
+        let (b, t) = pos.size2().unwrap_or((0, 0));
+        let hs = self.cos.size()[1];
+        let flat = pos.reshape([-1]);
+        let cos = self.cos.index_select(0, &flat).reshape([b, 1, t, hs]).to_kind(x.kind());
+        let sin = self.sin.index_select(0, &flat).reshape([b, 1, t, hs]).to_kind(x.kind());
+        let half = hs / 2;
+        let x1 = x.narrow(-1, 0, half);
+        let x2 = x.narrow(-1, half, half);
+        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
+        x * cos + rotated * sin
+    }
+}

@@ -1,0 +1,21 @@
+//! `rlhf-model`: one decoder-only transformer for the GPT-2 and Llama/Qwen2 families, loaded from
+//! and saved to Hugging Face layout, with an LM head and a scalar head, a preallocated KV cache and
+//! batched sampling. Tokenizers and GGUF import live in their own crates (no libtorch there).
+//! This file only declares and re-exports.
+
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod gpt;
+pub mod kv_cache;
+pub mod layers;
+pub mod sample;
+
+pub use checkpoint::{load_weights, save_weights};
+pub use config::{Family, ModelConfig};
+pub use device::DeviceArg;
+pub use error::{ModelError, Result};
+pub use gpt::{Batch, Gpt, Head};
+pub use kv_cache::KvCache;
+pub use sample::{GenerateConfig, Generation, Sampling};

@@ -1,0 +1,215 @@
+//! Batched generation with the KV cache: greedy or temperature sampling with optional top-k and
+//! top-p, stopping at EOS or at a caller-supplied stop condition (e.g. stop strings), seeded and
+//! reproducible, returning each token's log-probability (PPO needs them).
+//!
+//! Not here: text decoding and stop *strings* (the caller decodes and answers `stop`), chat
+//! templates (the tokenizer crate).
+//!
+//! Shapes: B batch, P prompt length (padded), V vocab.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::gpt::{Batch, Gpt};
+
+/// How the next token is chosen. Temperature 0 is `Greedy`; there is no way to ask for top-k
+/// with greedy decoding, because it would mean nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    Greedy,
+    Random { temperature: f64, top_k: Option<i64>, top_p: Option<f64> },
+}
+
+impl Sampling {
+    /// Validates user-facing flags: temperature 0 means greedy.
+    pub fn new(temperature: f64, top_k: Option<i64>, top_p: Option<f64>) -> Result<Self> {
+        if !temperature.is_finite() || temperature < 0.0 {
+            return Err(ModelError::Invalid(format!("temperature must be >= 0, got {temperature}")));
+        }
+        if let Some(k) = top_k.filter(|&k| k < 1) {
+            return Err(ModelError::Invalid(format!("top-k must be >= 1, got {k}")));
+        }
+        if let Some(p) = top_p.filter(|&p| !(p > 0.0 && p <= 1.0)) {
+            return Err(ModelError::Invalid(format!("top-p must be in (0, 1], got {p}")));
+        }
+        if temperature == 0.0 {
+            return Ok(Sampling::Greedy);
+        }
+        Ok(Sampling::Random { temperature, top_k, top_p: top_p.filter(|&p| p < 1.0) })
+    }
+
+    /// The temperature the returned log-probabilities are computed at.
+    pub fn temperature(&self) -> f64 {
+        match self {
+            Sampling::Greedy => 1.0,
+            Sampling::Random { temperature, .. } => *temperature,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Seeds libtorch's generator before sampling; `None` leaves it as it is.
+    pub seed: Option<u64>,
+    /// Tokens that end a sequence (kept in the output, like transformers).
+    pub eos_token_ids: Vec<i64>,
+    /// Token used to left-pad prompts; never attended to.
+    pub pad_token_id: i64,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            // Enough for the task world's answers; long generations are asked for explicitly.
+            max_new_tokens: 64,
+            sampling: Sampling::Greedy,
+            seed: None,
+            eos_token_ids: Vec::new(),
+            pad_token_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Eos,
+    Stop,
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Finish::Eos | Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// One sampled continuation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// New tokens only (EOS included when it ended the sequence).
+    pub token_ids: Vec<i64>,
+    /// log p(token) under the softmax of logits / temperature (before top-k/top-p filtering).
+    pub logprobs: Vec<f32>,
+    pub finish: Finish,
+}
+
+/// Left-pads prompts into ids (B, P) and mask (B, P).
+fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tensor, Tensor)> {
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(ModelError::Invalid("every prompt needs at least one token".into()));
+    }
+    let mut ids = Vec::with_capacity(prompts.len() * p);
+    let mut mask = Vec::with_capacity(prompts.len() * p);
+    for prompt in prompts {
+        let n = p - prompt.len();
+        ids.extend(std::iter::repeat_n(pad, n).chain(prompt.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, n).chain(std::iter::repeat_n(1, prompt.len())));
+    }
+    let shape = [prompts.len() as i64, p as i64];
+    Ok((
+        Tensor::from_slice(&ids).view(shape).to_device(device),
+        Tensor::from_slice(&mask).view(shape).to_device(device),
+    ))
+}
+
+/// Applies temperature, top-k and top-p (in transformers' order) to logits (B, V).
+fn filter_logits(logits: &Tensor, temperature: f64, top_k: Option<i64>, top_p: Option<f64>) -> Tensor {
+    let mut logits = logits / temperature;
+    let v = logits.size()[1];
+    if let Some(k) = top_k.filter(|&k| k < v) {
+        let (kth, _) = logits.topk(k, -1, true, true);
+        let threshold = kth.narrow(1, k - 1, 1); // (B, 1)
+        logits = logits.masked_fill(&logits.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    if let Some(p) = top_p {
+        let (sorted, idx) = logits.sort(-1, true);
+        let probs = sorted.softmax(-1, Kind::Float);
+        // Drop a token once the mass *before* it already exceeds p: the token that crosses the
+        // threshold is kept, so at least one token always survives.
+        let remove_sorted = (probs.cumsum(-1, Kind::Float) - &probs).gt(p);
+        let remove = remove_sorted.scatter(1, &idx, &remove_sorted);
+        logits = logits.masked_fill(&remove, f64::NEG_INFINITY);
+    }
+    logits
+}
+
+/// Chooses the next token (B,) and its log-probability (B,) from last-position logits (B, V).
+fn choose(logits: &Tensor, sampling: &Sampling) -> (Tensor, Tensor) {
+    let logits = logits.to_kind(Kind::Float);
+    match *sampling {
+        Sampling::Greedy => {
+            let logp = logits.log_softmax(-1, Kind::Float);
+            let tok = logits.argmax(-1, false);
+            let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
+            (tok, lp)
+        }
+        Sampling::Random { temperature, top_k, top_p } => {
+            let logp = (&logits / temperature).log_softmax(-1, Kind::Float);
+            let filtered = filter_logits(&logits, temperature, top_k, top_p);
+            let tok = filtered.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1);
+            let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
+            (tok, lp)
+        }
+    }
+}
+
+/// Generates a continuation for every prompt. `stop(row, tokens_so_far)` may end a row early
+/// (the caller decodes and looks for stop strings there).
+pub fn generate(
+    model: &Gpt,
+    prompts: &[Vec<i64>],
+    cfg: &GenerateConfig,
+    mut stop: impl FnMut(usize, &[i64]) -> bool,
+) -> Result<Vec<Generation>> {
+    let device = model.device();
+    let (ids, mask) = left_pad(prompts, cfg.pad_token_id, device)?;
+    let (b, p) = ids.size2()?;
+    let capacity = p + cfg.max_new_tokens as i64;
+    if capacity > model.cfg.max_positions {
+        return Err(ModelError::Invalid(format!(
+            "prompt ({p} tokens) + max_new_tokens ({}) exceeds the model's context of {} tokens",
+            cfg.max_new_tokens, model.cfg.max_positions
+        )));
+    }
+    if let Some(seed) = cfg.seed {
+        tch::manual_seed(seed as i64);
+    }
+    let _guard = tch::no_grad_guard();
+    let mut cache = model.new_cache(b, capacity);
+    let mut out: Vec<Generation> = (0..b)
+        .map(|_| Generation { token_ids: vec![], logprobs: vec![], finish: Finish::Length })
+        .collect();
+    let mut done = vec![false; b as usize];
+    let batch = Batch { input_ids: &ids, attention_mask: Some(&mask) };
+    let mut logits = model.forward(batch, Some(&mut cache))?.select(1, p - 1); // (B, V)
+    for _ in 0..cfg.max_new_tokens {
+        let (tok, lp) = choose(&logits, &cfg.sampling);
+        let toks = Vec::<i64>::try_from(&tok.to_device(tch::Device::Cpu))?;
+        let lps = Vec::<f32>::try_from(&lp.to_device(tch::Device::Cpu))?;
+        for (row, g) in out.iter_mut().enumerate() {
+            if done[row] {
+                continue;
+            }
+            g.token_ids.push(toks[row]);
+            g.logprobs.push(lps[row]);
+            if cfg.eos_token_ids.contains(&toks[row]) {
+                (done[row], g.finish) = (true, Finish::Eos);
+            } else if stop(row, &g.token_ids) {
+                (done[row], g.finish) = (true, Finish::Stop);
+            }
+        }
+        if done.iter().all(|&d| d) || cache.len() == capacity {
+            break;
+        }
+        let next = tok.unsqueeze(1); // (B, 1)
+        let batch = Batch { input_ids: &next, attention_mask: None };
+        logits = model.forward(batch, Some(&mut cache))?.select(1, 0);
+    }
+    Ok(out)
+}
