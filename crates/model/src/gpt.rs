@@ -265,6 +265,22 @@ impl Gpt {
         checkpoint::save_weights(&self.vs, &dir.join("model.safetensors"))
     }
 
+    /// Casts every parameter (e.g. to f64 for gradient checks, bf16 for fast inference).
+    ///
+    /// `VarStore::set_kind` cannot be used: tch 0.24 filters variables by the prefix "." on the
+    /// root path, which matches no name, so it silently converts nothing.
+    pub fn set_kind(&mut self, kind: Kind) {
+        tch::no_grad(|| {
+            for (_, mut var) in self.vs.variables() {
+                var.set_data(&var.to_kind(kind));
+            }
+        });
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.wte.kind()
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }
