@@ -1,5 +1,48 @@
 //! The `rlhf` binary: argument parsing and dispatch only; the work happens in the library crates.
+//! One file per subcommand under `cmd/`; the clap doc comments are the `--help` text.
 
-fn main() {
-    println!("rlhf");
+mod cmd;
+mod common;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use common::Runtime;
+
+/// rlhf: turn a pretrained language model into an aligned assistant (SFT, reward model, PPO), on
+/// a laptop CPU for tiny models and on GPUs for real ones.
+#[derive(Debug, Parser)]
+#[command(name = "rlhf", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    runtime: Runtime,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Generate(cmd::generate::Args),
+    Nll(cmd::nll::Args),
+    Import(cmd::import::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = cli.runtime.init().and_then(|device| match cli.command {
+        Command::Generate(args) => cmd::generate::run(args, device),
+        Command::Nll(args) => cmd::nll::run(args, device),
+        Command::Import(args) => cmd::import::run(args),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -28,13 +28,20 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         ));
     }
     let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|source| ModelError::Json { path: index.clone(), source })?;
-    let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-        ModelError::config(&index, "expected an object field 'weight_map'")
-    })?;
-    let mut files: Vec<PathBuf> =
-        map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: index.clone(),
+            source,
+        })?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::config(&index, "expected an object field 'weight_map'"))?;
+    let mut files: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
     files.sort();
     files.dedup();
     Ok(files)
@@ -76,8 +83,10 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()>
     }
     let mut parsed = Vec::new();
     for (path, mmap) in &maps {
-        let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| ModelError::Safetensors { path: path.clone(), msg: e.to_string() })?;
+        let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         parsed.push((path, st));
     }
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -91,12 +100,17 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()>
     names.sort();
     for name in names {
         let var = &vars[name];
-        let found = candidates(name, family).into_iter().find_map(|n| index.get(&n).map(|i| (n, *i)));
+        let found = candidates(name, family)
+            .into_iter()
+            .find_map(|n| index.get(&n).map(|i| (n, *i)));
         let Some((disk_name, i)) = found else {
             return Err(ModelError::Tensor {
                 path: files[0].clone(),
                 name: name.clone(),
-                msg: format!("missing from the checkpoint (expected shape {:?})", var.size()),
+                msg: format!(
+                    "missing from the checkpoint (expected shape {:?})",
+                    var.size()
+                ),
             });
         };
         let (path, st) = &parsed[i];
@@ -111,10 +125,17 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()>
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         if shape != var.size() {
-            return Err(tensor_err(format!("has shape {shape:?}, the config implies {:?}", var.size())));
+            return Err(tensor_err(format!(
+                "has shape {shape:?}, the config implies {:?}",
+                var.size()
+            )));
         }
-        let kind = to_kind(view.dtype())
-            .ok_or_else(|| tensor_err(format!("dtype {:?} is not a float type we can load", view.dtype())))?;
+        let kind = to_kind(view.dtype()).ok_or_else(|| {
+            tensor_err(format!(
+                "dtype {:?} is not a float type we can load",
+                view.dtype()
+            ))
+        })?;
         let src = Tensor::f_from_data_size(view.data(), &shape, kind)?;
         tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
     }
@@ -149,7 +170,11 @@ fn to_host(t: &Tensor) -> Result<HostTensor> {
         Kind::Half => Dtype::F16,
         Kind::BFloat16 => Dtype::BF16,
         Kind::Double => Dtype::F64,
-        k => return Err(ModelError::Invalid(format!("cannot save a tensor of kind {k:?}"))),
+        k => {
+            return Err(ModelError::Invalid(format!(
+                "cannot save a tensor of kind {k:?}"
+            )));
+        }
     };
     let t = t.to_device(tch::Device::Cpu).contiguous();
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -169,8 +194,12 @@ pub fn save_tensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     let views: Vec<(&str, &HostTensor)> = host.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .map_err(|e| ModelError::Safetensors { path: tmp.clone(), msg: e.to_string() })?;
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| {
+        ModelError::Safetensors {
+            path: tmp.clone(),
+            msg: e.to_string(),
+        }
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
 }
 

@@ -65,7 +65,10 @@ fn opt<T: serde::de::DeserializeOwned>(
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            ModelError::config(path, format!("field '{key}' has the wrong type ({e}): got {v}"))
+            ModelError::config(
+                path,
+                format!("field '{key}' has the wrong type ({e}): got {v}"),
+            )
         }),
     }
 }
@@ -91,8 +94,10 @@ impl ModelConfig {
     /// Reads `config.json` from a file path.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
+        let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json(&value, path)
     }
 
@@ -162,7 +167,10 @@ impl ModelConfig {
         Self::check_rope(obj, path)?;
         let act: Option<String> = opt(obj, "hidden_act", path)?;
         if let Some(act) = act.filter(|a| a != "silu") {
-            return Err(ModelError::config(path, format!("hidden_act '{act}' is not supported")));
+            return Err(ModelError::config(
+                path,
+                format!("hidden_act '{act}' is not supported"),
+            ));
         }
         if opt::<bool>(obj, "mlp_bias", path)? == Some(true) {
             return Err(ModelError::config(path, "mlp_bias = true is not supported"));
@@ -187,8 +195,11 @@ impl ModelConfig {
             num_layers: req(obj, "num_hidden_layers", path)?,
             num_heads: heads,
             num_kv_heads: opt(obj, "num_key_value_heads", path)?.unwrap_or(heads),
-            head_dim: opt(obj, "head_dim", path)?
-                .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+            head_dim: opt(obj, "head_dim", path)?.unwrap_or(if heads > 0 {
+                hidden / heads
+            } else {
+                0
+            }),
             intermediate_size: req(obj, "intermediate_size", path)?,
             max_positions: opt(obj, "max_position_embeddings", path)?.unwrap_or(2048),
             norm_eps: opt(obj, "rms_norm_eps", path)?.unwrap_or(1e-6),
@@ -205,8 +216,13 @@ impl ModelConfig {
     /// Only the plain RoPE is implemented; scaled variants would silently give wrong logits.
     fn check_rope(obj: &Map<String, Value>, path: &Path) -> Result<()> {
         for key in ["rope_scaling", "rope_parameters"] {
-            let Some(Value::Object(r)) = obj.get(key) else { continue };
-            let kind = r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str);
+            let Some(Value::Object(r)) = obj.get(key) else {
+                continue;
+            };
+            let kind = r
+                .get("rope_type")
+                .or_else(|| r.get("type"))
+                .and_then(Value::as_str);
             if let Some(kind) = kind.filter(|k| *k != "default") {
                 return Err(ModelError::config(
                     path,
@@ -230,7 +246,10 @@ impl ModelConfig {
         ];
         for (what, v) in positive {
             if v <= 0 {
-                return Err(ModelError::config(path, format!("{what} must be positive, got {v}")));
+                return Err(ModelError::config(
+                    path,
+                    format!("{what} must be positive, got {v}"),
+                ));
             }
         }
         if self.num_heads % self.num_kv_heads != 0 {
@@ -245,7 +264,10 @@ impl ModelConfig {
         if self.family == Family::Gpt2 && self.hidden_size % self.num_heads != 0 {
             return Err(ModelError::config(
                 path,
-                format!("n_embd ({}) must be divisible by n_head ({})", self.hidden_size, self.num_heads),
+                format!(
+                    "n_embd ({}) must be divisible by n_head ({})",
+                    self.hidden_size, self.num_heads
+                ),
             ));
         }
         if self.family != Family::Gpt2 && self.head_dim % 2 != 0 {
@@ -299,7 +321,12 @@ impl ModelConfig {
                 "attention_bias": self.attention_bias,
             }),
         };
-        for (k, v) in ours.as_object().into_iter().flatten().chain(ids.as_object().into_iter().flatten()) {
+        for (k, v) in ours
+            .as_object()
+            .into_iter()
+            .flatten()
+            .chain(ids.as_object().into_iter().flatten())
+        {
             if !obj.contains_key(k) || k != "architectures" {
                 obj.insert(k.clone(), v.clone());
             }
@@ -317,7 +344,10 @@ impl ModelConfig {
     /// Parameters of the decoder (embeddings counted once when tied).
     pub fn num_params(&self) -> i64 {
         let (c, v, i) = (self.hidden_size, self.vocab_size, self.intermediate_size);
-        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let (q, kv) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
         let head = if self.tie_word_embeddings { 0 } else { v * c };
         let per_layer = match self.family {
             Family::Gpt2 => 4 * c + c * 3 * c + 3 * c + c * c + c + 2 * c * i + i + c,
@@ -326,8 +356,16 @@ impl ModelConfig {
                 2 * c + c * (q + 2 * kv) + bias + q * c + 3 * c * i
             }
         };
-        let pos = if self.family == Family::Gpt2 { self.max_positions * c } else { 0 };
-        let final_norm = if self.family == Family::Gpt2 { 2 * c } else { c };
+        let pos = if self.family == Family::Gpt2 {
+            self.max_positions * c
+        } else {
+            0
+        };
+        let final_norm = if self.family == Family::Gpt2 {
+            2 * c
+        } else {
+            c
+        };
         v * c + pos + self.num_layers * per_layer + final_norm + head
     }
 }

@@ -22,7 +22,9 @@ impl FromStr for DeviceArg {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             "auto" => Ok(Self::Auto),
-            other => Err(format!("unknown device '{other}'; expected cpu, cuda or auto")),
+            other => Err(format!(
+                "unknown device '{other}'; expected cpu, cuda or auto"
+            )),
         }
     }
 }

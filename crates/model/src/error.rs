@@ -22,8 +22,14 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error("{path}: tensor '{name}': {msg}")]
-    Tensor { path: PathBuf, name: String, msg: String },
-    #[error("{path}: not a valid safetensors file ({msg}); was it truncated or written by something else?")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
+    #[error(
+        "{path}: not a valid safetensors file ({msg}); was it truncated or written by something else?"
+    )]
     Safetensors { path: PathBuf, msg: String },
     #[error("{0}")]
     Invalid(String),
@@ -33,9 +39,15 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Config { path: path.into(), msg: msg.into() }
+        Self::Config {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

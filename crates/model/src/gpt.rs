@@ -56,7 +56,13 @@ impl Attention {
         let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
         let (qkv, out) = match cfg.family {
             Family::Gpt2 => (
-                Qkv::Fused(Linear::new(&(p / "c_attn"), (c, 3 * c), Layout::InOut, true, INIT_STD)),
+                Qkv::Fused(Linear::new(
+                    &(p / "c_attn"),
+                    (c, 3 * c),
+                    Layout::InOut,
+                    true,
+                    INIT_STD,
+                )),
                 Linear::new(&(p / "c_proj"), (c, c), Layout::InOut, true, resid_std),
             ),
             Family::Llama | Family::Qwen2 => {
@@ -64,12 +70,28 @@ impl Attention {
                 let lin = |name: &str, d_out| {
                     Linear::new(&(p / name), (c, d_out), Layout::OutIn, bias, INIT_STD)
                 };
-                let split = Qkv::Split { q: lin("q_proj", nh * hs), k: lin("k_proj", nkv * hs), v: lin("v_proj", nkv * hs) };
-                let out = Linear::new(&(p / "o_proj"), (nh * hs, c), Layout::OutIn, false, resid_std);
+                let split = Qkv::Split {
+                    q: lin("q_proj", nh * hs),
+                    k: lin("k_proj", nkv * hs),
+                    v: lin("v_proj", nkv * hs),
+                };
+                let out = Linear::new(
+                    &(p / "o_proj"),
+                    (nh * hs, c),
+                    Layout::OutIn,
+                    false,
+                    resid_std,
+                );
                 (split, out)
             }
         };
-        Self { qkv, out, nh, nkv, hs }
+        Self {
+            qkv,
+            out,
+            nh,
+            nkv,
+            hs,
+        }
     }
 
     /// x (B, T, C) -> q (B, nh, T, hs), k and v (B, nkv, T, hs)
@@ -124,7 +146,11 @@ enum Mlp {
     /// GPT-2: c_proj(gelu_tanh(c_fc(x))).
     Gelu { fc: Linear, proj: Linear },
     /// Llama: down(silu(gate(x)) * up(x)).
-    SwiGlu { gate: Linear, up: Linear, down: Linear },
+    SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
 }
 
 impl Mlp {
@@ -155,8 +181,8 @@ impl Mlp {
 
 /// What every layer of one forward pass shares.
 struct LayerCtx<'a> {
-    positions: &'a Tensor,      // (B, T)
-    mask: Option<&'a Tensor>,   // (B, 1, T, L) bool, true = may attend
+    positions: &'a Tensor,    // (B, T)
+    mask: Option<&'a Tensor>, // (B, 1, T, L) bool, true = may attend
     is_causal: bool,
     rope: Option<&'a Rope>,
     cache: Option<&'a mut KvCache>,
@@ -215,7 +241,11 @@ pub struct Gpt {
 
 impl std::fmt::Debug for Gpt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gpt({:?}, {} layers, C={}, head {:?})", self.cfg.family, self.cfg.num_layers, self.cfg.hidden_size, self.head)
+        write!(
+            f,
+            "Gpt({:?}, {} layers, C={}, head {:?})",
+            self.cfg.family, self.cfg.num_layers, self.cfg.hidden_size, self.head
+        )
     }
 }
 
@@ -229,12 +259,22 @@ impl Gpt {
             Family::Gpt2 => (&root / "transformer", "wte"),
             _ => (&root / "model", "embed_tokens"),
         };
-        let std = Init::Randn { mean: 0.0, stdev: INIT_STD };
+        let std = Init::Randn {
+            mean: 0.0,
+            stdev: INIT_STD,
+        };
         let wte = (&base / emb_name).var("weight", &[v, c], std);
         let wpe = (cfg.family == Family::Gpt2)
             .then(|| (&base / "wpe").var("weight", &[cfg.max_positions, c], std));
-        let layers = &base / if cfg.family == Family::Gpt2 { "h" } else { "layers" };
-        let blocks = (0..cfg.num_layers).map(|i| Block::new(&(&layers / i), cfg)).collect();
+        let layers = &base
+            / if cfg.family == Family::Gpt2 {
+                "h"
+            } else {
+                "layers"
+            };
+        let blocks = (0..cfg.num_layers)
+            .map(|i| Block::new(&(&layers / i), cfg))
+            .collect();
         let norm_f = match cfg.family {
             Family::Gpt2 => Norm::layer(&(&base / "ln_f"), c, cfg.norm_eps),
             _ => Norm::rms(&(&base / "norm"), c, cfg.norm_eps),
@@ -247,7 +287,18 @@ impl Gpt {
             .then(|| Linear::new(&(&root / "score"), (c, 1), Layout::OutIn, true, score_std));
         let rope = (cfg.family != Family::Gpt2)
             .then(|| Rope::new(cfg.head_dim, cfg.max_positions, cfg.rope_theta, device));
-        Self { cfg: cfg.clone(), head, vs, wte, wpe, blocks, norm_f, lm_head, score, rope }
+        Self {
+            cfg: cfg.clone(),
+            head,
+            vs,
+            wte,
+            wpe,
+            blocks,
+            norm_f,
+            lm_head,
+            score,
+            rope,
+        }
     }
 
     /// Loads `config.json` and the weights of a Hugging Face-layout checkpoint directory.
@@ -287,24 +338,36 @@ impl Gpt {
 
     /// Number of trainable parameters actually held.
     pub fn num_params(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(Tensor::numel).map(|n| n as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(Tensor::numel)
+            .map(|n| n as i64)
+            .sum()
     }
 
     /// Final hidden states (B, T, C) after the last norm.
     ///
     /// With a cache, `input_ids` are the new tokens and their keys/values are appended; the mask
     /// (if any) covers only the new tokens. Position ids follow the mask (left padding).
-    pub fn forward_hidden(&self, batch: Batch<'_>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        batch: Batch<'_>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let ids = batch.input_ids;
         let (b, t) = ids.size2().map_err(|_| {
-            ModelError::Invalid(format!("input_ids must be (batch, time), got {:?}", ids.size()))
+            ModelError::Invalid(format!(
+                "input_ids must be (batch, time), got {:?}",
+                ids.size()
+            ))
         })?;
         self.check_ids(ids)?;
         if let Some(c) = cache.as_deref() {
             c.check_room(b, t)?;
         }
         let past = cache.as_deref().map_or(0, |c| c.len);
-        if past + t > self.cfg.max_positions && self.wpe.is_some() {
+        if past + t > self.cfg.max_positions {
             return Err(ModelError::Invalid(format!(
                 "sequence of {} tokens exceeds the model's {} positions",
                 past + t,
@@ -321,12 +384,14 @@ impl Gpt {
             }
         };
         let positions = self.positions(&mask, cache.as_deref());
-        let padded = batch.attention_mask.is_some()
-            || cache.as_deref().is_some_and(|c| c.has_padding);
+        let padded =
+            batch.attention_mask.is_some() || cache.as_deref().is_some_and(|c| c.has_padding);
         let (attn_mask, is_causal) = attention_mask(&mask, cache.as_deref(), padded, past);
         let mut x = Tensor::embedding(&self.wte, ids, -1, false, false); // (B, T, C)
         if let Some(wpe) = &self.wpe {
-            x = x + wpe.index_select(0, &positions.reshape([-1])).reshape([b, t, -1]);
+            x = x + wpe
+                .index_select(0, &positions.reshape([-1]))
+                .reshape([b, t, -1]);
         }
         let mut ctx = LayerCtx {
             positions: &positions,
@@ -378,8 +443,12 @@ impl Gpt {
         match (&self.lm_head, self.head) {
             (Some(head), _) => Ok(head.forward(hidden)),
             (None, Head::Lm) => Ok(hidden.matmul(&self.wte.tr())),
-            (None, Head::Scalar) if self.cfg.tie_word_embeddings => Ok(hidden.matmul(&self.wte.tr())),
-            (None, Head::Scalar) => Err(ModelError::Invalid("this scalar-head model has no LM head".into())),
+            (None, Head::Scalar) if self.cfg.tie_word_embeddings => {
+                Ok(hidden.matmul(&self.wte.tr()))
+            }
+            (None, Head::Scalar) => Err(ModelError::Invalid(
+                "this scalar-head model has no LM head".into(),
+            )),
         }
     }
 
@@ -404,7 +473,12 @@ impl Gpt {
 
 /// The attention mask (B, 1, T, L) as a bool "may attend", or `None` with `is_causal` when plain
 /// causal attention is exact (no padding anywhere, and no past or a single new token).
-fn attention_mask(mask: &Tensor, cache: Option<&KvCache>, padded: bool, past: i64) -> (Option<Tensor>, bool) {
+fn attention_mask(
+    mask: &Tensor,
+    cache: Option<&KvCache>,
+    padded: bool,
+    past: i64,
+) -> (Option<Tensor>, bool) {
     let (b, t) = mask.size2().unwrap_or_default();
     if !padded {
         if past == 0 {
@@ -426,6 +500,8 @@ fn attention_mask(mask: &Tensor, cache: Option<&KvCache>, padded: bool, past: i6
     // A padding query with no real key before it would softmax over nothing and yield NaN, which
     // then leaks through 0 * NaN; letting every query see itself keeps padded rows finite.
     let diag = k_idx.eq_tensor(&q_abs);
-    let allowed = causal.logical_and(&keys.view([b, 1, 1, l])).logical_or(&diag);
+    let allowed = causal
+        .logical_and(&keys.view([b, 1, 1, l]))
+        .logical_or(&diag);
     (Some(allowed), false)
 }

@@ -31,8 +31,12 @@ impl KvCache {
         let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
         let layers = cfg.num_layers as usize;
         Self {
-            k: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
-            v: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
+            k: (0..layers)
+                .map(|_| Tensor::zeros(shape, (kind, device)))
+                .collect(),
+            v: (0..layers)
+                .map(|_| Tensor::zeros(shape, (kind, device)))
+                .collect(),
             key_mask: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
             next_pos: Tensor::zeros([batch], (Kind::Int64, device)),
             has_padding: false,
@@ -81,14 +85,19 @@ impl KvCache {
         self.k[layer].narrow(2, self.len, t).copy_(k);
         self.v[layer].narrow(2, self.len, t).copy_(v);
         let end = self.len + t;
-        (self.k[layer].narrow(2, 0, end), self.v[layer].narrow(2, 0, end))
+        (
+            self.k[layer].narrow(2, 0, end),
+            self.v[layer].narrow(2, 0, end),
+        )
     }
 
     /// Records the new tokens' mask (B, T) once every layer has appended.
     pub(crate) fn advance(&mut self, mask: &Tensor) {
         let t = mask.size()[1];
         self.key_mask.narrow(1, self.len, t).copy_(mask);
-        self.next_pos += mask.to_kind(Kind::Int64).sum_dim_intlist(1, false, Kind::Int64);
+        self.next_pos += mask
+            .to_kind(Kind::Int64)
+            .sum_dim_intlist(1, false, Kind::Int64);
         self.len += t;
     }
 

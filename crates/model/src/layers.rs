@@ -35,9 +35,20 @@ impl Linear {
             Layout::OutIn => [d_out, d_in],
             Layout::InOut => [d_in, d_out],
         };
-        let weight = p.var("weight", &shape, Init::Randn { mean: 0.0, stdev: init_std });
+        let weight = p.var(
+            "weight",
+            &shape,
+            Init::Randn {
+                mean: 0.0,
+                stdev: init_std,
+            },
+        );
         let bias = bias.then(|| p.var("bias", &[d_out], Init::Const(0.0)));
-        Self { weight, bias, layout }
+        Self {
+            weight,
+            bias,
+            layout,
+        }
     }
 
     /// (..., in) -> (..., out)
@@ -50,7 +61,8 @@ impl Linear {
                     let mut out_shape = x.size();
                     let d_in = out_shape.pop().unwrap_or(0);
                     out_shape.push(self.weight.size()[1]);
-                    b.addmm(&x.reshape([-1, d_in]), &self.weight).reshape(out_shape)
+                    b.addmm(&x.reshape([-1, d_in]), &self.weight)
+                        .reshape(out_shape)
                 }
                 None => x.matmul(&self.weight),
             },
@@ -61,27 +73,48 @@ impl Linear {
 /// LayerNorm (GPT-2) or RMSNorm (Llama family), names `{name}.weight` (+ `{name}.bias`).
 #[derive(Debug)]
 pub enum Norm {
-    Layer { weight: Tensor, bias: Tensor, eps: f64, dim: i64 },
-    Rms { weight: Tensor, eps: f64, dim: i64 },
+    Layer {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f64,
+        dim: i64,
+    },
+    Rms {
+        weight: Tensor,
+        eps: f64,
+        dim: i64,
+    },
 }
 
 impl Norm {
     pub fn layer(p: &Path, dim: i64, eps: f64) -> Self {
         let weight = p.var("weight", &[dim], Init::Const(1.0));
         let bias = p.var("bias", &[dim], Init::Const(0.0));
-        Norm::Layer { weight, bias, eps, dim }
+        Norm::Layer {
+            weight,
+            bias,
+            eps,
+            dim,
+        }
     }
 
     pub fn rms(p: &Path, dim: i64, eps: f64) -> Self {
-        Norm::Rms { weight: p.var("weight", &[dim], Init::Const(1.0)), eps, dim }
+        Norm::Rms {
+            weight: p.var("weight", &[dim], Init::Const(1.0)),
+            eps,
+            dim,
+        }
     }
 
     /// (..., C) -> (..., C)
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match self {
-            Norm::Layer { weight, bias, eps, dim } => {
-                x.layer_norm([*dim], Some(weight), Some(bias), *eps, true)
-            }
+            Norm::Layer {
+                weight,
+                bias,
+                eps,
+                dim,
+            } => x.layer_norm([*dim], Some(weight), Some(bias), *eps, true),
             Norm::Rms { weight, eps, dim } => x.rms_norm([*dim], Some(weight), *eps),
         }
     }
@@ -99,11 +132,17 @@ impl Rope {
     pub fn new(head_dim: i64, max_positions: i64, theta: f64, device: tch::Device) -> Self {
         let opts = (Kind::Float, device);
         let exponents = Tensor::arange_start_step(0, head_dim, 2, opts) / head_dim as f64;
-        let inv_freq = Tensor::from(theta).to_device(device).pow(&exponents).reciprocal(); // (hs/2)
+        let inv_freq = Tensor::from(theta)
+            .to_device(device)
+            .pow(&exponents)
+            .reciprocal(); // (hs/2)
         let pos = Tensor::arange(max_positions, opts); // (P)
         let freqs = pos.outer(&inv_freq); // (P, hs/2)
         let emb = Tensor::cat(&[&freqs, &freqs], -1); // (P, hs)
-        Self { cos: emb.cos(), sin: emb.sin() }
+        Self {
+            cos: emb.cos(),
+            sin: emb.sin(),
+        }
     }
 
     /// Rotates `x` (B, n, T, hs) at integer positions `pos` (B, T).
@@ -111,8 +150,16 @@ impl Rope {
         let (b, t) = pos.size2().unwrap_or((0, 0));
         let hs = self.cos.size()[1];
         let flat = pos.reshape([-1]);
-        let cos = self.cos.index_select(0, &flat).reshape([b, 1, t, hs]).to_kind(x.kind());
-        let sin = self.sin.index_select(0, &flat).reshape([b, 1, t, hs]).to_kind(x.kind());
+        let cos = self
+            .cos
+            .index_select(0, &flat)
+            .reshape([b, 1, t, hs])
+            .to_kind(x.kind());
+        let sin = self
+            .sin
+            .index_select(0, &flat)
+            .reshape([b, 1, t, hs])
+            .to_kind(x.kind());
         let half = hs / 2;
         let x1 = x.narrow(-1, 0, half);
         let x2 = x.narrow(-1, half, half);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;
+pub mod pretrained;
 pub mod sample;
 
 pub use checkpoint::{load_weights, save_weights};
@@ -18,4 +19,5 @@ pub use device::DeviceArg;
 pub use error::{ModelError, Result};
 pub use gpt::{Batch, Gpt, Head};
 pub use kv_cache::KvCache;
+pub use pretrained::{Pretrained, PromptFormat, TextGenerateConfig, TextGeneration};
 pub use sample::{GenerateConfig, Generation, Sampling};

@@ -17,25 +17,37 @@ use crate::gpt::{Batch, Gpt};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
     Greedy,
-    Random { temperature: f64, top_k: Option<i64>, top_p: Option<f64> },
+    Random {
+        temperature: f64,
+        top_k: Option<i64>,
+        top_p: Option<f64>,
+    },
 }
 
 impl Sampling {
     /// Validates user-facing flags: temperature 0 means greedy.
     pub fn new(temperature: f64, top_k: Option<i64>, top_p: Option<f64>) -> Result<Self> {
         if !temperature.is_finite() || temperature < 0.0 {
-            return Err(ModelError::Invalid(format!("temperature must be >= 0, got {temperature}")));
+            return Err(ModelError::Invalid(format!(
+                "temperature must be >= 0, got {temperature}"
+            )));
         }
         if let Some(k) = top_k.filter(|&k| k < 1) {
             return Err(ModelError::Invalid(format!("top-k must be >= 1, got {k}")));
         }
         if let Some(p) = top_p.filter(|&p| !(p > 0.0 && p <= 1.0)) {
-            return Err(ModelError::Invalid(format!("top-p must be in (0, 1], got {p}")));
+            return Err(ModelError::Invalid(format!(
+                "top-p must be in (0, 1], got {p}"
+            )));
         }
         if temperature == 0.0 {
             return Ok(Sampling::Greedy);
         }
-        Ok(Sampling::Random { temperature, top_k, top_p: top_p.filter(|&p| p < 1.0) })
+        Ok(Sampling::Random {
+            temperature,
+            top_k,
+            top_p: top_p.filter(|&p| p < 1.0),
+        })
     }
 
     /// The temperature the returned log-probabilities are computed at.
@@ -102,7 +114,9 @@ pub struct Generation {
 fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tensor, Tensor)> {
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(ModelError::Invalid("every prompt needs at least one token".into()));
+        return Err(ModelError::Invalid(
+            "every prompt needs at least one token".into(),
+        ));
     }
     let mut ids = Vec::with_capacity(prompts.len() * p);
     let mut mask = Vec::with_capacity(prompts.len() * p);
@@ -119,7 +133,12 @@ fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tens
 }
 
 /// Applies temperature, top-k and top-p (in transformers' order) to logits (B, V).
-fn filter_logits(logits: &Tensor, temperature: f64, top_k: Option<i64>, top_p: Option<f64>) -> Tensor {
+fn filter_logits(
+    logits: &Tensor,
+    temperature: f64,
+    top_k: Option<i64>,
+    top_p: Option<f64>,
+) -> Tensor {
     let mut logits = logits / temperature;
     let v = logits.size()[1];
     if let Some(k) = top_k.filter(|&k| k < v) {
@@ -149,10 +168,17 @@ fn choose(logits: &Tensor, sampling: &Sampling) -> (Tensor, Tensor) {
             let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
             (tok, lp)
         }
-        Sampling::Random { temperature, top_k, top_p } => {
+        Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+        } => {
             let logp = (&logits / temperature).log_softmax(-1, Kind::Float);
             let filtered = filter_logits(&logits, temperature, top_k, top_p);
-            let tok = filtered.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1);
+            let tok = filtered
+                .softmax(-1, Kind::Float)
+                .multinomial(1, false)
+                .squeeze_dim(1);
             let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
             (tok, lp)
         }
@@ -183,10 +209,17 @@ pub fn generate(
     let _guard = tch::no_grad_guard();
     let mut cache = model.new_cache(b, capacity);
     let mut out: Vec<Generation> = (0..b)
-        .map(|_| Generation { token_ids: vec![], logprobs: vec![], finish: Finish::Length })
+        .map(|_| Generation {
+            token_ids: vec![],
+            logprobs: vec![],
+            finish: Finish::Length,
+        })
         .collect();
     let mut done = vec![false; b as usize];
-    let batch = Batch { input_ids: &ids, attention_mask: Some(&mask) };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: Some(&mask),
+    };
     let mut logits = model.forward(batch, Some(&mut cache))?.select(1, p - 1); // (B, V)
     for _ in 0..cfg.max_new_tokens {
         let (tok, lp) = choose(&logits, &cfg.sampling);
@@ -208,7 +241,10 @@ pub fn generate(
             break;
         }
         let next = tok.unsqueeze(1); // (B, 1)
-        let batch = Batch { input_ids: &next, attention_mask: None };
+        let batch = Batch {
+            input_ids: &next,
+            attention_mask: None,
+        };
         logits = model.forward(batch, Some(&mut cache))?.select(1, 0);
     }
     Ok(out)

@@ -35,15 +35,25 @@ fn missing_config() {
     let dir = broken_copy();
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     let msg = load_err(dir.path());
-    assert!(msg.contains("config.json") && msg.contains("No such file"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("No such file"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn corrupt_config() {
     let dir = broken_copy();
-    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"llama\",").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{\"model_type\": \"llama\",",
+    )
+    .unwrap();
     let msg = load_err(dir.path());
-    assert!(msg.contains("config.json") && msg.contains("invalid JSON"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("invalid JSON"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -51,12 +61,18 @@ fn wrong_field_type_and_missing_field() {
     let dir = broken_copy();
     edit_config(dir.path(), |v| v["hidden_size"] = "thirty-two".into());
     let msg = load_err(dir.path());
-    assert!(msg.contains("'hidden_size'") && msg.contains("wrong type"), "{msg}");
+    assert!(
+        msg.contains("'hidden_size'") && msg.contains("wrong type"),
+        "{msg}"
+    );
     edit_config(dir.path(), |v| {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let msg = load_err(dir.path());
-    assert!(msg.contains("missing required field 'hidden_size'"), "{msg}");
+    assert!(
+        msg.contains("missing required field 'hidden_size'"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -64,7 +80,10 @@ fn unknown_model_type() {
     let dir = broken_copy();
     edit_config(dir.path(), |v| v["model_type"] = "mamba".into());
     let msg = load_err(dir.path());
-    assert!(msg.contains("unknown model_type 'mamba'") && msg.contains("gpt2, llama, qwen2"), "{msg}");
+    assert!(
+        msg.contains("unknown model_type 'mamba'") && msg.contains("gpt2, llama, qwen2"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -72,8 +91,14 @@ fn tensor_of_the_wrong_shape() {
     let dir = broken_copy();
     edit_config(dir.path(), |v| v["intermediate_size"] = 48.into());
     let msg = load_err(dir.path());
-    assert!(msg.contains("model.safetensors") && msg.contains("mlp.down_proj.weight"), "{msg}");
-    assert!(msg.contains("[32, 64]") && msg.contains("[32, 48]"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("mlp.down_proj.weight"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("[32, 64]") && msg.contains("[32, 48]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -87,7 +112,10 @@ fn missing_tensor() {
         .collect();
     rlhf_model::checkpoint::save_tensors(&tensors, &path).unwrap();
     let msg = load_err(dir.path());
-    assert!(msg.contains("'model.norm.weight'") && msg.contains("missing"), "{msg}");
+    assert!(
+        msg.contains("'model.norm.weight'") && msg.contains("missing"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -97,14 +125,25 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let msg = load_err(dir.path());
-    assert!(msg.contains("model.safetensors") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn out_of_vocabulary_ids_are_an_error_not_an_abort() {
     let model = Gpt::load(&fixture("gpt2"), Head::Lm, Device::Cpu).unwrap();
     let ids = tch::Tensor::from_slice(&[1i64, 500]).view([1, 2]);
-    let err = model.forward(rlhf_model::Batch { input_ids: &ids, attention_mask: None }, None);
-    let msg = err.expect_err("id 500 is outside a vocab of 96").to_string();
+    let err = model.forward(
+        rlhf_model::Batch {
+            input_ids: &ids,
+            attention_mask: None,
+        },
+        None,
+    );
+    let msg = err
+        .expect_err("id 500 is outside a vocab of 96")
+        .to_string();
     assert!(msg.contains("token id 500") && msg.contains("96"), "{msg}");
 }

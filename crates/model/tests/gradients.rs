@@ -10,7 +10,15 @@ use tch::{Device, Kind, Tensor};
 
 /// Mean next-token cross-entropy of the fixture's ids under the model.
 fn lm_loss(model: &Gpt, ids: &Tensor) -> Tensor {
-    let logits = model.forward(Batch { input_ids: ids, attention_mask: None }, None).unwrap();
+    let logits = model
+        .forward(
+            Batch {
+                input_ids: ids,
+                attention_mask: None,
+            },
+            None,
+        )
+        .unwrap();
     let (b, t, v) = logits.size3().unwrap();
     let pred = logits.narrow(1, 0, t - 1).reshape([b * (t - 1), v]);
     let target = ids.narrow(1, 1, t - 1).reshape([-1]);
@@ -73,7 +81,10 @@ fn every_parameter_gets_a_gradient() {
             let g = var.grad();
             assert!(g.defined(), "{name}: {pname} has no gradient");
             let norm = f64::try_from(g.to_kind(Kind::Double).norm()).unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{name}: {pname} gradient norm {norm}");
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name}: {pname} gradient norm {norm}"
+            );
         }
     }
 }
@@ -83,7 +94,15 @@ fn scalar_head_is_differentiable_and_round_trips() {
     let cfg = rlhf_model::ModelConfig::from_file(&fixture("llama").join("config.json")).unwrap();
     let model = Gpt::new(&cfg, Head::Scalar, Device::Cpu);
     let ids = reference("llama")["input_ids"].shallow_clone();
-    let h = model.forward_hidden(Batch { input_ids: &ids, attention_mask: None }, None).unwrap();
+    let h = model
+        .forward_hidden(
+            Batch {
+                input_ids: &ids,
+                attention_mask: None,
+            },
+            None,
+        )
+        .unwrap();
     let r = model.scalar(&h).unwrap();
     assert_eq!(r.size(), ids.size());
     r.sum(Kind::Float).backward();
@@ -95,6 +114,17 @@ fn scalar_head_is_differentiable_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
     let again = Gpt::load(dir.path(), Head::Scalar, Device::Cpu).unwrap();
-    let h2 = again.forward_hidden(Batch { input_ids: &ids, attention_mask: None }, None).unwrap();
-    assert_eq!(f64::try_from((again.scalar(&h2).unwrap() - r).abs().max()).unwrap(), 0.0);
+    let h2 = again
+        .forward_hidden(
+            Batch {
+                input_ids: &ids,
+                attention_mask: None,
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        f64::try_from((again.scalar(&h2).unwrap() - r).abs().max()).unwrap(),
+        0.0
+    );
 }

@@ -20,7 +20,15 @@ fn logits_match_transformers_unpadded() {
     for name in FAMILIES {
         let (model, r) = (load(name), reference(name));
         let ids = &r["input_ids"];
-        let logits = model.forward(Batch { input_ids: ids, attention_mask: None }, None).unwrap();
+        let logits = model
+            .forward(
+                Batch {
+                    input_ids: ids,
+                    attention_mask: None,
+                },
+                None,
+            )
+            .unwrap();
         let d = max_abs_diff(&logits, &r["logits"]);
         assert!(d <= TOL, "{name}: max |dlogit| = {d:e}");
     }
@@ -31,9 +39,15 @@ fn logits_match_transformers_left_padded() {
     for name in FAMILIES {
         let (model, r) = (load(name), reference(name));
         let (ids, mask) = (&r["padded_ids"], &r["padded_mask"]);
-        let batch = Batch { input_ids: ids, attention_mask: Some(mask) };
+        let batch = Batch {
+            input_ids: ids,
+            attention_mask: Some(mask),
+        };
         let logits = model.forward(batch, None).unwrap();
-        assert!(f64::try_from(logits.isnan().any()).unwrap() == 0.0, "{name}: NaN in padding");
+        assert!(
+            f64::try_from(logits.isnan().any()).unwrap() == 0.0,
+            "{name}: NaN in padding"
+        );
         // Only real positions are defined; padded ones are whatever each library leaves there.
         let keep = mask.to_kind(Kind::Bool).unsqueeze(-1);
         let ours = logits.masked_fill(&keep.logical_not(), 0.0);
@@ -50,11 +64,17 @@ fn kv_cache_decoding_matches_full_forward() {
         let (ids, mask, generated) = (&r["padded_ids"], &r["padded_mask"], &r["generated"]);
         let full_ids = Tensor::cat(&[ids, generated], 1);
         let full_mask = Tensor::cat(&[mask, &generated.ones_like()], 1);
-        let batch = Batch { input_ids: &full_ids, attention_mask: Some(&full_mask) };
+        let batch = Batch {
+            input_ids: &full_ids,
+            attention_mask: Some(&full_mask),
+        };
         let full = model.forward(batch, None).unwrap();
         let p = ids.size()[1];
         let mut cache = model.new_cache(3, full_ids.size()[1]);
-        let batch = Batch { input_ids: ids, attention_mask: Some(mask) };
+        let batch = Batch {
+            input_ids: ids,
+            attention_mask: Some(mask),
+        };
         let first = model.forward(batch, Some(&mut cache)).unwrap();
         let d0 = max_abs_diff(&first.select(1, p - 1), &full.select(1, p - 1));
         assert!(d0 <= TOL, "{name}: prompt step differs by {d0:e}");
@@ -63,7 +83,13 @@ fn kv_cache_decoding_matches_full_forward() {
         while t < generated.size()[1] {
             let n = if t == 0 { 2 } else { 1 };
             let step = generated.narrow(1, t, n);
-            let out = model.forward(Batch { input_ids: &step, attention_mask: None }, Some(&mut cache));
+            let out = model.forward(
+                Batch {
+                    input_ids: &step,
+                    attention_mask: None,
+                },
+                Some(&mut cache),
+            );
             let out = out.unwrap();
             let d = max_abs_diff(&out, &full.narrow(1, p + t, n));
             assert!(d <= TOL, "{name}: cached step {t} differs by {d:e}");
@@ -81,10 +107,17 @@ fn greedy_generation_matches_transformers() {
             .map(|i| {
                 let row = Vec::<i64>::try_from(&ids.get(i)).unwrap();
                 let m = Vec::<i64>::try_from(&mask.get(i)).unwrap();
-                row.into_iter().zip(m).filter(|(_, m)| *m == 1).map(|(t, _)| t).collect()
+                row.into_iter()
+                    .zip(m)
+                    .filter(|(_, m)| *m == 1)
+                    .map(|(t, _)| t)
+                    .collect()
             })
             .collect();
-        let cfg = GenerateConfig { max_new_tokens: 10, ..Default::default() };
+        let cfg = GenerateConfig {
+            max_new_tokens: 10,
+            ..Default::default()
+        };
         let out = generate(&model, &prompts, &cfg, |_, _| false).unwrap();
         for (i, g) in out.iter().enumerate() {
             let expected = Vec::<i64>::try_from(&r["generated"].get(i as i64)).unwrap();
@@ -101,8 +134,11 @@ fn save_and_reload_round_trips_names_and_values() {
         let dir = tempfile::tempdir().unwrap();
         model.save(dir.path()).unwrap();
         let names = |p: std::path::PathBuf| {
-            let mut v: Vec<String> =
-                Tensor::read_safetensors(p).unwrap().into_iter().map(|(n, _)| n).collect();
+            let mut v: Vec<String> = Tensor::read_safetensors(p)
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
             v.sort();
             v
         };
@@ -113,8 +149,24 @@ fn save_and_reload_round_trips_names_and_values() {
         );
         let again = Gpt::load(dir.path(), Head::Lm, Device::Cpu).unwrap();
         let ids = &reference(name)["input_ids"];
-        let a = model.forward(Batch { input_ids: ids, attention_mask: None }, None).unwrap();
-        let b = again.forward(Batch { input_ids: ids, attention_mask: None }, None).unwrap();
+        let a = model
+            .forward(
+                Batch {
+                    input_ids: ids,
+                    attention_mask: None,
+                },
+                None,
+            )
+            .unwrap();
+        let b = again
+            .forward(
+                Batch {
+                    input_ids: ids,
+                    attention_mask: None,
+                },
+                None,
+            )
+            .unwrap();
         assert_eq!(max_abs_diff(&a, &b), 0.0);
     }
 }

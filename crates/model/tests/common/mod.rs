@@ -10,13 +10,18 @@ use tch::Tensor;
 pub const FAMILIES: [&str; 3] = ["gpt2", "llama", "qwen2"];
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Tensors written by `scripts/reference/model_fixtures.py`.
 pub fn reference(name: &str) -> HashMap<String, Tensor> {
     let path = fixture(name).join("reference.safetensors");
-    Tensor::read_safetensors(&path).expect("reference fixture").into_iter().collect()
+    Tensor::read_safetensors(&path)
+        .expect("reference fixture")
+        .into_iter()
+        .collect()
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -1,0 +1,54 @@
+//! `rlhf nll`: mean next-token negative log-likelihood of a JSONL file of texts.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use rlhf_model::{Head, Pretrained};
+
+use crate::common::{read_jsonl, str_field};
+
+/// Mean per-token NLL (natural log) of {"text": ...} lines, each encoded with the tokenizer's
+/// default special tokens (like transformers). Prints {"tokens": N, "mean_nll": X}.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSONL file with one {"text": ...} object per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+}
+
+pub fn run(args: Args, device: tch::Device) -> Result<()> {
+    let pre = Pretrained::load(&args.model, Head::Lm, device)?;
+    let mut texts = Vec::new();
+    let max = pre.model.cfg.max_positions as usize;
+    read_jsonl(&args.data, |line, v| {
+        let text = str_field(&v, "text", &args.data, line)?;
+        let ids = pre.encode_prompt(text, rlhf_model::PromptFormat::Raw)?;
+        if ids.len() > max {
+            bail!(
+                "{}:{line}: text has {} tokens, more than the model's context of {max}",
+                args.data.display(),
+                ids.len()
+            );
+        }
+        texts.push(ids);
+        Ok(())
+    })?;
+    let (total, tokens) = pre.nll(&texts, args.batch_size)?;
+    if tokens == 0 {
+        bail!(
+            "{}: no predicted tokens (every text encodes to fewer than 2 tokens)",
+            args.data.display()
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "tokens": tokens, "mean_nll": total / tokens as f64 })
+    );
+    Ok(())
+}
