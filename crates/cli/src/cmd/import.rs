@@ -10,13 +10,13 @@ use rlhf_model::{Head, Pretrained};
 /// Import a model: dequantize a GGUF to an f32 Hugging Face checkpoint, or validate and copy an
 /// existing Hugging Face checkpoint directory.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false, id = "source")]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["gguf", "hf"])))]
 pub struct Args {
     /// GGUF file (llama architecture; F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K).
-    #[arg(long, group = "source")]
+    #[arg(long)]
     gguf: Option<PathBuf>,
     /// Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer files).
-    #[arg(long, group = "source")]
+    #[arg(long)]
     hf: Option<PathBuf>,
     /// Output checkpoint directory (created; must be empty if it exists).
     #[arg(long)]

