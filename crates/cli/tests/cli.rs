@@ -1,0 +1,393 @@
+//! The `rlhf` binary end to end: `generate` (text and JSON), `nll` against an unbatched
+//! computation, `import` of GGUF and HF dirs, and bad inputs that must exit 1 with a clear
+//! message (never a panic, whose exit code would be 101).
+
+#[path = "../../gguf/tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod gguf_builder;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use gguf_builder::GgufBuilder;
+use rlhf_model::{Gpt, Head, ModelConfig, Pretrained, PromptFormat};
+use rlhf_tokenizer::{BpeConfig, train_bpe};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
+How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
+Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
+
+fn rlhf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .output()
+        .expect("run rlhf")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A tiny random llama checkpoint with a trained BPE tokenizer; `vocab` overrides the model's
+/// embedding rows (to build a mismatched pair).
+fn checkpoint(dir: &Path, vocab: Option<i64>) {
+    let texts = std::iter::repeat_n(CORPUS, 20);
+    let tok = train_bpe(
+        texts,
+        &BpeConfig {
+            vocab_size: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tok.save(dir).unwrap();
+    let cfg = json!({
+        "model_type": "llama", "vocab_size": vocab.unwrap_or(tok.vocab_size() as i64),
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
+    });
+    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    tch::manual_seed(0);
+    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+}
+
+/// Runs `generate` on `dir` and asserts a clean failure whose message contains every `needle`.
+fn assert_clean_failure(dir: &Path, needles: &[&str]) {
+    let out = rlhf(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Jane has",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in: {err}");
+    }
+}
+
+#[test]
+fn generate_prints_text_and_json_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let m = dir.path().to_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Jane has",
+        "--json",
+        "--num-samples",
+        "3",
+    ];
+    let args = [
+        &args[..],
+        &[
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "5",
+            "--temperature",
+            "1",
+        ],
+    ]
+    .concat();
+    let a = rlhf(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let lines: Vec<serde_json::Value> = String::from_utf8(a.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        let ids = l["token_ids"].as_array().unwrap();
+        let lps = l["logprobs"].as_array().unwrap();
+        assert!(!ids.is_empty() && ids.len() <= 12 && ids.len() == lps.len());
+        assert!(lps.iter().all(|x| x.as_f64().unwrap() <= 0.0));
+    }
+    assert_eq!(rlhf(&args).stdout, a.stdout, "same seed, different samples");
+    let greedy = rlhf(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Jane has",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(
+        greedy.status.success() && !greedy.stdout.is_empty(),
+        "{}",
+        stderr(&greedy)
+    );
+}
+
+#[test]
+fn nll_matches_an_unbatched_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let texts = [
+        "Jane has 12 flowers.",
+        "The answer is 7.",
+        "Sort the list: 3, 1, 2. Tom buys",
+    ];
+    let data = dir.path().join("texts.jsonl");
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let out = rlhf(&[
+        "nll",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch-size",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let pre = Pretrained::load(dir.path(), Head::Lm, Device::Cpu).unwrap();
+    let (mut sum, mut n) = (0.0, 0);
+    for t in texts {
+        let ids = pre.encode_prompt(t, PromptFormat::Raw).unwrap();
+        let x = Tensor::from_slice(&ids).unsqueeze(0);
+        let logits = pre.model.forward(
+            rlhf_model::Batch {
+                input_ids: &x,
+                attention_mask: None,
+            },
+            None,
+        );
+        let logp = logits.unwrap().log_softmax(-1, Kind::Double).squeeze_dim(0);
+        for j in 1..ids.len() {
+            sum -= f64::try_from(logp.get(j as i64 - 1).get(ids[j])).unwrap();
+            n += 1;
+        }
+    }
+    assert_eq!(got["tokens"].as_u64().unwrap() as usize, n);
+    let mean = got["mean_nll"].as_f64().unwrap();
+    assert!(
+        (mean - sum / n as f64).abs() < 1e-5,
+        "{mean} vs {}",
+        sum / n as f64
+    );
+}
+
+#[test]
+fn nll_reports_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(&data, "{\"text\": \"ok\"}\n{\"txt\": \"typo\"}\n").unwrap();
+    let out = rlhf(&[
+        "nll",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bad.jsonl:2: expected a string field \"text\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn broken_checkpoints_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    checkpoint(d, None);
+    let config = std::fs::read_to_string(d.join("config.json")).unwrap();
+    let weights = std::fs::read(d.join("model.safetensors")).unwrap();
+    let restore = || {
+        std::fs::write(d.join("config.json"), &config).unwrap();
+        std::fs::write(d.join("model.safetensors"), &weights).unwrap();
+    };
+
+    std::fs::remove_file(d.join("config.json")).unwrap();
+    assert_clean_failure(d, &["config.json", "No such file"]);
+    std::fs::write(d.join("config.json"), "{ not json").unwrap();
+    assert_clean_failure(d, &["config.json", "invalid JSON"]);
+    std::fs::write(
+        d.join("config.json"),
+        config.replace("\"llama\"", "\"bert\""),
+    )
+    .unwrap();
+    assert_clean_failure(d, &["config.json", "unknown model_type 'bert'"]);
+    std::fs::write(
+        d.join("config.json"),
+        config.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"),
+    )
+    .unwrap();
+    assert_clean_failure(
+        d,
+        &["model.safetensors", "mlp.down_proj.weight", "[32, 64]"],
+    );
+    restore();
+    std::fs::write(d.join("model.safetensors"), &weights[..weights.len() - 100]).unwrap();
+    assert_clean_failure(d, &["model.safetensors", "truncated"]);
+    restore();
+    let kept: Vec<(String, Tensor)> = Tensor::read_safetensors(d.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight")
+        .collect();
+    rlhf_model::checkpoint::save_tensors(&kept, &d.join("model.safetensors")).unwrap();
+    assert_clean_failure(d, &["'model.layers.1.self_attn.k_proj.weight'", "missing"]);
+}
+
+#[test]
+fn tokenizer_larger_than_the_embedding_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), Some(200));
+    assert_clean_failure(dir.path(), &["tokenizer.json", "300 tokens", "200"]);
+}
+
+/// A one-layer llama GGUF (hidden 16, 4 heads of 4, 2 kv heads) with F32 tensors, except
+/// `attn_q` which may be given an unsupported type.
+fn tiny_gguf(q_type: Option<u32>) -> Vec<u8> {
+    let tokens = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "a",
+        "b",
+        "ab",
+        "Ġ",
+        "Ġa",
+    ];
+    let mut b = GgufBuilder::new()
+        .str("general.architecture", "llama")
+        .u32("llama.block_count", 1)
+        .u32("llama.context_length", 64)
+        .u32("llama.embedding_length", 16)
+        .u32("llama.feed_forward_length", 32)
+        .u32("llama.attention.head_count", 4)
+        .u32("llama.attention.head_count_kv", 2)
+        .f32("llama.rope.freq_base", 10000.0)
+        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .str("tokenizer.ggml.model", "gpt2")
+        .str("tokenizer.ggml.pre", "gpt-2")
+        .str_array("tokenizer.ggml.tokens", &tokens)
+        .i32_array("tokenizer.ggml.token_type", &[3, 3, 3, 1, 1, 1, 1, 1])
+        .str_array("tokenizer.ggml.merges", &["a b", "Ġ a"])
+        .u32("tokenizer.ggml.bos_token_id", 1)
+        .u32("tokenizer.ggml.eos_token_id", 2)
+        .str(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+        );
+    let shapes: [(&str, Vec<usize>); 11] = [
+        ("token_embd.weight", vec![8, 16]),
+        ("output_norm.weight", vec![16]),
+        ("blk.0.attn_norm.weight", vec![16]),
+        ("blk.0.attn_q.weight", vec![16, 16]),
+        ("blk.0.attn_k.weight", vec![8, 16]),
+        ("blk.0.attn_v.weight", vec![8, 16]),
+        ("blk.0.attn_output.weight", vec![16, 16]),
+        ("blk.0.ffn_norm.weight", vec![16]),
+        ("blk.0.ffn_gate.weight", vec![32, 16]),
+        ("blk.0.ffn_up.weight", vec![32, 16]),
+        ("blk.0.ffn_down.weight", vec![16, 32]),
+    ];
+    for (i, (name, shape)) in shapes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        b = match q_type.filter(|_| name.contains("attn_q")) {
+            // IQ2_XS: 74 bytes per 256-element block.
+            Some(t) => b.tensor_raw(name, &[16, 16], t, vec![0; 74]),
+            None => {
+                let v: Vec<f32> = (0..n)
+                    .map(|j| ((i * 31 + j * 7) % 13) as f32 / 13.0 - 0.5)
+                    .collect();
+                b.tensor_f32(name, shape, &v)
+            }
+        };
+    }
+    b.build()
+}
+
+#[test]
+fn import_gguf_then_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    std::fs::write(&gguf, tiny_gguf(None)).unwrap();
+    let out = dir.path().join("hf");
+    let o = rlhf(&[
+        "import",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g = rlhf(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--chat",
+        "--prompt",
+        "ab",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let copy = dir.path().join("copy");
+    let o = rlhf(&[
+        "import",
+        "--hf",
+        out.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(copy.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn gguf_with_an_unsupported_quantisation_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("iq2.gguf");
+    std::fs::write(&gguf, tiny_gguf(Some(17))).unwrap();
+    let out = dir.path().join("hf");
+    let o = rlhf(&[
+        "import",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("iq2.gguf") && err.contains("blk.0.attn_q.weight") && err.contains("IQ2_XS"),
+        "{err}"
+    );
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "a failed import left weights behind"
+    );
+}
