@@ -3,7 +3,6 @@
 //! message (never a panic, whose exit code would be 101).
 
 #[path = "../../gguf/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod gguf_builder;
 
 use std::path::Path;
@@ -177,8 +176,8 @@ fn nll_matches_an_unbatched_computation() {
             None,
         );
         let logp = logits.unwrap().log_softmax(-1, Kind::Double).squeeze_dim(0);
-        for j in 1..ids.len() {
-            sum -= f64::try_from(logp.get(j as i64 - 1).get(ids[j])).unwrap();
+        for (j, &id) in ids.iter().enumerate().skip(1) {
+            sum -= f64::try_from(logp.get(j as i64 - 1).get(id)).unwrap();
             n += 1;
         }
     }

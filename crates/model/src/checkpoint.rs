@@ -61,10 +61,11 @@ fn to_kind(dtype: Dtype) -> Option<Kind> {
 /// `gpt2` release) lack the `transformer.` prefix that `GPT2LMHeadModel` writes.
 fn candidates(name: &str, family: Family) -> Vec<String> {
     let mut names = vec![name.to_string()];
-    if family == Family::Gpt2 {
-        if let Some(rest) = name.strip_prefix("transformer.") {
-            names.push(rest.to_string());
-        }
+    if let Some(rest) = name
+        .strip_prefix("transformer.")
+        .filter(|_| family == Family::Gpt2)
+    {
+        names.push(rest.to_string());
     }
     names
 }

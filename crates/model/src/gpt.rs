@@ -389,7 +389,7 @@ impl Gpt {
         let (attn_mask, is_causal) = attention_mask(&mask, cache.as_deref(), padded, past);
         let mut x = Tensor::embedding(&self.wte, ids, -1, false, false); // (B, T, C)
         if let Some(wpe) = &self.wpe {
-            x = x + wpe
+            x += wpe
                 .index_select(0, &positions.reshape([-1]))
                 .reshape([b, t, -1]);
         }
