@@ -117,9 +117,9 @@ impl Attention {
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_>, layer: usize) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or_default();
         let (mut q, mut k, v) = self.project(x);
-        if let Some(rope) = ctx.rope {
-            q = rope.apply(&q, ctx.positions);
-            k = rope.apply(&k, ctx.positions);
+        if let Some((cos, sin)) = ctx.rope {
+            q = Rope::apply(&q, cos, sin);
+            k = Rope::apply(&k, cos, sin);
         }
         let (k, v) = match ctx.cache.as_deref_mut() {
             Some(cache) => cache.append(layer, &k, &v), // (B, nkv, L, hs)
@@ -181,10 +181,9 @@ impl Mlp {
 
 /// What every layer of one forward pass shares.
 struct LayerCtx<'a> {
-    positions: &'a Tensor,    // (B, T)
     mask: Option<&'a Tensor>, // (B, 1, T, L) bool, true = may attend
     is_causal: bool,
-    rope: Option<&'a Rope>,
+    rope: Option<(&'a Tensor, &'a Tensor)>, // cos, sin (B, 1, T, hs)
     cache: Option<&'a mut KvCache>,
 }
 
@@ -393,11 +392,11 @@ impl Gpt {
                 .index_select(0, &positions.reshape([-1]))
                 .reshape([b, t, -1]);
         }
+        let tables = self.rope.as_ref().map(|r| r.tables(&positions, x.kind()));
         let mut ctx = LayerCtx {
-            positions: &positions,
             mask: attn_mask.as_ref(),
             is_causal,
-            rope: self.rope.as_ref(),
+            rope: tables.as_ref().map(|(c, s)| (c, s)),
             cache: cache.as_deref_mut(),
         };
         for (i, block) in self.blocks.iter().enumerate() {

@@ -145,22 +145,24 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` (B, n, T, hs) at integer positions `pos` (B, T).
-    pub fn apply(&self, x: &Tensor, pos: &Tensor) -> Tensor {
+    /// The cos and sin rows (B, 1, T, hs) for integer positions `pos` (B, T), computed once per
+    /// forward pass and shared by every layer.
+    pub fn tables(&self, pos: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let (b, t) = pos.size2().unwrap_or((0, 0));
         let hs = self.cos.size()[1];
         let flat = pos.reshape([-1]);
-        let cos = self
-            .cos
-            .index_select(0, &flat)
-            .reshape([b, 1, t, hs])
-            .to_kind(x.kind());
-        let sin = self
-            .sin
-            .index_select(0, &flat)
-            .reshape([b, 1, t, hs])
-            .to_kind(x.kind());
-        let half = hs / 2;
+        let pick = |table: &Tensor| {
+            table
+                .index_select(0, &flat)
+                .reshape([b, 1, t, hs])
+                .to_kind(kind)
+        };
+        (pick(&self.cos), pick(&self.sin))
+    }
+
+    /// Rotates `x` (B, n, T, hs) with tables from [`Rope::tables`].
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let half = x.size()[3] / 2;
         let x1 = x.narrow(-1, 0, half);
         let x2 = x.narrow(-1, half, half);
         let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
