@@ -220,7 +220,10 @@ pub fn generate(
         input_ids: &ids,
         attention_mask: Some(&mask),
     };
-    let mut logits = model.forward(batch, Some(&mut cache))?.select(1, p - 1); // (B, V)
+    // Only the last position's logits are needed: projecting every prompt position onto the
+    // vocabulary would cost more than a whole decoding step for large vocabularies.
+    let hidden = model.forward_hidden(batch, Some(&mut cache))?.select(1, p - 1); // (B, C)
+    let mut logits = model.lm_logits(&hidden)?; // (B, V)
     for _ in 0..cfg.max_new_tokens {
         let (tok, lp) = choose(&logits, &cfg.sampling);
         let toks = Vec::<i64>::try_from(&tok.to_device(tch::Device::Cpu))?;
