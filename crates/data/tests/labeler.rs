@@ -1,0 +1,129 @@
+//! Simulated-labeler tests: two independent labelers agree on 70–76% of 2,000 calibration
+//! pairs, the noise-free labeler reproduces the oracle's order exactly, identical responses
+//! tie, and the calibrated τ is what the bisection finds.
+
+use rlhf_data::{
+    CALIBRATED_TAU, CANDIDATE_MIX, LabelerConfig, SimulatedLabeler, TARGET_AGREEMENT, Task,
+    agreement, calibrate_tau, calibration_pairs, expected_agreement, grade, respond, world_rng,
+};
+
+fn labeler(seed: u64) -> SimulatedLabeler {
+    SimulatedLabeler::new(seed, &LabelerConfig::default()).expect("valid config")
+}
+
+#[test]
+fn two_labelers_agree_on_about_73_percent_of_2000_pairs() {
+    // Pairs from a seed other than the calibration's, so this is a held-out check.
+    let pairs = calibration_pairs(1, 2000);
+    let measured = agreement(&labeler(1), &labeler(2), &pairs);
+    assert!((0.70..=0.76).contains(&measured), "agreement {measured}");
+    // Averaged over more labeler pairs and pair sets, sampling noise shrinks to about ±1%.
+    let mut total = 0.0;
+    for seed in 2..7 {
+        let pairs = calibration_pairs(seed, 2000);
+        total += agreement(&labeler(10 * seed), &labeler(10 * seed + 1), &pairs);
+    }
+    let mean = total / 5.0;
+    assert!(
+        (TARGET_AGREEMENT - mean).abs() < 0.015,
+        "mean agreement {mean}"
+    );
+}
+
+#[test]
+fn calibrated_tau_matches_the_bisection() {
+    let pairs = calibration_pairs(0, 20_000);
+    let tau = calibrate_tau(&pairs, TARGET_AGREEMENT).expect("reachable");
+    assert!(
+        (tau - CALIBRATED_TAU).abs() < 0.005,
+        "bisection gives {tau}"
+    );
+    let expected = expected_agreement(CALIBRATED_TAU, &pairs);
+    assert!((expected - TARGET_AGREEMENT).abs() < 0.003, "{expected}");
+    // Agreement falls as noise grows.
+    assert!(expected_agreement(0.0, &pairs) > expected_agreement(0.2, &pairs));
+    assert!(expected_agreement(0.2, &pairs) > expected_agreement(0.8, &pairs));
+}
+
+#[test]
+fn noise_free_labeler_agrees_with_the_oracle_order_exactly() {
+    let oracle = SimulatedLabeler::noise_free();
+    let pairs = calibration_pairs(3, 2000);
+    for p in &pairs {
+        let responses = [p.a.clone(), p.b.clone()];
+        let ranking = oracle.rank(&p.task, &responses).expect("two responses");
+        let (sa, sb) = (grade(&p.task, &p.a).score, grade(&p.task, &p.b).score);
+        let groups = ranking.groups();
+        if sa == sb {
+            assert_eq!(groups, [vec![0, 1]], "equal scores tie");
+        } else if sa > sb {
+            assert_eq!(groups, [vec![0], vec![1]]);
+        } else {
+            assert_eq!(groups, [vec![1], vec![0]]);
+        }
+    }
+    // Over K = 6 responses too: groups are in strictly decreasing score order.
+    let task = pairs[0].task.clone();
+    let mut rng = world_rng(7, 0);
+    let responses: Vec<String> = (0..6)
+        .map(|i| respond(&task, CANDIDATE_MIX[i % 4].0, &mut rng).text)
+        .collect();
+    let ranking = oracle.rank(&task, &responses).expect("six responses");
+    let scores: Vec<f64> = ranking
+        .groups()
+        .iter()
+        .map(|g| grade(&task, &responses[g[0]]).score)
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] > w[1]), "{scores:?}");
+}
+
+#[test]
+fn identical_responses_tie_and_rankings_are_reproducible() {
+    let task = Task::parse("Repeat the word red 3 times.").expect("parses");
+    let responses: Vec<String> = ["red red red", "red red", "red red red", "Sure! red red red"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let l = labeler(5);
+    let ranking = l.rank(&task, &responses).expect("ranks");
+    let tied = ranking
+        .groups()
+        .iter()
+        .find(|g| g.contains(&0))
+        .expect("ranked");
+    assert_eq!(tied, &vec![0, 2], "identical texts share a group");
+    assert_eq!(ranking.pairs().len(), 6 - 1);
+    assert_eq!(l.rank(&task, &responses).expect("again"), ranking);
+    // Too few responses is an error, not a panic.
+    assert!(l.rank(&task, &responses[..1]).is_err());
+    // A negative temperature is rejected.
+    assert!(SimulatedLabeler::new(0, &LabelerConfig { tau: -1.0 }).is_err());
+}
+
+#[test]
+fn noisy_labelers_prefer_correct_answers_at_the_bradley_terry_rate() {
+    let pairs = calibration_pairs(4, 2000);
+    let l = labeler(9);
+    let (mut decisive, mut right, mut expected) = (0, 0, 0.0);
+    for p in &pairs {
+        let (ga, gb) = (grade(&p.task, &p.a), grade(&p.task, &p.b));
+        if ga.correct == gb.correct || ga.formatted != gb.formatted {
+            continue;
+        }
+        decisive += 1;
+        let ranking = l.rank(&p.task, &[p.a.clone(), p.b.clone()]).expect("ranks");
+        let a_first = ranking.groups()[0] == [0];
+        right += usize::from(a_first == ga.correct);
+        // Bradley–Terry: P(correct one first) = σ(|Δscore| / τ), about σ(1.0 / 0.39) ≈ 0.93.
+        expected += 1.0 / (1.0 + (-(ga.score - gb.score).abs() / CALIBRATED_TAU).exp());
+    }
+    let rate = right as f64 / decisive as f64;
+    let expected = expected / decisive as f64;
+    assert!(expected > 0.9, "{expected}");
+    // Four standard errors of a binomial rate over ~700 pairs.
+    let tolerance = 4.0 * (expected * (1.0 - expected) / decisive as f64).sqrt();
+    assert!(
+        (rate - expected).abs() < tolerance,
+        "{rate} vs {expected} over {decisive} pairs"
+    );
+}
