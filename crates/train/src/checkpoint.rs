@@ -1,0 +1,256 @@
+//! Checkpoint directories: `<run>/checkpoints/step-00000100/` holding the step's model files (from
+//! `TrainStep::save`), `optimizer.safetensors` and `rlhf.json` (format version, stage, step,
+//! metrics, data position, the resolved config: a checkpoint describes itself).
+//!
+//! Writes are atomic: everything goes into `.tmp-step-…`, is fsynced, and only then renamed into
+//! place, so a crash at any point leaves the previous checkpoints intact and loadable; readers
+//! ignore temporary directories. Also the Gpt helper that refuses a checkpoint of another model.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rlhf_model::{Gpt, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataPosition;
+use crate::error::{Result, TrainError};
+use crate::step::Metrics;
+
+/// Bumped whenever `rlhf.json` or the directory layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+pub const INFO_FILE: &str = "rlhf.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const PREFIX: &str = "step-";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// The content of `rlhf.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    pub format_version: u32,
+    /// The command that wrote it ("pretrain", "sft", ...); resuming under another is an error.
+    pub stage: String,
+    /// Optimizer steps completed.
+    pub step: u64,
+    pub tokens_seen: u64,
+    /// Training time so far, across resumes.
+    pub elapsed_s: f64,
+    /// The latest step's metrics and the latest evaluation's (`eval/…`).
+    pub metrics: Metrics,
+    pub data_position: DataPosition,
+    /// The command's resolved configuration.
+    pub config: serde_json::Value,
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Complete checkpoints of a run, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = checkpoints_dir(run_dir);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let entries = fs::read_dir(&dir).map_err(|e| TrainError::io("list", &dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io("list", &dir, e))?;
+        let name = entry.file_name();
+        let step = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(step) = step.filter(|_| entry.path().join(INFO_FILE).is_file()) {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The newest complete checkpoint of a run, if any.
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list(run_dir)?.pop().map(|(_, path)| path))
+}
+
+/// Reads and checks a checkpoint's `rlhf.json`.
+pub fn read_info(dir: &Path) -> Result<CheckpointInfo> {
+    let path = dir.join(INFO_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        TrainError::checkpoint(
+            dir,
+            format!("cannot read {INFO_FILE} ({e}); a training checkpoint has one (a plain model directory can initialise a run but not resume one)"),
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::checkpoint(&path, format!("invalid JSON: {e}")))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(u64::from(FORMAT_VERSION)) {
+        return Err(TrainError::checkpoint(
+            &path,
+            format!(
+                "format_version {version:?}, this build reads {FORMAT_VERSION}; use the rlhf \
+                 version that wrote it"
+            ),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| TrainError::checkpoint(&path, e.to_string()))
+}
+
+/// Writes a checkpoint for `info.step` atomically: `fill` writes the model and optimizer files
+/// into a temporary directory, then `rlhf.json` is added, everything is fsynced and the directory
+/// is renamed into place. On error the temporary directory is removed and nothing else changes.
+pub fn write(
+    run_dir: &Path,
+    info: &CheckpointInfo,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    fs::create_dir_all(&dir).map_err(|e| TrainError::io("create", &dir, e))?;
+    remove_temporaries(&dir)?;
+    let name = format!("{PREFIX}{:08}", info.step);
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    fs::create_dir(&tmp).map_err(|e| TrainError::io("create", &tmp, e))?;
+    let written = fill(&tmp).and_then(|()| {
+        let json = serde_json::to_string_pretty(info)
+            .map_err(|e| TrainError::Invalid(format!("cannot serialise {INFO_FILE}: {e}")))?;
+        let path = tmp.join(INFO_FILE);
+        fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+        sync_tree(&tmp)
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let target = dir.join(&name);
+    if target.exists() {
+        // A checkpoint of the same step from an abandoned branch of the run (resumed from an
+        // older one): move it aside first, since rename cannot replace a non-empty directory.
+        let old = dir.join(format!("{TMP_PREFIX}old-{name}"));
+        fs::rename(&target, &old).map_err(|e| TrainError::io("move aside", &target, e))?;
+    }
+    fs::rename(&tmp, &target).map_err(|e| TrainError::io("rename into place", &tmp, e))?;
+    sync_path(&dir)?;
+    remove_temporaries(&dir)?;
+    Ok(target)
+}
+
+/// Deletes all but the newest `keep` checkpoints (0 keeps all).
+pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    let all = list(run_dir)?;
+    if keep == 0 || all.len() <= keep {
+        return Ok(());
+    }
+    for (_, path) in &all[..all.len() - keep] {
+        fs::remove_dir_all(path).map_err(|e| TrainError::io("remove old checkpoint", path, e))?;
+    }
+    Ok(())
+}
+
+/// Leftovers of interrupted writes.
+fn remove_temporaries(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| TrainError::io("remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// fsyncs every file in `dir` (one level) and `dir` itself, so the rename publishes data that is
+/// on disk, not just in the page cache.
+fn sync_tree(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| TrainError::io("list", dir, e))?.path();
+        if path.is_file() {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
+}
+
+fn sync_path(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io("fsync", path, e))
+}
+
+/// Loads a checkpoint written by `Gpt::save` into `gpt` in place, refusing one of another
+/// architecture with a message that lists the differences (instead of a shape error on the
+/// first tensor that happens to differ).
+pub fn load_gpt(gpt: &mut Gpt, dir: &Path) -> Result<()> {
+    let saved = ModelConfig::from_file(&dir.join("config.json"))?;
+    let diffs = architecture_diff(&saved, &gpt.cfg);
+    if !diffs.is_empty() {
+        return Err(TrainError::checkpoint(
+            dir,
+            format!(
+                "holds a different model ({}, checkpoint vs this run); resume from a checkpoint \
+                 of the model this run builds, or start a fresh run in a new directory",
+                diffs.join(", ")
+            ),
+        ));
+    }
+    rlhf_model::load_weights(&mut gpt.vs, dir, gpt.cfg.family)?;
+    Ok(())
+}
+
+/// "hidden_size 64 vs 32" for every architectural field that differs.
+fn architecture_diff(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
+    let fields: [(&str, String, String); 10] = [
+        (
+            "family",
+            format!("{:?}", a.family),
+            format!("{:?}", b.family),
+        ),
+        (
+            "vocab_size",
+            a.vocab_size.to_string(),
+            b.vocab_size.to_string(),
+        ),
+        (
+            "hidden_size",
+            a.hidden_size.to_string(),
+            b.hidden_size.to_string(),
+        ),
+        (
+            "num_layers",
+            a.num_layers.to_string(),
+            b.num_layers.to_string(),
+        ),
+        (
+            "num_heads",
+            a.num_heads.to_string(),
+            b.num_heads.to_string(),
+        ),
+        (
+            "num_kv_heads",
+            a.num_kv_heads.to_string(),
+            b.num_kv_heads.to_string(),
+        ),
+        ("head_dim", a.head_dim.to_string(), b.head_dim.to_string()),
+        (
+            "intermediate_size",
+            a.intermediate_size.to_string(),
+            b.intermediate_size.to_string(),
+        ),
+        (
+            "max_positions",
+            a.max_positions.to_string(),
+            b.max_positions.to_string(),
+        ),
+        (
+            "tie_word_embeddings",
+            a.tie_word_embeddings.to_string(),
+            b.tie_word_embeddings.to_string(),
+        ),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, x, y)| x != y)
+        .map(|(name, x, y)| format!("{name} {x} vs {y}"))
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! Shared test fixtures: a tiny Llama-family model, a next-token `TrainStep` over it with fault
+//! injection (NaN loss, failing save), and a data source replaying fixed batches.
+
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+
+use rand::RngCore;
+use rlhf_model::{Batch, Gpt, Head, ModelConfig};
+use rlhf_train::{
+    DataPosition, DataRng, DataSource, Event, Metrics, RandomTokens, Result, Resume, RunOptions,
+    StepOutput, TrainError, TrainStep, Trainer, TrainerConfig, checkpoint,
+};
+use tch::{Device, Kind, Reduction, Tensor};
+
+pub const VOCAB: i64 = 64;
+
+/// Llama family, hidden 32, 2 layers, vocab 64 (~37k parameters).
+pub fn tiny_config(hidden: i64) -> ModelConfig {
+    let json = serde_json::json!({
+        "model_type": "llama",
+        "vocab_size": VOCAB,
+        "hidden_size": hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 2 * hidden,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": false,
+    });
+    ModelConfig::from_json(&json, Path::new("tiny")).expect("valid tiny config")
+}
+
+/// Next-token cross-entropy; target id 0 is ignored (a padding stand-in), so a micro-batch's
+/// token count can vary.
+pub struct Lm {
+    pub gpt: Gpt,
+    /// Return a NaN loss on this (1-based) call of `loss`.
+    pub nan_at_call: Option<u64>,
+    /// Make the n-th (1-based) `save` fail after writing the model files: a crash between the
+    /// temporary write and the rename.
+    pub fail_save_at: Option<u64>,
+    pub eval_ids: Tensor,
+    /// Scale the loss by (1 + 0.01 * U(0, 1)) drawn from libtorch's generator.
+    pub noise: bool,
+    calls: u64,
+    saves: Cell<u64>,
+}
+
+impl Lm {
+    /// A fresh model whose initialisation depends only on `seed`. Drawn in Rust, not from
+    /// libtorch's generator, which is global and shared with tests running in other threads.
+    pub fn new(seed: u64, hidden: i64) -> Self {
+        let gpt = Gpt::new(&tiny_config(hidden), Head::Lm, Device::Cpu);
+        let mut vars: Vec<(String, Tensor)> = gpt.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (i, (name, var)) in vars.iter().enumerate() {
+            if name.contains("norm") {
+                continue; // RMSNorm gains stay at one
+            }
+            // Uniform with std 0.02: half-width 0.02 * sqrt(3).
+            let mut rng = DataRng::new(seed, i as u64);
+            let values: Vec<f32> = (0..var.numel())
+                .map(|_| (rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * 0.0346)
+                .collect();
+            let src = Tensor::from_slice(&values).view(var.size().as_slice());
+            tch::no_grad(|| var.shallow_clone().copy_(&src));
+        }
+        let eval_ids = Tensor::arange(32, (Kind::Int64, Device::Cpu))
+            .remainder(VOCAB)
+            .view([2, 16]);
+        Self {
+            gpt,
+            nan_at_call: None,
+            fail_save_at: None,
+            eval_ids,
+            noise: false,
+            calls: 0,
+            saves: Cell::new(0),
+        }
+    }
+
+    /// Mean loss over non-ignored targets and their count.
+    pub fn lm_loss(&self, ids: &Tensor) -> Result<(Tensor, i64)> {
+        let batch = Batch {
+            input_ids: ids,
+            attention_mask: None,
+        };
+        let logits = self.gpt.forward(batch, None)?; // (B, T, V)
+        let (_, t, v) = logits.size3()?;
+        let pred = logits.narrow(1, 0, t - 1).reshape([-1, v]);
+        let target = ids.narrow(1, 1, t - 1).reshape([-1]);
+        let tokens = i64::try_from(target.ne(0).sum(Kind::Int64))?;
+        let loss = pred.cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, 0, 0.0);
+        Ok((loss, tokens))
+    }
+
+    /// Every parameter, by name, copied.
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let mut vars: Vec<(String, Tensor)> = self
+            .gpt
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+}
+
+impl TrainStep for Lm {
+    type Batch = Tensor;
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.gpt.vs.variables().into_iter().collect()
+    }
+
+    fn loss(&mut self, ids: &Tensor) -> Result<StepOutput> {
+        self.calls += 1;
+        let (loss, tokens) = self.lm_loss(ids)?;
+        let loss = if self.nan_at_call == Some(self.calls) {
+            loss * f64::NAN
+        } else {
+            loss
+        };
+        let loss = if self.noise {
+            loss * (Tensor::rand([], (Kind::Float, Device::Cpu)) * 0.01 + 1.0)
+        } else {
+            loss
+        };
+        let acc = Tensor::from(0.5); // a constant metric: checks the averaging
+        Ok(StepOutput::new(loss, tokens).metric("half", &acc))
+    }
+
+    fn eval(&mut self) -> Result<Metrics> {
+        let (loss, _) = self.lm_loss(&self.eval_ids)?;
+        Ok(Metrics::from([("loss".to_string(), f64::try_from(loss)?)]))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let n = self.saves.get() + 1;
+        self.saves.set(n);
+        self.gpt.save(dir)?;
+        if self.fail_save_at == Some(n) {
+            return Err(TrainError::step(
+                "simulated crash after writing the model files",
+            ));
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load_gpt(&mut self.gpt, dir)
+    }
+}
+
+/// Replays a fixed list of batches once.
+pub struct Batches {
+    pub batches: Vec<Tensor>,
+    pub next: usize,
+}
+
+impl DataSource for Batches {
+    type Batch = Tensor;
+
+    fn next_batch(&mut self) -> Result<Option<Tensor>> {
+        let b = self.batches.get(self.next).map(Tensor::shallow_clone);
+        self.next += 1;
+        Ok(b)
+    }
+
+    fn position(&self) -> DataPosition {
+        DataPosition {
+            offset: self.next as u64,
+            ..DataPosition::default()
+        }
+    }
+
+    fn seek(&mut self, pos: &DataPosition) -> Result<()> {
+        self.next = usize::try_from(pos.offset).map_err(TrainError::step)?;
+        Ok(())
+    }
+}
+
+pub fn config() -> TrainerConfig {
+    TrainerConfig {
+        lr: 1e-2,
+        warmup_steps: 2,
+        max_steps: 8,
+        batch_size: 4,
+        grad_accum: 2,
+        eval_every: 0,
+        checkpoint_every: 4,
+        keep_checkpoints: 0,
+        seed: 7,
+        ..Default::default()
+    }
+}
+
+pub fn run(dir: &Path, resume: Resume) -> RunOptions {
+    RunOptions {
+        resume,
+        progress: false,
+        ..RunOptions::new(dir, "pretrain")
+    }
+}
+
+pub fn data() -> RandomTokens {
+    RandomTokens::new(VOCAB, 4, 16, 11)
+}
+
+/// Collects every step's loss; fails the run (an interruption) after `stop_after` steps.
+pub fn recorder(trainer: &mut Trainer, stop_after: Option<u64>) -> Rc<RefCell<Vec<f64>>> {
+    let losses = Rc::new(RefCell::new(Vec::new()));
+    let sink = losses.clone();
+    trainer.add_callback(move |event: &Event<'_>| {
+        if let Event::Step(r) = event {
+            sink.borrow_mut().push(r.loss);
+            if stop_after == Some(r.step) {
+                return Err(TrainError::step("simulated interruption"));
+            }
+        }
+        Ok(())
+    });
+    losses
+}
