@@ -57,3 +57,21 @@ pub fn str_field<'a>(
         )
     })
 }
+
+/// `--config FILE` and `--set key.path=value` for commands with a typed configuration.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file [default: every key at its default].
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Override one key, e.g. --set trainer.lr=3e-4 (repeatable; applied after --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads the typed config strictly: unknown keys and wrong types are errors with the key path.
+    pub fn load<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        Ok(rlhf_train::config::load(self.config.as_deref(), &self.set)?)
+    }
+}

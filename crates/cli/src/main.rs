@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Demo(cmd::demo::Args),
+    Data(cmd::data::Args),
+    Pretrain(cmd::pretrain::Args),
     Generate(cmd::generate::Args),
     Nll(cmd::nll::Args),
     Import(cmd::import::Args),
@@ -31,6 +34,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.runtime.init().and_then(|device| match cli.command {
+        Command::Demo(args) => cmd::demo::run(args, device),
+        Command::Data(args) => cmd::data::run(args),
+        Command::Pretrain(args) => cmd::pretrain::run(args, device),
         Command::Generate(args) => cmd::generate::run(args, device),
         Command::Nll(args) => cmd::nll::run(args, device),
         Command::Import(args) => cmd::import::run(args),

@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
+pub mod data;
+pub mod demo;
 pub mod generate;
 pub mod import;
 pub mod nll;
+pub mod pretrain;
