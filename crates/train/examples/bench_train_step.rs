@@ -1,0 +1,51 @@
+//! Benchmark helper for `bench/train_step.py`: full training steps (forward, loss, backward,
+//! clipping, AdamW) of a checkpoint's model on fixed random tokens, through the real trainer code
+//! (`run_steps`). Prints {"tokens_per_s": ...} counting B*T tokens per step, like the Python side.
+//!
+//! usage: bench_train_step MODEL_DIR BATCH SEQ_LEN STEPS THREADS
+
+use std::path::{Path, PathBuf};
+
+use rlhf_model::{Gpt, Head};
+use rlhf_train::pretrain::lm_loss;
+use rlhf_train::{RandomTokens, Result, StepOutput, TrainStep, TrainerConfig, run_steps};
+use tch::Tensor;
+
+struct Step(Gpt);
+
+impl TrainStep for Step {
+    type Batch = Tensor;
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.0.vs.variables().into_iter().collect()
+    }
+    fn loss(&mut self, ids: &Tensor) -> Result<StepOutput> {
+        let (b, t) = ids.size2()?;
+        Ok(StepOutput::new(lm_loss(&self.0, ids)?, b * t))
+    }
+    fn save(&self, _: &Path) -> Result<()> {
+        Ok(())
+    }
+    fn load(&mut self, _: &Path) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(a.len() == 6, "usage: bench_train_step MODEL BATCH SEQ_LEN STEPS THREADS");
+    let (b, t, steps, threads): (i64, i64, u64, i32) =
+        (a[2].parse()?, a[3].parse()?, a[4].parse()?, a[5].parse()?);
+    tch::set_num_threads(threads);
+    let gpt = Gpt::load(&PathBuf::from(&a[1]), Head::Lm, tch::Device::Cpu)?;
+    let vocab = gpt.cfg.vocab_size;
+    let mut step = Step(gpt);
+    let mut data = RandomTokens::new(vocab, b, t, 0);
+    let cfg = TrainerConfig { lr: 3e-4, warmup_steps: 0, weight_decay: 0.1, grad_clip: 1.0, ..Default::default() };
+    let warm = 3;
+    let recs = run_steps(&cfg, &mut step, &mut data, warm + steps)?;
+    let t0 = recs[warm as usize - 1].elapsed_s;
+    let secs = recs.last().map_or(0.0, |r| r.elapsed_s) - t0;
+    let tps = (b * t) as f64 * steps as f64 / secs;
+    println!("{}", serde_json::json!({"tokens_per_s": tps, "seconds": secs}));
+    Ok(())
+}
