@@ -390,3 +390,141 @@ fn gguf_with_an_unsupported_quantisation_fails_cleanly() {
         "a failed import left weights behind"
     );
 }
+
+/// `rlhf pretrain` on a data dir holding `corpus`; returns (exit code, stderr).
+fn pretrain_on(corpus: &str, extra: &[&str]) -> (Option<i32>, String) {
+    pretrain_into(corpus, None, extra)
+}
+
+fn pretrain_into(corpus: &str, out: Option<&str>, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corpus.txt"), corpus).unwrap();
+    let out = out.map_or_else(|| dir.path().join("model"), std::path::PathBuf::from);
+    let args = [
+        "pretrain",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = rlhf(&[&args[..], extra].concat());
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn pretrain_rejects_an_empty_corpus() {
+    let (code, err) = pretrain_on("\n\n  \n", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("corpus.txt") && err.contains("the corpus is empty"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pretrain_rejects_a_corpus_shorter_than_one_row() {
+    let corpus = "Jane has 12 flowers. She gives 2 to her mom.\n\n".repeat(3);
+    let (code, err) = pretrain_on(
+        &corpus,
+        &["--set", "vocab_size=262", "--set", "seq_len=128"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("fewer than one row of seq_len + 1 = 129"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pretrain_rejects_bad_config_with_the_key_path() {
+    let (code, err) = pretrain_on(CORPUS, &["--set", "trainer.lrr=1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("trainer.lrr"), "{err}");
+    let (code, err) = pretrain_on(CORPUS, &["--set", "trainer.lr=\"fast\""]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("trainer.lr"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(&toml, "[trainer\nlr = 1").unwrap();
+    let (code, err) = pretrain_on(CORPUS, &["--config", toml.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("bad.toml") && err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn pretrain_into_an_unwritable_dir_fails_cleanly() {
+    let (code, err) = pretrain_into(CORPUS, Some("/proc/rlhf-cannot-write-here"), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/proc/rlhf-cannot-write-here"), "{err}");
+}
+
+#[test]
+fn data_then_pretrain_then_resume_then_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = rlhf(&[
+        "data",
+        "--out",
+        data.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--set",
+        "corpus_docs=400",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("model");
+    let (d, m) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let common = [
+        "--preset",
+        "nano",
+        "--set",
+        "trainer.batch_size=4",
+        "--set",
+        "seq_len=32",
+        "--set",
+        "vocab_size=300",
+    ];
+    let first = [
+        &["pretrain", "--data", d, "--out", m][..],
+        &common,
+        &[
+            "--set",
+            "trainer.max_steps=6",
+            "--set",
+            "trainer.checkpoint_every=3",
+        ],
+    ]
+    .concat();
+    let o = rlhf(&first);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let more = [
+        &["pretrain", "--data", d, "--out", m, "--resume"][..],
+        &common,
+        &["--set", "trainer.max_steps=8"],
+    ]
+    .concat();
+    let o = rlhf(&more);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("loss").is_some() && v.get("lr").is_some())
+        .filter_map(|v| v["step"].as_u64())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=8).collect::<Vec<_>>(),
+        "metrics.jsonl steps after resume"
+    );
+    let g = rlhf(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Jane has",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+}

@@ -222,7 +222,9 @@ pub fn generate(
     };
     // Only the last position's logits are needed: projecting every prompt position onto the
     // vocabulary would cost more than a whole decoding step for large vocabularies.
-    let hidden = model.forward_hidden(batch, Some(&mut cache))?.select(1, p - 1); // (B, C)
+    let hidden = model
+        .forward_hidden(batch, Some(&mut cache))?
+        .select(1, p - 1); // (B, C)
     let mut logits = model.lm_logits(&hidden)?; // (B, V)
     for _ in 0..cfg.max_new_tokens {
         let (tok, lp) = choose(&logits, &cfg.sampling);

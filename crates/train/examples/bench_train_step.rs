@@ -32,7 +32,10 @@ impl TrainStep for Step {
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(a.len() == 6, "usage: bench_train_step MODEL BATCH SEQ_LEN STEPS THREADS");
+    anyhow::ensure!(
+        a.len() == 6,
+        "usage: bench_train_step MODEL BATCH SEQ_LEN STEPS THREADS"
+    );
     let (b, t, steps, threads): (i64, i64, u64, i32) =
         (a[2].parse()?, a[3].parse()?, a[4].parse()?, a[5].parse()?);
     tch::set_num_threads(threads);
@@ -40,12 +43,21 @@ fn main() -> anyhow::Result<()> {
     let vocab = gpt.cfg.vocab_size;
     let mut step = Step(gpt);
     let mut data = RandomTokens::new(vocab, b, t, 0);
-    let cfg = TrainerConfig { lr: 3e-4, warmup_steps: 0, weight_decay: 0.1, grad_clip: 1.0, ..Default::default() };
+    let cfg = TrainerConfig {
+        lr: 3e-4,
+        warmup_steps: 0,
+        weight_decay: 0.1,
+        grad_clip: 1.0,
+        ..Default::default()
+    };
     let warm = 3;
     let recs = run_steps(&cfg, &mut step, &mut data, warm + steps)?;
     let t0 = recs[warm as usize - 1].elapsed_s;
     let secs = recs.last().map_or(0.0, |r| r.elapsed_s) - t0;
     let tps = (b * t) as f64 * steps as f64 / secs;
-    println!("{}", serde_json::json!({"tokens_per_s": tps, "seconds": secs}));
+    println!(
+        "{}",
+        serde_json::json!({"tokens_per_s": tps, "seconds": secs})
+    );
     Ok(())
 }

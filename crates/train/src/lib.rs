@@ -87,7 +87,7 @@ pub use config::{LossWeighting, TrainerConfig};
 pub use data::{DataPosition, DataRng, DataSource, RandomTokens, RngState};
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};
-pub use pretrain::{PretrainConfig, PretrainSummary, Preset, pretrain};
+pub use pretrain::{Preset, PretrainConfig, PretrainSummary, pretrain};
 pub use schedule::LrSchedule;
 pub use step::{Metrics, StepOutput, TrainStep};
 pub use trainer::{Resume, RunOptions, Trainer, run_steps};

@@ -38,7 +38,9 @@ impl std::str::FromStr for Preset {
             "nano" => Ok(Preset::Nano),
             "micro" => Ok(Preset::Micro),
             "small" => Ok(Preset::Small),
-            other => Err(format!("unknown preset '{other}'; expected nano, micro or small")),
+            other => Err(format!(
+                "unknown preset '{other}'; expected nano, micro or small"
+            )),
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct PretrainConfig {
     pub eval_fraction: f64,
     /// Eval windows (of `seq_len`) averaged per evaluation. 64: ~8k tokens, a few hundred ms.
     pub eval_windows: i64,
+    /// BPE vocabulary size; 0 means the preset's (a small corpus may not support a big one).
+    pub vocab_size: usize,
     pub trainer: TrainerConfig,
 }
 
@@ -99,6 +103,7 @@ impl Default for PretrainConfig {
             max_positions: 256,
             eval_fraction: 0.05,
             eval_windows: 64,
+            vocab_size: 0,
             trainer: TrainerConfig {
                 // Tiny models tolerate (and need) a larger LR than GPT-3's 6e-4 in few steps.
                 lr: 2e-3,
@@ -132,7 +137,13 @@ impl CorpusWindows {
                 seq_len + 1
             )));
         }
-        Ok(Self { stream, batch, seq_len, rng: DataRng::new(seed, 1), drawn: 0 })
+        Ok(Self {
+            stream,
+            batch,
+            seq_len,
+            rng: DataRng::new(seed, 1),
+            drawn: 0,
+        })
     }
 }
 
@@ -142,8 +153,9 @@ impl DataSource for CorpusWindows {
     fn next_batch(&mut self) -> Result<Option<Tensor>> {
         use rand::Rng;
         let span = (self.stream.size()[0] - self.seq_len) as u64; // valid starts: 0..span
-        let starts: Vec<i64> =
-            (0..self.batch).map(|_| self.rng.random_range(0..span) as i64).collect();
+        let starts: Vec<i64> = (0..self.batch)
+            .map(|_| self.rng.random_range(0..span) as i64)
+            .collect();
         let offsets = Tensor::arange(self.seq_len + 1, (Kind::Int64, Device::Cpu));
         let index = Tensor::from_slice(&starts).unsqueeze(1) + offsets.unsqueeze(0); // (B, T+1)
         self.drawn += 1;
@@ -152,7 +164,11 @@ impl DataSource for CorpusWindows {
     }
 
     fn position(&self) -> DataPosition {
-        DataPosition { epoch: 0, offset: self.drawn, rng: Some(self.rng.state()) }
+        DataPosition {
+            epoch: 0,
+            offset: self.drawn,
+            rng: Some(self.rng.state()),
+        }
     }
 
     fn seek(&mut self, pos: &DataPosition) -> Result<()> {
@@ -166,7 +182,13 @@ impl DataSource for CorpusWindows {
 
 /// Mean next-token cross-entropy of (B, T) ids.
 pub fn lm_loss(gpt: &Gpt, ids: &Tensor) -> Result<Tensor> {
-    let logits = gpt.forward(Batch { input_ids: ids, attention_mask: None }, None)?; // (B, T, V)
+    let logits = gpt.forward(
+        Batch {
+            input_ids: ids,
+            attention_mask: None,
+        },
+        None,
+    )?; // (B, T, V)
     let (_, t, v) = logits.size3()?;
     let pred = logits.narrow(1, 0, t - 1).reshape([-1, v]);
     let target = ids.narrow(1, 1, t - 1).reshape([-1]);
@@ -224,7 +246,10 @@ fn read_corpus(data: &Path) -> Result<Vec<String>> {
         .map(String::from)
         .collect();
     if docs.is_empty() {
-        return Err(TrainError::Invalid(format!("{}: the corpus is empty", path.display())));
+        return Err(TrainError::Invalid(format!(
+            "{}: the corpus is empty",
+            path.display()
+        )));
     }
     Ok(docs)
 }
@@ -232,7 +257,9 @@ fn read_corpus(data: &Path) -> Result<Vec<String>> {
 /// Encodes documents and joins them with EOS into one stream (N,).
 fn token_stream(tok: &Tokenizer, docs: &[String]) -> Result<Vec<i64>> {
     let eos = tok.eos_id().map_or(0, i64::from);
-    let encoded = tok.encode_batch(docs, false).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let encoded = tok
+        .encode_batch(docs, false)
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
     let mut stream = Vec::new();
     for ids in encoded {
         stream.extend(ids.into_iter().map(i64::from));
@@ -266,14 +293,23 @@ pub fn pretrain(
     progress: bool,
 ) -> Result<PretrainSummary> {
     cfg.trainer.validate()?;
+    // Fail on an unwritable output before minutes of work, not after.
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
     let docs = read_corpus(data)?;
     let tok = match resume {
         Resume::No => {
-            let bpe = BpeConfig { vocab_size: cfg.preset.vocab_size(), ..Default::default() };
+            let vocab_size = match cfg.vocab_size {
+                0 => cfg.preset.vocab_size(),
+                n => n,
+            };
+            let bpe = BpeConfig {
+                vocab_size,
+                ..Default::default()
+            };
             let tok = train_bpe(docs.iter().map(String::as_str), &bpe)
                 .map_err(|e| TrainError::Invalid(format!("training the tokenizer: {e}")))?;
-            std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
-            tok.save(out).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            tok.save(out)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
             tok
         }
         _ => Tokenizer::from_dir(out).map_err(|e| TrainError::Invalid(e.to_string()))?,
@@ -281,20 +317,36 @@ pub fn pretrain(
     let stream = token_stream(&tok, &docs)?;
     let n_eval = ((stream.len() as f64) * cfg.eval_fraction) as usize;
     let (train, held) = stream.split_at(stream.len() - n_eval);
+    let batch = cfg.trainer.batch_size as i64;
+    let mut source = CorpusWindows::new(
+        Tensor::from_slice(train),
+        batch,
+        cfg.seq_len,
+        cfg.trainer.seed,
+    )?;
     let windows = held.len() as i64 / (cfg.seq_len + 1);
+    if windows == 0 {
+        return Err(TrainError::Invalid(format!(
+            "the held-out share of the corpus (eval_fraction = {}) has {} tokens, fewer than one \
+             row of seq_len + 1 = {}; raise eval_fraction or use a bigger corpus",
+            cfg.eval_fraction,
+            held.len(),
+            cfg.seq_len + 1
+        )));
+    }
     let eval = Tensor::from_slice(&held[..(windows * (cfg.seq_len + 1)) as usize])
         .view([windows, cfg.seq_len + 1])
         .narrow(0, 0, windows.min(cfg.eval_windows));
-    let model_cfg = cfg.preset.model_config(&tok, cfg.max_positions)?;
     if cfg.seq_len + 1 > cfg.max_positions {
-        return Err(TrainError::Invalid("seq_len + 1 must not exceed max_positions".into()));
+        return Err(TrainError::Invalid(
+            "seq_len + 1 must not exceed max_positions".into(),
+        ));
     }
+    let model_cfg = cfg.preset.model_config(&tok, cfg.max_positions)?;
     tch::manual_seed(cfg.trainer.seed as i64);
     let gpt = Gpt::new(&model_cfg, Head::Lm, device);
     let mut step = PretrainStep { gpt, eval };
     let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    let batch = cfg.trainer.batch_size as i64;
-    let mut source = CorpusWindows::new(Tensor::from_slice(train), batch, cfg.seq_len, cfg.trainer.seed)?;
     let mut run = RunOptions::new(out, "pretrain");
     run.config = config::to_table(cfg)?;
     run.resume = resume;

@@ -32,8 +32,15 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let summary = write_world(&args.out, &cfg)?;
     for f in &summary.files {
-        eprintln!("  {:<14} {:>6} records {:>10} bytes", f.name, f.records, f.bytes);
+        eprintln!(
+            "  {:<14} {:>6} records {:>10} bytes",
+            f.name, f.records, f.bytes
+        );
     }
-    eprintln!("task world (seed {}) written to {}", summary.seed, args.out.display());
+    eprintln!(
+        "task world (seed {}) written to {}",
+        summary.seed,
+        args.out.display()
+    );
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rlhf_data::{EvalRecord, WorldConfig, read_jsonl, write_world};
 use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
-use rlhf_train::{PretrainConfig, Preset, Resume};
+use rlhf_train::{Preset, PretrainConfig, Resume};
 
 /// Run the embedded pipeline in a fresh run folder: task world, pretraining, samples.
 #[derive(Debug, clap::Args)]
@@ -44,15 +44,35 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     eprintln!("[1/3] task world -> {}/data", out.display());
     let data = out.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let world = write_world(&data, &WorldConfig { seed: args.seed, ..Default::default() })?;
+    let world = write_world(
+        &data,
+        &WorldConfig {
+            seed: args.seed,
+            ..Default::default()
+        },
+    )?;
     let t_data = t0.elapsed().as_secs_f64();
-    let _ = writeln!(report, "## Task world (seed {}, {t_data:.1} s)\n", world.seed);
+    let _ = writeln!(
+        report,
+        "## Task world (seed {}, {t_data:.1} s)\n",
+        world.seed
+    );
     for f in &world.files {
-        let _ = writeln!(report, "- `{}`: {} records, {} bytes", f.name, f.records, f.bytes);
+        let _ = writeln!(
+            report,
+            "- `{}`: {} records, {} bytes",
+            f.name, f.records, f.bytes
+        );
     }
 
-    eprintln!("[2/3] pretraining a {:?} model ({} steps)", args.preset, args.pretrain_steps);
-    let mut cfg = PretrainConfig { preset: args.preset, ..Default::default() };
+    eprintln!(
+        "[2/3] pretraining a {:?} model ({} steps)",
+        args.preset, args.pretrain_steps
+    );
+    let mut cfg = PretrainConfig {
+        preset: args.preset,
+        ..Default::default()
+    };
     cfg.trainer.max_steps = args.pretrain_steps;
     cfg.trainer.seed = args.seed;
     cfg.trainer.checkpoint_every = 0;
@@ -87,7 +107,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let total = t0.elapsed().as_secs_f64();
     let _ = writeln!(report, "\nTotal wall time: {total:.1} s.");
     std::fs::write(out.join("report.md"), &report)?;
-    eprintln!("\ndone in {total:.1} s; report: {}", out.join("report.md").display());
+    eprintln!(
+        "\ndone in {total:.1} s; report: {}",
+        out.join("report.md").display()
+    );
     Ok(())
 }
 

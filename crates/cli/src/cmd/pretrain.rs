@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use rlhf_train::{PretrainConfig, Preset, Resume};
+use rlhf_train::{Preset, PretrainConfig, Resume};
 
 use crate::common::ConfigArgs;
 
@@ -34,7 +34,11 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     if let Some(p) = args.preset {
         cfg.preset = p;
     }
-    let resume = if args.resume { Resume::Latest } else { Resume::No };
+    let resume = if args.resume {
+        Resume::Latest
+    } else {
+        Resume::No
+    };
     let s = rlhf_train::pretrain(&args.data, &args.out, &cfg, resume, device, true)?;
     eprintln!(
         "pretrained {:?}: {} params, {} steps in {:.1} s; held-out loss {:.3} -> {:.3}; saved to {}",
