@@ -55,9 +55,55 @@ fn main() -> anyhow::Result<()> {
     let t0 = recs[warm as usize - 1].elapsed_s;
     let secs = recs.last().map_or(0.0, |r| r.elapsed_s) - t0;
     let tps = (b * t) as f64 * steps as f64 / secs;
+    if std::env::var_os("RLHF_BENCH_PROFILE").is_some() {
+        profile(&mut step, &mut data, steps)?;
+    }
     println!(
         "{}",
         serde_json::json!({"tokens_per_s": tps, "seconds": secs})
     );
+    Ok(())
+}
+
+/// Where one step's time goes: forward + loss, backward, gradient gather + clip + AdamW.
+fn profile(step: &mut Step, data: &mut RandomTokens, steps: u64) -> anyhow::Result<()> {
+    use rlhf_train::{AdamW, AdamWConfig, DataSource, optim::clip_grad_norm};
+    use std::time::Instant;
+    let mut opt = AdamW::new(step.parameters(), AdamWConfig::default())?;
+    let mut t = [0.0f64; 3];
+    for i in 0..steps + 2 {
+        let ids = data.next_batch()?.expect("endless data");
+        let t0 = Instant::now();
+        let loss = lm_loss(&step.0, &ids)?;
+        let _ = f64::try_from(&loss)?; // sync
+        let t1 = Instant::now();
+        loss.backward();
+        let t2 = Instant::now();
+        let mut grad = opt.gradients(1.0)?;
+        let norm = clip_grad_norm(&mut grad, 1.0)?;
+        opt.step(&grad, 3e-4)?;
+        opt.zero_grad();
+        let _ = f64::try_from(&norm)?;
+        let t3 = Instant::now();
+        if i >= 2 {
+            t[0] += (t1 - t0).as_secs_f64();
+            t[1] += (t2 - t1).as_secs_f64();
+            t[2] += (t3 - t2).as_secs_f64();
+        }
+    }
+    let total: f64 = t.iter().sum();
+    let names = ["forward+loss", "backward", "gather+clip+AdamW"];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(t)
+        .map(|(n, x)| {
+            format!(
+                "{n} {:.1} ms ({:.0}%)",
+                1e3 * x / steps as f64,
+                100.0 * x / total
+            )
+        })
+        .collect();
+    eprintln!("profile per step: {}", parts.join(", "));
     Ok(())
 }
