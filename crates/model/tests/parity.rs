@@ -30,6 +30,7 @@ fn logits_match_transformers_unpadded() {
             )
             .unwrap();
         let d = max_abs_diff(&logits, &r["logits"]);
+        eprintln!("{name}: unpadded max |dlogit| = {d:e}");
         assert!(d <= TOL, "{name}: max |dlogit| = {d:e}");
     }
 }
@@ -53,6 +54,7 @@ fn logits_match_transformers_left_padded() {
         let ours = logits.masked_fill(&keep.logical_not(), 0.0);
         let theirs = r["padded_logits"].masked_fill(&keep.logical_not(), 0.0);
         let d = max_abs_diff(&ours, &theirs);
+        eprintln!("{name}: left-padded max |dlogit| = {d:e}");
         assert!(d <= TOL, "{name}: padded max |dlogit| = {d:e}");
     }
 }
