@@ -517,6 +517,10 @@ fn data_then_pretrain_then_resume_then_generate() {
         (1..=8).collect::<Vec<_>>(),
         "metrics.jsonl steps after resume"
     );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("rlhf.json")).unwrap()).unwrap();
+    assert_eq!(info["step"], 8, "{info}");
+    assert_eq!(info["stage"], "pretrain", "{info}");
     let g = rlhf(&[
         "generate",
         "--model",
