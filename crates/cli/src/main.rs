@@ -27,6 +27,8 @@ enum Command {
     Data(cmd::data::Args),
     Pretrain(cmd::pretrain::Args),
     Generate(cmd::generate::Args),
+    Sample(cmd::sample::Args),
+    Label(cmd::label::Args),
     Nll(cmd::nll::Args),
     Import(cmd::import::Args),
 }
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
         Command::Data(args) => cmd::data::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(args, device),
         Command::Generate(args) => cmd::generate::run(args, device),
+        Command::Sample(args) => cmd::sample::run(args, device),
+        Command::Label(args) => cmd::label::run(args),
         Command::Nll(args) => cmd::nll::run(args, device),
         Command::Import(args) => cmd::import::run(args),
     });

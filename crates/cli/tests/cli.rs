@@ -532,3 +532,96 @@ fn data_then_pretrain_then_resume_then_generate() {
     ]);
     assert!(g.status.success(), "{}", stderr(&g));
 }
+
+#[test]
+fn sample_writes_k_responses_per_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let prompts = dir.path().join("prompts.jsonl");
+    let lines = ["Jane has 12 flowers. How many?", "Sort the list: 3, 1, 2."]
+        .map(|p| json!({ "prompt": p, "family": "x" }).to_string());
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let out = dir.path().join("samples.jsonl");
+    let (m, p, o) = (
+        dir.path().to_str().unwrap(),
+        prompts.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let args = [
+        "sample",
+        "--model",
+        m,
+        "--prompts",
+        p,
+        "--out",
+        o,
+        "--k",
+        "3",
+        "--max-new-tokens",
+        "6",
+    ];
+    let r = rlhf(&args);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let samples: Vec<rlhf_data::SampleRecord> = rlhf_data::read_jsonl(&out).unwrap();
+    assert!(!samples.is_empty());
+    for s in &samples {
+        assert!(s.responses.len() >= 2 && s.responses.len() <= 3, "{s:?}");
+    }
+    let bad = rlhf(&[
+        "sample",
+        "--model",
+        m,
+        "--prompts",
+        p,
+        "--out",
+        o,
+        "--k",
+        "1",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--k must be at least 2"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let prompt = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. How many flowers does she have left?";
+    let right = "Jane gives 2 to her mom, so 12 - 2 = 10. She gives 3 to her dad, so 10 - 3 = 7. The answer is 7.";
+    let wrong = "Jane gives 2 to her mom, so 12 - 2 = 10. She gives 3 to her dad, so 10 - 3 = 8. The answer is 8.";
+    let line = json!({ "prompt": prompt, "responses": [wrong, right, wrong] }).to_string();
+    std::fs::write(&samples, line + "\n").unwrap();
+    let out = dir.path().join("rankings.jsonl");
+    let (s, o) = (samples.to_str().unwrap(), out.to_str().unwrap());
+    let r = rlhf(&[
+        "label",
+        "--oracle",
+        "--samples",
+        s,
+        "--out",
+        o,
+        "--tau",
+        "0",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(v["ranking"], json!([1, [0, 2]]), "{v}");
+
+    std::fs::write(
+        &samples,
+        json!({ "prompt": "Tell me a joke.", "responses": ["a", "b"] }).to_string(),
+    )
+    .unwrap();
+    let r = rlhf(&["label", "--oracle", "--samples", s, "--out", o]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr(&r).contains("samples.jsonl: record 1"),
+        "{}",
+        stderr(&r)
+    );
+}

@@ -124,6 +124,42 @@ impl Pretrained {
             .collect()
     }
 
+    /// `k` samples for each prompt, generated `rows` sequences at a time (prompts × k flattened,
+    /// so one batch mixes prompts); `progress(done, total)` is called after each batch.
+    pub fn sample_k(
+        &self,
+        prompts: &[String],
+        k: usize,
+        format: PromptFormat,
+        cfg: &TextGenerateConfig,
+        rows: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Vec<TextGeneration>>> {
+        let encoded: Vec<Vec<i64>> = prompts
+            .iter()
+            .map(|p| self.encode_prompt(p, format))
+            .collect::<Result<_>>()?;
+        let flat: Vec<(usize, &Vec<i64>)> = encoded
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ids)| std::iter::repeat_n((i, ids), k))
+            .collect();
+        let mut out: Vec<Vec<TextGeneration>> = vec![Vec::with_capacity(k); prompts.len()];
+        for (b, chunk) in flat.chunks(rows.max(1)).enumerate() {
+            let ids: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| (*ids).clone()).collect();
+            // A different seed per batch keeps batches independent yet the run reproducible.
+            let batch_cfg = TextGenerateConfig {
+                seed: cfg.seed.map(|s| s + b as u64),
+                ..cfg.clone()
+            };
+            for ((i, _), g) in chunk.iter().zip(self.generate_ids(&ids, &batch_cfg)?) {
+                out[*i].push(g);
+            }
+            progress(((b + 1) * rows).min(flat.len()), flat.len());
+        }
+        Ok(out)
+    }
+
     /// Sum of next-token NLL (natural log) and number of predicted tokens over `texts`, each
     /// encoded with the tokenizer's default special tokens. Batches of similar length are
     /// right-padded, which is exact for a causal model: padding only follows real tokens.

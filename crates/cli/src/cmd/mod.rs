@@ -4,5 +4,7 @@ pub mod data;
 pub mod demo;
 pub mod generate;
 pub mod import;
+pub mod label;
 pub mod nll;
 pub mod pretrain;
+pub mod sample;
