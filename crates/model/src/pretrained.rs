@@ -80,6 +80,10 @@ impl Pretrained {
     pub fn eos_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.tokenizer.eos_id().map(i64::from).into_iter().collect();
         ids.extend(self.model.cfg.eos_token_id.filter(|id| !ids.contains(id)));
+        // ChatML models end a turn with <|im_end|>; a chat reply stops there, as transformers'
+        // generation configs for such models list it among the EOS ids.
+        let im_end = self.tokenizer.token_to_id("<|im_end|>").map(i64::from);
+        ids.extend(im_end.filter(|id| !ids.contains(id)));
         ids
     }
 

@@ -79,6 +79,7 @@ pub mod error;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod sft;
 pub mod step;
 pub mod trainer;
 
@@ -89,5 +90,6 @@ pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};
 pub use pretrain::{Preset, PretrainConfig, PretrainSummary, pretrain};
 pub use schedule::LrSchedule;
+pub use sft::{SftConfig, SftSummary, sft};
 pub use step::{Metrics, StepOutput, TrainStep};
 pub use trainer::{Resume, RunOptions, Trainer, run_steps};

@@ -8,3 +8,4 @@ pub mod label;
 pub mod nll;
 pub mod pretrain;
 pub mod sample;
+pub mod sft;

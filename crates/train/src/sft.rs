@@ -1,0 +1,375 @@
+//! Supervised fine-tuning (InstructGPT step 1): next-token loss on the assistant's tokens only.
+//!
+//! Each demonstration is rendered with the checkpoint's chat template: the prompt part (every
+//! message before the last assistant turn, plus the generation prompt) is context; the rest of the
+//! rendered conversation, followed by EOS, is the target. Batches are right-padded, which is exact
+//! for a causal model without an attention mask because padding only follows real tokens.
+//!
+//! Not here: packing several demonstrations into one row (not implemented yet).
+//!
+//! Shapes: B batch, T longest example of the batch, V vocab.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::{Role, SftRecord, read_jsonl};
+use rlhf_model::{Batch, Gpt, Head, Pretrained};
+use rlhf_tokenizer::Message;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::checkpoint;
+use crate::config::{self, TrainerConfig};
+use crate::data::{DataPosition, DataRng, DataSource};
+use crate::error::{Result, TrainError};
+use crate::step::{Metrics, StepOutput, TrainStep};
+use crate::trainer::{Resume, RunOptions, Trainer};
+
+/// Label of tokens that carry no loss (prompt and padding), as in PyTorch's cross-entropy.
+const IGNORE: i64 = -100;
+
+/// `rlhf sft`'s configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    /// Share of demonstrations held out for the eval loss. 0.05, as in pretraining.
+    pub eval_fraction: f64,
+    pub trainer: TrainerConfig,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        Self {
+            eval_fraction: 0.05,
+            trainer: TrainerConfig {
+                // A fine-tune: smaller steps than pretraining, most of the work done in ~2 epochs
+                // of the task world's 3000 demonstrations at batch 16.
+                lr: 5e-4,
+                warmup_steps: 20,
+                max_steps: 300,
+                batch_size: 16,
+                eval_every: 100,
+                checkpoint_every: 0,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// One tokenized demonstration: ids and per-token labels (IGNORE on the prompt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftExample {
+    pub ids: Vec<i64>,
+    pub labels: Vec<i64>,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Invalid(e.to_string())
+}
+
+/// Renders and tokenizes one record; labels are the next token where it is a target.
+pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample> {
+    let msgs: Vec<Message> = record
+        .messages()
+        .into_iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            Message::new(role, m.content)
+        })
+        .collect();
+    let last = msgs
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .ok_or_else(|| {
+            TrainError::Invalid("a demonstration must end with an assistant message".into())
+        })?;
+    let tok = &pre.tokenizer;
+    let context = tok.render_chat(&msgs[..last], true).map_err(tok_err)?;
+    let full = tok.render_chat(&msgs[..=last], false).map_err(tok_err)?;
+    let target = full.strip_prefix(context.as_str()).ok_or_else(|| {
+        TrainError::Invalid("the chat template's prompt is not a prefix of the conversation".into())
+    })?;
+    let mut prompt: Vec<i64> = tok
+        .encode(&context, false)
+        .map_err(tok_err)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let mut answer: Vec<i64> = tok
+        .encode(target, false)
+        .map_err(tok_err)?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    answer.extend(tok.eos_id().map(i64::from));
+    if answer.is_empty() {
+        return Err(TrainError::Invalid("empty completion".into()));
+    }
+    // labels[t] = the token predicted at position t, i.e. ids[t + 1] when that is a target.
+    let n_prompt = prompt.len();
+    prompt.append(&mut answer);
+    let ids = prompt;
+    let labels = (0..ids.len())
+        .map(|t| {
+            if t + 1 >= n_prompt && t + 1 < ids.len() {
+                ids[t + 1]
+            } else {
+                IGNORE
+            }
+        })
+        .collect();
+    Ok(SftExample { ids, labels })
+}
+
+/// Right-pads examples into ids (B, T) and labels (B, T).
+pub fn collate(examples: &[&SftExample], pad: i64) -> (Tensor, Tensor) {
+    let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let (mut ids, mut labels) = (Vec::new(), Vec::new());
+    for e in examples {
+        let n = t - e.ids.len();
+        ids.extend(e.ids.iter().copied().chain(std::iter::repeat_n(pad, n)));
+        labels.extend(
+            e.labels
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(IGNORE, n)),
+        );
+    }
+    let shape = [examples.len() as i64, t as i64];
+    (
+        Tensor::from_slice(&ids).view(shape),
+        Tensor::from_slice(&labels).view(shape),
+    )
+}
+
+/// Mean cross-entropy over target tokens and their count.
+pub fn sft_loss(gpt: &Gpt, ids: &Tensor, labels: &Tensor) -> Result<(Tensor, i64)> {
+    let logits = gpt.forward(
+        Batch {
+            input_ids: ids,
+            attention_mask: None,
+        },
+        None,
+    )?; // (B, T, V)
+    masked_ce(&logits, labels)
+}
+
+/// Cross-entropy of logits (B, T, V) against labels (B, T), averaged over positions whose label
+/// is not IGNORE; also returns how many there are.
+pub fn masked_ce(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, i64)> {
+    let v = logits.size()[2];
+    let flat = labels.reshape([-1]);
+    let n = i64::try_from(flat.ne(IGNORE).sum(Kind::Int64))?;
+    let loss = logits
+        .reshape([-1, v])
+        .to_kind(Kind::Float)
+        .cross_entropy_loss::<Tensor>(&flat, None, Reduction::Mean, IGNORE, 0.0);
+    Ok((loss, n))
+}
+
+/// Shuffled epochs over the training examples.
+pub struct SftData {
+    examples: Vec<SftExample>,
+    batch: usize,
+    pad: i64,
+    rng: DataRng,
+    epoch: u64,
+    offset: u64,
+    order: Vec<usize>,
+}
+
+impl SftData {
+    pub fn new(examples: Vec<SftExample>, batch: usize, pad: i64, seed: u64) -> Self {
+        let mut rng = DataRng::new(seed, 2);
+        let order = rng.permutation(examples.len());
+        Self {
+            examples,
+            batch,
+            pad,
+            rng,
+            epoch: 0,
+            offset: 0,
+            order,
+        }
+    }
+}
+
+impl DataSource for SftData {
+    type Batch = (Tensor, Tensor);
+
+    fn next_batch(&mut self) -> Result<Option<(Tensor, Tensor)>> {
+        if self.offset as usize + self.batch > self.order.len() {
+            self.epoch += 1;
+            self.offset = 0;
+            self.order = self.rng.permutation(self.examples.len());
+        }
+        let start = self.offset as usize;
+        let rows: Vec<&SftExample> = self.order[start..start + self.batch]
+            .iter()
+            .map(|&i| &self.examples[i])
+            .collect();
+        self.offset += self.batch as u64;
+        Ok(Some(collate(&rows, self.pad)))
+    }
+
+    fn position(&self) -> DataPosition {
+        DataPosition {
+            epoch: self.epoch,
+            offset: self.offset,
+            rng: Some(self.rng.state()),
+        }
+    }
+
+    /// The stored RNG state is the one after drawing the current epoch's order, so the order is
+    /// re-drawn from the state before it: replaying `epoch + 1` permutations from the seed.
+    fn seek(&mut self, pos: &DataPosition) -> Result<()> {
+        let Some(state) = pos.rng else { return Ok(()) };
+        let mut rng = DataRng::new(state.seed, state.stream);
+        let mut order = rng.permutation(self.examples.len());
+        for _ in 0..pos.epoch {
+            order = rng.permutation(self.examples.len());
+        }
+        (self.rng, self.order, self.epoch, self.offset) = (rng, order, pos.epoch, pos.offset);
+        Ok(())
+    }
+}
+
+/// The model plus held-out batches.
+pub struct SftStep {
+    pub gpt: Gpt,
+    eval: Vec<(Tensor, Tensor)>,
+}
+
+impl TrainStep for SftStep {
+    type Batch = (Tensor, Tensor);
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.gpt.vs.variables().into_iter().collect()
+    }
+
+    fn loss(&mut self, (ids, labels): &(Tensor, Tensor)) -> Result<StepOutput> {
+        let dev = self.gpt.device();
+        let (loss, n) = sft_loss(&self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
+        Ok(StepOutput::new(loss, n))
+    }
+
+    fn eval(&mut self) -> Result<Metrics> {
+        let dev = self.gpt.device();
+        let (mut total, mut count) = (0.0, 0i64);
+        for (ids, labels) in &self.eval {
+            let (loss, n) = sft_loss(&self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
+            total += f64::try_from(loss)? * n as f64;
+            count += n;
+        }
+        Ok(Metrics::from([(
+            "loss".to_string(),
+            total / count.max(1) as f64,
+        )]))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        Ok(self.gpt.save(dir)?)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load_gpt(&mut self.gpt, dir)
+    }
+}
+
+/// Reads and encodes every demonstration; errors name the file and record.
+fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
+    let records: Vec<SftRecord> = read_jsonl(data).map_err(tok_err)?;
+    let max = pre.model.cfg.max_positions as usize;
+    let mut out = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let at = |msg: String| {
+            TrainError::Invalid(format!("{}: record {}: {msg}", data.display(), i + 1))
+        };
+        let ex = encode_example(pre, r).map_err(|e| at(e.to_string()))?;
+        if ex.ids.len() > max {
+            return Err(at(format!(
+                "{} tokens exceed the model's context of {max}",
+                ex.ids.len()
+            )));
+        }
+        out.push(ex);
+    }
+    Ok(out)
+}
+
+/// What a finished SFT run reports.
+#[derive(Debug, Clone)]
+pub struct SftSummary {
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub eval_loss_start: f64,
+    pub eval_loss_end: f64,
+    pub steps: u64,
+    pub elapsed_s: f64,
+    pub out: PathBuf,
+}
+
+/// Fine-tunes the checkpoint in `model` on `data` (SFT JSONL); `out` becomes a checkpoint dir.
+pub fn sft(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    cfg: &SftConfig,
+    resume: Resume,
+    device: Device,
+) -> Result<SftSummary> {
+    cfg.trainer.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    let pre = Pretrained::load(model, Head::Lm, device)?;
+    let mut examples = load_examples(&pre, data)?;
+    let n_eval = ((examples.len() as f64) * cfg.eval_fraction).ceil() as usize;
+    if examples.len() < n_eval + cfg.trainer.batch_size {
+        return Err(TrainError::Invalid(format!(
+            "{}: {} demonstrations are too few for {n_eval} held out plus one batch of {}",
+            data.display(),
+            examples.len(),
+            cfg.trainer.batch_size
+        )));
+    }
+    let held = examples.split_off(examples.len() - n_eval);
+    let pad = pre
+        .tokenizer
+        .pad_id()
+        .or(pre.tokenizer.eos_id())
+        .map_or(0, i64::from);
+    let eval = held
+        .chunks(16)
+        .map(|c| collate(&c.iter().collect::<Vec<_>>(), pad))
+        .collect();
+    pre.tokenizer.save(out).map_err(tok_err)?;
+    let mut step = SftStep {
+        gpt: pre.model,
+        eval,
+    };
+    let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
+    let train_examples = examples.len();
+    let mut source = SftData::new(examples, cfg.trainer.batch_size, pad, cfg.trainer.seed);
+    let mut run = RunOptions::new(out, "sft");
+    run.config = config::to_table(cfg)?;
+    run.resume = resume;
+    run.progress = true;
+    let summary = Trainer::new(cfg.trainer.clone(), run)?.fit(&mut step, &mut source)?;
+    let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
+    step.gpt.save(out)?;
+    if let Some(ckpt) = &summary.checkpoint {
+        let (src, dst) = (ckpt.join("rlhf.json"), out.join("rlhf.json"));
+        std::fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
+    }
+    Ok(SftSummary {
+        train_examples,
+        eval_examples: n_eval,
+        eval_loss_start,
+        eval_loss_end,
+        steps: summary.step,
+        elapsed_s: summary.elapsed_s,
+        out: out.to_path_buf(),
+    })
+}
