@@ -75,3 +75,13 @@ impl ConfigArgs {
         Ok(rlhf_train::config::load(self.config.as_deref(), &self.set)?)
     }
 }
+
+/// Prints one line of output. A closed pipe (`rlhf score ... | head`) ends the program quietly,
+/// as it does for other command-line tools, instead of panicking inside `println!`.
+pub fn print_line(line: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other?),
+    }
+}

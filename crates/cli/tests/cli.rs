@@ -625,3 +625,61 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
         stderr(&r)
     );
 }
+
+#[test]
+fn reward_then_score_centres_training_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let prompt = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. How many flowers does she have left?";
+    let responses = [
+        "The answer is 7.",
+        "The answer is 8.",
+        "She has 9. The answer is 9.",
+        "7",
+    ];
+    let rankings = dir.path().join("rankings.jsonl");
+    let line = json!({ "prompt": prompt, "responses": responses, "ranking": [0, [3, 1], 2] });
+    std::fs::write(&rankings, vec![line.to_string(); 12].join("\n")).unwrap();
+    let rm = dir.path().join("rm");
+    let (m, d, o) = (
+        dir.path().to_str().unwrap(),
+        rankings.to_str().unwrap(),
+        rm.to_str().unwrap(),
+    );
+    let args = [
+        "reward",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--set",
+        "trainer.batch_size=2",
+    ];
+    let r = rlhf(&args);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("held-out pairwise accuracy"),
+        "{}",
+        stderr(&r)
+    );
+    let samples = dir.path().join("samples.jsonl");
+    std::fs::write(
+        &samples,
+        json!({ "prompt": prompt, "responses": responses }).to_string(),
+    )
+    .unwrap();
+    let s = rlhf(&["score", "--rm", o, "--data", samples.to_str().unwrap()]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    let r: Vec<f64> = v["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(r.len(), 4);
+    // Every training response is one of these four, so their mean reward is centred at 0.
+    assert!((r.iter().sum::<f64>() / 4.0).abs() < 1e-4, "{r:?}");
+}

@@ -73,6 +73,17 @@ fn candidates(name: &str, family: Family) -> Vec<String> {
 /// Copies every variable of `vs` from the checkpoint in `dir`. Missing tensors, wrong shapes and
 /// unsupported dtypes are errors; extra tensors (e.g. GPT-2's cached causal-mask buffers) are not.
 pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()> {
+    load_weights_except(vs, dir, family, |_| false)
+}
+
+/// As [`load_weights`], but variables for which `fresh(name)` holds may be absent from the
+/// checkpoint and keep their initialisation (a new head on a trained body).
+pub fn load_weights_except(
+    vs: &mut VarStore,
+    dir: &Path,
+    family: Family,
+    fresh: impl Fn(&str) -> bool,
+) -> Result<()> {
     let files = weight_files(dir)?;
     let mut maps = Vec::new();
     for path in &files {
@@ -105,6 +116,9 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()>
             .into_iter()
             .find_map(|n| index.get(&n).map(|i| (n, *i)));
         let Some((disk_name, i)) = found else {
+            if fresh(name) {
+                continue;
+            }
             return Err(ModelError::Tensor {
                 path: files[0].clone(),
                 name: name.clone(),

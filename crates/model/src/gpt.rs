@@ -282,8 +282,14 @@ impl Gpt {
             .then(|| Linear::new(&(&root / "lm_head"), (c, v), Layout::OutIn, false, INIT_STD));
         // InstructGPT / "N implementation details": reward head init N(0, 1/(d+1)).
         let score_std = 1.0 / ((c + 1) as f64).sqrt();
-        let score = (head == Head::Scalar)
-            .then(|| Linear::new(&(&root / "score"), (c, 1), Layout::OutIn, true, score_std));
+        let score = (head == Head::Scalar).then(|| {
+            let p = &root / "score";
+            let mut lin = Linear::new(&p, (c, 1), Layout::OutIn, false, score_std);
+            // The pairwise loss only sees reward differences, so a bias gets no gradient: it is
+            // not trained, only set afterwards to centre the rewards (InstructGPT).
+            lin.bias = Some(p.zeros_no_train("bias", &[1]));
+            lin
+        });
         let rope = (cfg.family != Family::Gpt2)
             .then(|| Rope::new(cfg.head_dim, cfg.max_positions, cfg.rope_theta, device));
         Self {
@@ -306,6 +312,30 @@ impl Gpt {
         let mut model = Self::new(&cfg, head, device);
         checkpoint::load_weights(&mut model.vs, dir, cfg.family)?;
         Ok(model)
+    }
+
+    /// Loads a checkpoint's body with a head it may not have yet: an SFT model becomes a reward
+    /// model (a fresh scalar head; the LM head, if separate, is dropped).
+    pub fn load_with_head(dir: &Path, head: Head, device: Device) -> Result<Self> {
+        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut model = Self::new(&cfg, head, device);
+        let fresh = |name: &str| name.starts_with("score.");
+        checkpoint::load_weights_except(&mut model.vs, dir, cfg.family, fresh)?;
+        Ok(model)
+    }
+
+    /// Adds `delta` to the scalar head's bias (e.g. to centre rewards at 0).
+    pub fn shift_scalar_bias(&mut self, delta: f64) -> Result<()> {
+        let score = self
+            .score
+            .as_ref()
+            .ok_or_else(|| ModelError::Invalid("this model has no scalar head".into()))?;
+        if let Some(b) = &score.bias {
+            tch::no_grad(|| {
+                let _ = b.shallow_clone().f_add_scalar_(delta);
+            });
+        }
+        Ok(())
     }
 
     /// Writes `config.json` and `model.safetensors` (atomically) into `dir`.

@@ -69,12 +69,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
                 "logprobs": out.generation.logprobs,
                 "finish_reason": out.generation.finish.as_str(),
             });
-            println!("{obj}");
+            crate::common::print_line(obj)?;
         } else {
             if i > 0 {
-                println!("\n---");
+                crate::common::print_line("\n---")?;
             }
-            println!("{}", out.text);
+            crate::common::print_line(&out.text)?;
         }
     }
     Ok(())

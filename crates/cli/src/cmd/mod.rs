@@ -7,5 +7,7 @@ pub mod import;
 pub mod label;
 pub mod nll;
 pub mod pretrain;
+pub mod reward;
 pub mod sample;
+pub mod score;
 pub mod sft;

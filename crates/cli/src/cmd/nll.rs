@@ -46,9 +46,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             args.data.display()
         );
     }
-    println!(
-        "{}",
-        serde_json::json!({ "tokens": tokens, "mean_nll": total / tokens as f64 })
-    );
+    crate::common::print_line(
+        serde_json::json!({ "tokens": tokens, "mean_nll": total / tokens as f64 }),
+    )?;
     Ok(())
 }

@@ -1,0 +1,421 @@
+//! The reward model (InstructGPT step 2): the SFT model with its LM head replaced by a scalar
+//! head, trained on rankings of K responses per prompt with
+//! `loss = -1/C(K,2) Σ log σ(r_w − r_l)` over every untied pair of the prompt. The K responses of
+//! one prompt form one batch element: one forward of K sequences yields every pair (InstructGPT's
+//! fix for the overfitting that shuffled pairs cause).
+//!
+//! Not here: labeling (the data crate), scoring files (`score_responses` is the library side of
+//! `rlhf score`).
+//!
+//! Shapes: N sequences in a micro-batch (all responses of its prompts), T longest sequence.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::{JsonlRecord, PairwiseRecord, RankingRecord, RecordError, read_jsonl};
+use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat};
+use rlhf_tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::config::{self, TrainerConfig};
+use crate::data::{DataPosition, DataRng, DataSource};
+use crate::error::{Result, TrainError};
+use crate::step::{Metrics, StepOutput, TrainStep};
+use crate::trainer::{Resume, RunOptions, Trainer};
+
+/// `-Σ_prompts 1/P · 1/|pairs_p| Σ_(w,l) log σ(r_w − r_l)`: each prompt's pairs averaged (the
+/// 1/C(K,2) of InstructGPT when nothing is tied), then prompts averaged. `rewards` (N,) holds
+/// every response of the batch; `groups[p]` lists prompt p's pairs as indices into it.
+pub fn ranking_loss(rewards: &Tensor, groups: &[Vec<(usize, usize)>]) -> Result<Tensor> {
+    let (mut w, mut l, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    let prompts = groups.iter().filter(|g| !g.is_empty()).count();
+    for g in groups.iter().filter(|g| !g.is_empty()) {
+        for &(a, b) in g {
+            w.push(a as i64);
+            l.push(b as i64);
+            weight.push(1.0 / (g.len() * prompts) as f32);
+        }
+    }
+    if w.is_empty() {
+        return Err(TrainError::Invalid(
+            "no untied pair to learn from in this batch".into(),
+        ));
+    }
+    let dev = rewards.device();
+    let (w, l) = (
+        Tensor::from_slice(&w).to_device(dev),
+        Tensor::from_slice(&l).to_device(dev),
+    );
+    let margin = rewards.index_select(0, &w) - rewards.index_select(0, &l);
+    let weight = Tensor::from_slice(&weight).to_device(dev);
+    Ok(-(margin.log_sigmoid() * weight).sum(Kind::Float))
+}
+
+/// A training record: a ranking of K responses or one chosen/rejected pair (K = 2).
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub prompt: String,
+    pub responses: Vec<String>,
+    /// Untied (winner, loser) pairs, indices into `responses`.
+    pub pairs: Vec<(usize, usize)>,
+}
+
+impl JsonlRecord for Comparison {
+    fn from_json(value: &serde_json::Value) -> std::result::Result<Self, RecordError> {
+        if value.get("chosen").is_some() {
+            let p = PairwiseRecord::from_json(value)?;
+            return Ok(Self {
+                prompt: p.prompt,
+                responses: vec![p.chosen, p.rejected],
+                pairs: vec![(0, 1)],
+            });
+        }
+        let r = RankingRecord::from_json(value)?;
+        Ok(Self {
+            prompt: r.prompt().to_string(),
+            responses: r.responses().to_vec(),
+            pairs: r.ranking().pairs(),
+        })
+    }
+}
+
+/// Token ids of prompt (chat template) + response + EOS: what the reward reads at its last token.
+pub fn encode_response(tok: &Tokenizer, prompt_ids: &[i64], response: &str) -> Result<Vec<i64>> {
+    let mut ids = prompt_ids.to_vec();
+    let r = tok
+        .encode(response, false)
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    ids.extend(r.into_iter().map(i64::from));
+    ids.extend(tok.eos_id().map(i64::from));
+    Ok(ids)
+}
+
+/// Rewards (N,) of right-padded sequences, read at each one's last real token.
+pub fn rewards(gpt: &Gpt, seqs: &[Vec<i64>], pad: i64) -> Result<Tensor> {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
+        ids.extend(
+            s.iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad, t - s.len())),
+        );
+    }
+    let dev = gpt.device();
+    let ids = Tensor::from_slice(&ids)
+        .view([seqs.len() as i64, t as i64])
+        .to_device(dev);
+    let last: Vec<i64> = seqs.iter().map(|s| s.len() as i64 - 1).collect();
+    let last = Tensor::from_slice(&last).to_device(dev).unsqueeze(1);
+    let hidden = gpt.forward_hidden(
+        Batch {
+            input_ids: &ids,
+            attention_mask: None,
+        },
+        None,
+    )?;
+    Ok(gpt.scalar(&hidden)?.gather(1, &last, false).squeeze_dim(1))
+}
+
+/// Encoded comparisons: each prompt's sequences and pairs.
+pub struct EncodedComparison {
+    pub seqs: Vec<Vec<i64>>,
+    pub pairs: Vec<(usize, usize)>,
+}
+
+/// Each prompt's (winner, loser) pairs, as indices into a flattened micro-batch.
+pub type PairGroups = Vec<Vec<(usize, usize)>>;
+
+/// A micro-batch of prompts, flattened: sequences and per-prompt pairs with global indices.
+fn flatten(items: &[&EncodedComparison]) -> (Vec<Vec<i64>>, PairGroups) {
+    let (mut seqs, mut groups) = (Vec::new(), Vec::new());
+    for it in items {
+        let base = seqs.len();
+        seqs.extend(it.seqs.iter().cloned());
+        groups.push(
+            it.pairs
+                .iter()
+                .map(|&(w, l)| (base + w, base + l))
+                .collect(),
+        );
+    }
+    (seqs, groups)
+}
+
+/// `rlhf reward`'s configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    /// Passes over the comparisons. 1: InstructGPT found more epochs overfit the RM.
+    pub epochs: u64,
+    /// Share of prompts held out for pairwise accuracy. 0.1.
+    pub eval_fraction: f64,
+    /// `max_steps` is derived from `epochs`; `batch_size` counts prompts (each with K responses).
+    pub trainer: TrainerConfig,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            eval_fraction: 0.1,
+            trainer: TrainerConfig {
+                // InstructGPT's RM used a small LR (9e-6 for 6B); a tiny model needs more.
+                lr: 3e-4,
+                warmup_steps: 10,
+                batch_size: 8,
+                weight_decay: 0.0,
+                eval_every: 0,
+                checkpoint_every: 0,
+                loss_weighting: crate::config::LossWeighting::MicroBatch,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Shuffled epochs over prompts.
+pub struct ComparisonData {
+    items: std::sync::Arc<Vec<EncodedComparison>>,
+    batch: usize,
+    pad: i64,
+    rng: DataRng,
+    order: Vec<usize>,
+    epoch: u64,
+    offset: u64,
+}
+
+impl DataSource for ComparisonData {
+    type Batch = (Vec<Vec<i64>>, PairGroups, i64);
+
+    fn next_batch(&mut self) -> Result<Option<Self::Batch>> {
+        if self.offset as usize + self.batch > self.order.len() {
+            self.epoch += 1;
+            self.offset = 0;
+            self.order = self.rng.permutation(self.items.len());
+        }
+        let start = self.offset as usize;
+        let rows: Vec<&EncodedComparison> = self.order[start..start + self.batch]
+            .iter()
+            .map(|&i| &self.items[i])
+            .collect();
+        self.offset += self.batch as u64;
+        let (seqs, groups) = flatten(&rows);
+        Ok(Some((seqs, groups, self.pad)))
+    }
+
+    fn position(&self) -> DataPosition {
+        DataPosition {
+            epoch: self.epoch,
+            offset: self.offset,
+            rng: Some(self.rng.state()),
+        }
+    }
+
+    fn seek(&mut self, pos: &DataPosition) -> Result<()> {
+        let Some(state) = pos.rng else { return Ok(()) };
+        let mut rng = DataRng::new(state.seed, state.stream);
+        let mut order = rng.permutation(self.items.len());
+        for _ in 0..pos.epoch {
+            order = rng.permutation(self.items.len());
+        }
+        (self.rng, self.order, self.epoch, self.offset) = (rng, order, pos.epoch, pos.offset);
+        Ok(())
+    }
+}
+
+/// The reward model plus held-out comparisons.
+pub struct RewardStep {
+    pub gpt: Gpt,
+    eval: Vec<EncodedComparison>,
+    pad: i64,
+}
+
+/// Share of untied pairs the model orders like the labels.
+pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let (mut right, mut total) = (0usize, 0usize);
+    for chunk in items.chunks(8) {
+        let (seqs, groups) = flatten(&chunk.iter().collect::<Vec<_>>());
+        let r = Vec::<f32>::try_from(&rewards(gpt, &seqs, pad)?.to_device(Device::Cpu))?;
+        for &(w, l) in groups.iter().flatten() {
+            right += usize::from(r[w] > r[l]);
+            total += 1;
+        }
+    }
+    Ok(right as f64 / total.max(1) as f64)
+}
+
+impl TrainStep for RewardStep {
+    type Batch = (Vec<Vec<i64>>, PairGroups, i64);
+
+    /// Trainable only: the head's bias is fixed during training (see `Gpt::new`).
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.gpt
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
+    }
+
+    fn loss(&mut self, (seqs, groups, pad): &Self::Batch) -> Result<StepOutput> {
+        let r = rewards(&self.gpt, seqs, *pad)?;
+        let loss = ranking_loss(&r, groups)?;
+        Ok(StepOutput::new(loss, groups.len() as i64))
+    }
+
+    fn eval(&mut self) -> Result<Metrics> {
+        let acc = pairwise_accuracy(&self.gpt, &self.eval, self.pad)?;
+        Ok(Metrics::from([("pairwise_accuracy".to_string(), acc)]))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        Ok(self.gpt.save(dir)?)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load_gpt(&mut self.gpt, dir)
+    }
+}
+
+/// Encodes comparisons; errors name the file and record.
+fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
+    let records: Vec<Comparison> =
+        read_jsonl(data).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let max = pre.model.cfg.max_positions as usize;
+    let mut out = Vec::with_capacity(records.len());
+    for (i, c) in records.iter().enumerate() {
+        let at =
+            |m: String| TrainError::Invalid(format!("{}: record {}: {m}", data.display(), i + 1));
+        let prompt = pre
+            .encode_prompt(&c.prompt, PromptFormat::Chat)
+            .map_err(|e| at(e.to_string()))?;
+        let seqs = c
+            .responses
+            .iter()
+            .map(|r| encode_response(&pre.tokenizer, &prompt, r))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(s) = seqs.iter().find(|s| s.len() > max) {
+            return Err(at(format!(
+                "{} tokens exceed the model's context of {max}",
+                s.len()
+            )));
+        }
+        out.push(EncodedComparison {
+            seqs,
+            pairs: c.pairs.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// What a finished reward-model run reports.
+#[derive(Debug, Clone)]
+pub struct RewardSummary {
+    pub train_prompts: usize,
+    pub eval_prompts: usize,
+    pub eval_accuracy_start: f64,
+    pub eval_accuracy_end: f64,
+    /// Mean reward of the training responses before centring (subtracted from the bias) and std.
+    pub centred_mean: f64,
+    pub reward_std: f64,
+    pub steps: u64,
+    pub elapsed_s: f64,
+    pub out: PathBuf,
+}
+
+/// Trains a reward model from the SFT checkpoint `model` on `data` (rankings or pairs).
+pub fn reward(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    cfg: &RewardConfig,
+    device: Device,
+) -> Result<RewardSummary> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    let gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
+    let tokenizer = Tokenizer::from_dir(model).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let pre = Pretrained {
+        model: gpt,
+        tokenizer,
+    };
+    let mut items = encode_all(&pre, data)?;
+    items.retain(|c| !c.pairs.is_empty());
+    let n_eval = ((items.len() as f64) * cfg.eval_fraction).ceil() as usize;
+    let batch = cfg.trainer.batch_size;
+    if items.len() < n_eval + batch {
+        return Err(TrainError::Invalid(format!(
+            "{}: {} prompts with untied pairs are too few for {n_eval} held out plus a batch of {batch}",
+            data.display(),
+            items.len()
+        )));
+    }
+    let eval = items.split_off(items.len() - n_eval);
+    let pad = pre
+        .tokenizer
+        .pad_id()
+        .or(pre.tokenizer.eos_id())
+        .map_or(0, i64::from);
+    pre.tokenizer
+        .save(out)
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let mut trainer_cfg = cfg.trainer.clone();
+    trainer_cfg.max_steps = cfg.epochs * (items.len() / batch) as u64;
+    trainer_cfg.validate()?;
+    let items = std::sync::Arc::new(items);
+    let mut step = RewardStep {
+        gpt: pre.model,
+        eval,
+        pad,
+    };
+    let eval_accuracy_start = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
+    let mut rng = DataRng::new(trainer_cfg.seed, 3);
+    let order = rng.permutation(items.len());
+    let mut source = ComparisonData {
+        items: items.clone(),
+        batch,
+        pad,
+        rng,
+        order,
+        epoch: 0,
+        offset: 0,
+    };
+    let mut run = RunOptions::new(out, "reward");
+    run.config = config::to_table(cfg)?;
+    run.progress = true;
+    run.resume = Resume::No;
+    let summary = Trainer::new(trainer_cfg, run)?.fit(&mut step, &mut source)?;
+    let eval_accuracy_end = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
+    let (mean, std) = reward_stats(&step.gpt, &items, pad)?;
+    step.gpt.shift_scalar_bias(-mean)?;
+    step.gpt.save(out)?;
+    Ok(RewardSummary {
+        train_prompts: items.len(),
+        eval_prompts: step.eval.len(),
+        eval_accuracy_start,
+        eval_accuracy_end,
+        centred_mean: mean,
+        reward_std: std,
+        steps: summary.step,
+        elapsed_s: summary.elapsed_s,
+        out: out.to_path_buf(),
+    })
+}
+
+/// Mean and std of the rewards of every training response (the SFT samples).
+fn reward_stats(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<(f64, f64)> {
+    let _guard = tch::no_grad_guard();
+    let mut all = Vec::new();
+    for chunk in items.chunks(8) {
+        let (seqs, _) = flatten(&chunk.iter().collect::<Vec<_>>());
+        all.extend(Vec::<f32>::try_from(
+            &rewards(gpt, &seqs, pad)?.to_device(Device::Cpu),
+        )?);
+    }
+    let n = all.len().max(1) as f64;
+    let mean = all.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = all.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    Ok((mean, var.sqrt()))
+}
