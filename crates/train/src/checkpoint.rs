@@ -254,3 +254,15 @@ fn architecture_diff(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
         .map(|(name, x, y)| format!("{name} {x} vs {y}"))
         .collect()
 }
+
+/// Writes the trained model into the run folder itself, next to the final checkpoint's
+/// `rlhf.json` (format version, stage, step, metrics, config), so that `out` is a complete,
+/// self-describing checkpoint dir that later stages take as `--model`.
+pub fn export(gpt: &Gpt, last_checkpoint: Option<&Path>, out: &Path) -> Result<()> {
+    gpt.save(out)?;
+    if let Some(ckpt) = last_checkpoint {
+        let (src, dst) = (ckpt.join("rlhf.json"), out.join("rlhf.json"));
+        std::fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
+    }
+    Ok(())
+}

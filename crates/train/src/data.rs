@@ -193,6 +193,29 @@ mod tests {
     }
 
     #[test]
+    fn epochs_resume_replays_the_same_batches_across_epoch_boundaries() {
+        // 10 items, batches of 3: 3 batches per epoch, the 10th item skipped each epoch.
+        let mut a = Epochs::new(10, 3, 5, 2);
+        let first: Vec<Vec<usize>> = (0..4).map(|_| a.next_indices()).collect();
+        let pos = a.position();
+        let rest: Vec<Vec<usize>> = (0..5).map(|_| a.next_indices()).collect();
+        let mut b = Epochs::new(10, 3, 5, 2);
+        b.seek(&pos);
+        let again: Vec<Vec<usize>> = (0..5).map(|_| b.next_indices()).collect();
+        assert_eq!(rest, again);
+        // Within an epoch no index repeats; epochs are different permutations.
+        let epoch0: Vec<usize> = first[..3].concat();
+        let mut sorted = epoch0.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 9);
+        assert_ne!(
+            epoch0,
+            [first[3].clone(), rest[0].clone(), rest[1].clone()].concat()
+        );
+    }
+
+    #[test]
     fn random_tokens_resume_replays_the_same_batches() {
         let mut a = RandomTokens::new(64, 2, 8, 1);
         let _ = a.next_batch();
@@ -205,5 +228,66 @@ mod tests {
             (Some(x), Some(y)) => assert!(x.equal(&y)),
             _ => panic!("both sources should yield a batch"),
         }
+    }
+}
+
+/// Shuffled passes over `n` items in fixed-size batches of indices, resumable: the order of
+/// each epoch is a fresh permutation from a seeded ChaCha stream, and a position is (epoch,
+/// offset, RNG state). Stages wrap it with their own collation (SFT examples, RM comparisons).
+#[derive(Debug, Clone)]
+pub struct Epochs {
+    n: usize,
+    batch: usize,
+    rng: DataRng,
+    order: Vec<usize>,
+    epoch: u64,
+    offset: u64,
+}
+
+impl Epochs {
+    pub fn new(n: usize, batch: usize, seed: u64, stream: u64) -> Self {
+        let mut rng = DataRng::new(seed, stream);
+        let order = rng.permutation(n);
+        Self {
+            n,
+            batch,
+            rng,
+            order,
+            epoch: 0,
+            offset: 0,
+        }
+    }
+
+    /// The next batch of item indices; a batch never straddles two epochs (the remainder of an
+    /// epoch that does not fill a batch is skipped, as with `drop_last`).
+    pub fn next_indices(&mut self) -> Vec<usize> {
+        if self.offset as usize + self.batch > self.order.len() {
+            self.epoch += 1;
+            self.offset = 0;
+            self.order = self.rng.permutation(self.n);
+        }
+        let start = self.offset as usize;
+        self.offset += self.batch as u64;
+        self.order[start..start + self.batch].to_vec()
+    }
+
+    pub fn position(&self) -> DataPosition {
+        DataPosition {
+            epoch: self.epoch,
+            offset: self.offset,
+            rng: Some(self.rng.state()),
+        }
+    }
+
+    /// The stored RNG state is the one after drawing the current epoch's order, so the order is
+    /// re-drawn by replaying `epoch + 1` permutations from the seed.
+    pub fn seek(&mut self, pos: &DataPosition) {
+        let Some(state) = pos.rng else { return };
+        let mut rng = DataRng::new(state.seed, state.stream);
+        let mut order = rng.permutation(self.n);
+        for _ in 0..pos.epoch {
+            order = rng.permutation(self.n);
+        }
+        (self.rng, self.order, self.epoch, self.offset) = (rng, order, pos.epoch, pos.offset);
     }
 }

@@ -86,7 +86,7 @@ pub mod trainer;
 
 pub use callbacks::{Callback, Event, StepRecord, Summary};
 pub use config::{LossWeighting, TrainerConfig};
-pub use data::{DataPosition, DataRng, DataSource, RandomTokens, RngState};
+pub use data::{DataPosition, DataRng, DataSource, Epochs, RandomTokens, RngState};
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};
 pub use pretrain::{Preset, PretrainConfig, PretrainSummary, pretrain};

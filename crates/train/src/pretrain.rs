@@ -353,13 +353,7 @@ pub fn pretrain(
     run.progress = progress;
     let summary = Trainer::new(cfg.trainer.clone(), run)?.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    step.gpt.save(out)?;
-    // The final checkpoint's description (format version, stage, step, metrics, config) makes
-    // `out` a self-describing checkpoint dir, not just weights.
-    if let Some(ckpt) = &summary.checkpoint {
-        let (src, dst) = (ckpt.join("rlhf.json"), out.join("rlhf.json"));
-        std::fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
-    }
+    checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
     Ok(PretrainSummary {
         params: step.gpt.num_params(),
         train_tokens: train.len(),

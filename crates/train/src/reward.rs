@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
-use crate::data::{DataPosition, DataRng, DataSource};
+use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Resume, RunOptions, Trainer};
@@ -177,50 +177,31 @@ impl Default for RewardConfig {
 
 /// Shuffled epochs over prompts.
 pub struct ComparisonData {
-    items: std::sync::Arc<Vec<EncodedComparison>>,
-    batch: usize,
+    items: Vec<EncodedComparison>,
     pad: i64,
-    rng: DataRng,
-    order: Vec<usize>,
-    epoch: u64,
-    offset: u64,
+    epochs: Epochs,
 }
 
 impl DataSource for ComparisonData {
     type Batch = (Vec<Vec<i64>>, PairGroups, i64);
 
     fn next_batch(&mut self) -> Result<Option<Self::Batch>> {
-        if self.offset as usize + self.batch > self.order.len() {
-            self.epoch += 1;
-            self.offset = 0;
-            self.order = self.rng.permutation(self.items.len());
-        }
-        let start = self.offset as usize;
-        let rows: Vec<&EncodedComparison> = self.order[start..start + self.batch]
-            .iter()
-            .map(|&i| &self.items[i])
+        let rows: Vec<&EncodedComparison> = self
+            .epochs
+            .next_indices()
+            .into_iter()
+            .map(|i| &self.items[i])
             .collect();
-        self.offset += self.batch as u64;
         let (seqs, groups) = flatten(&rows);
         Ok(Some((seqs, groups, self.pad)))
     }
 
     fn position(&self) -> DataPosition {
-        DataPosition {
-            epoch: self.epoch,
-            offset: self.offset,
-            rng: Some(self.rng.state()),
-        }
+        self.epochs.position()
     }
 
     fn seek(&mut self, pos: &DataPosition) -> Result<()> {
-        let Some(state) = pos.rng else { return Ok(()) };
-        let mut rng = DataRng::new(state.seed, state.stream);
-        let mut order = rng.permutation(self.items.len());
-        for _ in 0..pos.epoch {
-            order = rng.permutation(self.items.len());
-        }
-        (self.rng, self.order, self.epoch, self.offset) = (rng, order, pos.epoch, pos.offset);
+        self.epochs.seek(pos);
         Ok(())
     }
 }
@@ -364,35 +345,25 @@ pub fn reward(
     let mut trainer_cfg = cfg.trainer.clone();
     trainer_cfg.max_steps = cfg.epochs * (items.len() / batch) as u64;
     trainer_cfg.validate()?;
-    let items = std::sync::Arc::new(items);
     let mut step = RewardStep {
         gpt: pre.model,
         eval,
         pad,
     };
     let eval_accuracy_start = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
-    let mut rng = DataRng::new(trainer_cfg.seed, 3);
-    let order = rng.permutation(items.len());
-    let mut source = ComparisonData {
-        items: items.clone(),
-        batch,
-        pad,
-        rng,
-        order,
-        epoch: 0,
-        offset: 0,
-    };
+    let epochs = Epochs::new(items.len(), batch, trainer_cfg.seed, 3);
+    let mut source = ComparisonData { items, pad, epochs };
     let mut run = RunOptions::new(out, "reward");
     run.config = config::to_table(cfg)?;
     run.progress = true;
     run.resume = Resume::No;
     let summary = Trainer::new(trainer_cfg, run)?.fit(&mut step, &mut source)?;
     let eval_accuracy_end = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
-    let (mean, std) = reward_stats(&step.gpt, &items, pad)?;
+    let (mean, std) = reward_stats(&step.gpt, &source.items, pad)?;
     step.gpt.shift_scalar_bias(-mean)?;
-    step.gpt.save(out)?;
+    checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
     Ok(RewardSummary {
-        train_prompts: items.len(),
+        train_prompts: source.items.len(),
         eval_prompts: step.eval.len(),
         eval_accuracy_start,
         eval_accuracy_end,

@@ -19,7 +19,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
-use crate::data::{DataPosition, DataRng, DataSource};
+use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Resume, RunOptions, Trainer};
@@ -173,26 +173,17 @@ pub fn masked_ce(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, i64)> {
 /// Shuffled epochs over the training examples.
 pub struct SftData {
     examples: Vec<SftExample>,
-    batch: usize,
     pad: i64,
-    rng: DataRng,
-    epoch: u64,
-    offset: u64,
-    order: Vec<usize>,
+    epochs: Epochs,
 }
 
 impl SftData {
     pub fn new(examples: Vec<SftExample>, batch: usize, pad: i64, seed: u64) -> Self {
-        let mut rng = DataRng::new(seed, 2);
-        let order = rng.permutation(examples.len());
+        let epochs = Epochs::new(examples.len(), batch, seed, 2);
         Self {
             examples,
-            batch,
             pad,
-            rng,
-            epoch: 0,
-            offset: 0,
-            order,
+            epochs,
         }
     }
 }
@@ -201,38 +192,21 @@ impl DataSource for SftData {
     type Batch = (Tensor, Tensor);
 
     fn next_batch(&mut self) -> Result<Option<(Tensor, Tensor)>> {
-        if self.offset as usize + self.batch > self.order.len() {
-            self.epoch += 1;
-            self.offset = 0;
-            self.order = self.rng.permutation(self.examples.len());
-        }
-        let start = self.offset as usize;
-        let rows: Vec<&SftExample> = self.order[start..start + self.batch]
-            .iter()
-            .map(|&i| &self.examples[i])
+        let rows: Vec<&SftExample> = self
+            .epochs
+            .next_indices()
+            .into_iter()
+            .map(|i| &self.examples[i])
             .collect();
-        self.offset += self.batch as u64;
         Ok(Some(collate(&rows, self.pad)))
     }
 
     fn position(&self) -> DataPosition {
-        DataPosition {
-            epoch: self.epoch,
-            offset: self.offset,
-            rng: Some(self.rng.state()),
-        }
+        self.epochs.position()
     }
 
-    /// The stored RNG state is the one after drawing the current epoch's order, so the order is
-    /// re-drawn from the state before it: replaying `epoch + 1` permutations from the seed.
     fn seek(&mut self, pos: &DataPosition) -> Result<()> {
-        let Some(state) = pos.rng else { return Ok(()) };
-        let mut rng = DataRng::new(state.seed, state.stream);
-        let mut order = rng.permutation(self.examples.len());
-        for _ in 0..pos.epoch {
-            order = rng.permutation(self.examples.len());
-        }
-        (self.rng, self.order, self.epoch, self.offset) = (rng, order, pos.epoch, pos.offset);
+        self.epochs.seek(pos);
         Ok(())
     }
 }
@@ -358,11 +332,7 @@ pub fn sft(
     run.progress = true;
     let summary = Trainer::new(cfg.trainer.clone(), run)?.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    step.gpt.save(out)?;
-    if let Some(ckpt) = &summary.checkpoint {
-        let (src, dst) = (ckpt.join("rlhf.json"), out.join("rlhf.json"));
-        std::fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
-    }
+    checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
     Ok(SftSummary {
         train_examples,
         eval_examples: n_eval,
