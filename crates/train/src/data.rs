@@ -153,18 +153,11 @@ impl DataSource for RandomTokens {
     }
 
     fn position(&self) -> DataPosition {
-        DataPosition {
-            epoch: 0,
-            offset: self.drawn,
-            rng: Some(self.rng.state()),
-        }
+        stream_position(self.drawn, &self.rng)
     }
 
     fn seek(&mut self, pos: &DataPosition) -> Result<()> {
-        self.drawn = pos.offset;
-        if let Some(state) = pos.rng {
-            self.rng = DataRng::from_state(state);
-        }
+        stream_seek(pos, &mut self.drawn, &mut self.rng);
         Ok(())
     }
 }
@@ -228,6 +221,23 @@ mod tests {
             (Some(x), Some(y)) => assert!(x.equal(&y)),
             _ => panic!("both sources should yield a batch"),
         }
+    }
+}
+
+/// The position of an endless random stream: batches drawn so far and the generator's state.
+pub fn stream_position(drawn: u64, rng: &DataRng) -> DataPosition {
+    DataPosition {
+        epoch: 0,
+        offset: drawn,
+        rng: Some(rng.state()),
+    }
+}
+
+/// Restores what [`stream_position`] recorded.
+pub fn stream_seek(pos: &DataPosition, drawn: &mut u64, rng: &mut DataRng) {
+    *drawn = pos.offset;
+    if let Some(state) = pos.rng {
+        *rng = DataRng::from_state(state);
     }
 }
 

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
-use crate::data::{DataPosition, DataRng, DataSource};
+use crate::data::{DataPosition, DataRng, DataSource, stream_position, stream_seek};
 use crate::error::{Result, TrainError};
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Resume, RunOptions, Trainer};
@@ -164,18 +164,11 @@ impl DataSource for CorpusWindows {
     }
 
     fn position(&self) -> DataPosition {
-        DataPosition {
-            epoch: 0,
-            offset: self.drawn,
-            rng: Some(self.rng.state()),
-        }
+        stream_position(self.drawn, &self.rng)
     }
 
     fn seek(&mut self, pos: &DataPosition) -> Result<()> {
-        self.drawn = pos.offset;
-        if let Some(state) = pos.rng {
-            self.rng = DataRng::from_state(state);
-        }
+        stream_seek(pos, &mut self.drawn, &mut self.rng);
         Ok(())
     }
 }
