@@ -79,6 +79,7 @@ pub mod error;
 pub mod optim;
 pub mod pretrain;
 pub mod reward;
+pub mod rl;
 pub mod schedule;
 pub mod sft;
 pub mod step;
