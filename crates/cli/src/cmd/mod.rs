@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod demo;
+pub mod eval;
 pub mod generate;
 pub mod import;
 pub mod label;
