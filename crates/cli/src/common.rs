@@ -67,12 +67,21 @@ pub struct ConfigArgs {
     /// Override one key, e.g. --set trainer.lr=3e-4 (repeatable; applied after --config).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Print the resolved configuration (defaults + --config + --set) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl ConfigArgs {
     /// Loads the typed config strictly: unknown keys and wrong types are errors with the key path.
-    pub fn load<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        Ok(rlhf_train::config::load(self.config.as_deref(), &self.set)?)
+    /// With `--print-config`, prints it and exits.
+    pub fn load<T: serde::de::DeserializeOwned + serde::Serialize>(&self) -> Result<T> {
+        let cfg: T = rlhf_train::config::load(self.config.as_deref(), &self.set)?;
+        if self.print_config {
+            print_line(toml::to_string(&cfg)?)?;
+            std::process::exit(0);
+        }
+        Ok(cfg)
     }
 }
 

@@ -28,15 +28,33 @@ pub fn read_jsonl<T: JsonlRecord>(path: impl AsRef<Path>) -> Result<Vec<T>> {
         op: "read",
         source,
     })?;
+    Ok(parse_jsonl_bytes(path, &bytes)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Like [`read_jsonl`], with each record's 1-based line number, so that checks made after
+/// parsing (a prompt longer than the model's context) can still say `file:line`.
+pub fn read_jsonl_lines<T: JsonlRecord>(path: impl AsRef<Path>) -> Result<Vec<(usize, T)>> {
+    let path = path.as_ref();
+    let bytes = fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source,
+    })?;
     parse_jsonl_bytes(path, &bytes)
 }
 
 /// Parses JSONL text already in memory; `source` names it in error messages.
 pub fn parse_jsonl<T: JsonlRecord>(source: impl AsRef<Path>, text: &str) -> Result<Vec<T>> {
-    parse_jsonl_bytes(source.as_ref(), text.as_bytes())
+    Ok(parse_jsonl_bytes(source.as_ref(), text.as_bytes())?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
 }
 
-fn parse_jsonl_bytes<T: JsonlRecord>(path: &Path, bytes: &[u8]) -> Result<Vec<T>> {
+fn parse_jsonl_bytes<T: JsonlRecord>(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, T)>> {
     // A UTF-8 byte-order mark is legal at the start of a file and is not JSON.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut records = Vec::new();
@@ -61,7 +79,7 @@ fn parse_jsonl_bytes<T: JsonlRecord>(path: &Path, bytes: &[u8]) -> Result<Vec<T>
             line,
             problem,
         })?;
-        records.push(record);
+        records.push((line, record));
     }
     Ok(records)
 }

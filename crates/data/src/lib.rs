@@ -55,7 +55,9 @@ pub use formats::{
     EvalRecord, Message, PairwiseRecord, PromptRecord, Ranking, RankingRecord, Role, SampleRecord,
     SftRecord, TextRecord,
 };
-pub use jsonl::{Fields, JsonlRecord, parse_jsonl, read_jsonl, write_jsonl, write_text};
+pub use jsonl::{
+    Fields, JsonlRecord, parse_jsonl, read_jsonl, read_jsonl_lines, write_jsonl, write_text,
+};
 pub use labeler::{
     CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, LabelerConfig, SimulatedLabeler,
     TARGET_AGREEMENT, agreement, calibrate_tau, calibration_pairs, expected_agreement,

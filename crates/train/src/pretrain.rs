@@ -248,7 +248,7 @@ fn read_corpus(data: &Path) -> Result<Vec<String>> {
 }
 
 /// Encodes documents and joins them with EOS into one stream (N,).
-fn token_stream(tok: &Tokenizer, docs: &[String]) -> Result<Vec<i64>> {
+pub(crate) fn token_stream(tok: &Tokenizer, docs: &[String]) -> Result<Vec<i64>> {
     let eos = tok.eos_id().map_or(0, i64::from);
     let encoded = tok
         .encode_batch(docs, false)

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{JsonlRecord, PairwiseRecord, RankingRecord, RecordError, read_jsonl};
+use rlhf_data::{
+    JsonlRecord, PairwiseRecord, RankingRecord, RecordError, SimulatedLabeler, read_jsonl_lines,
+};
 use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat};
 use rlhf_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,19 @@ pub struct Comparison {
     pub responses: Vec<String>,
     /// Untied (winner, loser) pairs, indices into `responses`.
     pub pairs: Vec<(usize, usize)>,
+    /// Read from `{"chosen","rejected"}` rather than a ranking.
+    pub pairwise: bool,
+}
+
+impl Comparison {
+    /// The JSON field that holds response `i`, for error messages.
+    pub fn field(&self, i: usize) -> String {
+        match (self.pairwise, i) {
+            (true, 0) => "chosen".into(),
+            (true, _) => "rejected".into(),
+            (false, i) => format!("responses[{i}]"),
+        }
+    }
 }
 
 impl JsonlRecord for Comparison {
@@ -69,6 +84,7 @@ impl JsonlRecord for Comparison {
                 prompt: p.prompt,
                 responses: vec![p.chosen, p.rejected],
                 pairs: vec![(0, 1)],
+                pairwise: true,
             });
         }
         let r = RankingRecord::from_json(value)?;
@@ -76,6 +92,7 @@ impl JsonlRecord for Comparison {
             prompt: r.prompt().to_string(),
             responses: r.responses().to_vec(),
             pairs: r.ranking().pairs(),
+            pairwise: false,
         })
     }
 }
@@ -122,6 +139,8 @@ pub fn rewards(gpt: &Gpt, seqs: &[Vec<i64>], pad: i64) -> Result<Tensor> {
 pub struct EncodedComparison {
     pub seqs: Vec<Vec<i64>>,
     pub pairs: Vec<(usize, usize)>,
+    /// The noise-free oracle's untied pairs, when the prompt is a task-world prompt.
+    pub oracle_pairs: Option<Vec<(usize, usize)>>,
 }
 
 /// Each prompt's (winner, loser) pairs, as indices into a flattened micro-batch.
@@ -143,6 +162,19 @@ fn flatten(items: &[&EncodedComparison]) -> (Vec<Vec<i64>>, PairGroups) {
     (seqs, groups)
 }
 
+/// How comparisons are batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pairing {
+    /// InstructGPT: a prompt's K responses are one batch element and every pair of it is used
+    /// from one forward pass; each response is seen once per epoch.
+    #[default]
+    Grouped,
+    /// The ablation: every pair is an independent, shuffled example (each response is then
+    /// seen K−1 times per epoch). A batch holds as many pairs as a grouped batch on average.
+    Shuffled,
+}
+
 /// `rlhf reward`'s configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,6 +183,8 @@ pub struct RewardConfig {
     pub epochs: u64,
     /// Share of prompts held out for pairwise accuracy. 0.1.
     pub eval_fraction: f64,
+    /// `grouped` (InstructGPT, the default) or `shuffled` independent pairs (the ablation).
+    pub pairing: Pairing,
     /// `max_steps` is derived from `epochs`; `batch_size` counts prompts (each with K responses).
     pub trainer: TrainerConfig,
 }
@@ -160,6 +194,7 @@ impl Default for RewardConfig {
         Self {
             epochs: 1,
             eval_fraction: 0.1,
+            pairing: Pairing::Grouped,
             trainer: TrainerConfig {
                 // InstructGPT's RM used a small LR (9e-6 for 6B); a tiny model needs more.
                 lr: 3e-4,
@@ -213,10 +248,21 @@ pub struct RewardStep {
     pad: i64,
 }
 
-/// Share of untied pairs the model orders like the labels.
-pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<f64> {
+/// Held-out accuracy: the share of untied pairs the model orders like the labels, and (for
+/// task-world prompts) like the noise-free oracle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accuracy {
+    pub labels: f64,
+    pub label_pairs: usize,
+    /// `None` when no prompt is a task-world prompt.
+    pub oracle: Option<f64>,
+    pub oracle_pairs: usize,
+}
+
+/// Share of untied pairs the model orders like the labels (and like the oracle).
+pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<Accuracy> {
     let _guard = tch::no_grad_guard();
-    let (mut right, mut total) = (0usize, 0usize);
+    let (mut right, mut total, mut o_right, mut o_total) = (0usize, 0usize, 0usize, 0usize);
     for chunk in items.chunks(8) {
         let (seqs, groups) = flatten(&chunk.iter().collect::<Vec<_>>());
         let r = Vec::<f32>::try_from(&rewards(gpt, &seqs, pad)?.to_device(Device::Cpu))?;
@@ -224,8 +270,21 @@ pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Re
             right += usize::from(r[w] > r[l]);
             total += 1;
         }
+        let mut base = 0;
+        for it in chunk {
+            for &(w, l) in it.oracle_pairs.iter().flatten() {
+                o_right += usize::from(r[base + w] > r[base + l]);
+                o_total += 1;
+            }
+            base += it.seqs.len();
+        }
     }
-    Ok(right as f64 / total.max(1) as f64)
+    Ok(Accuracy {
+        labels: right as f64 / total.max(1) as f64,
+        label_pairs: total,
+        oracle: (o_total > 0).then(|| o_right as f64 / o_total as f64),
+        oracle_pairs: o_total,
+    })
 }
 
 impl TrainStep for RewardStep {
@@ -249,7 +308,11 @@ impl TrainStep for RewardStep {
 
     fn eval(&mut self) -> Result<Metrics> {
         let acc = pairwise_accuracy(&self.gpt, &self.eval, self.pad)?;
-        Ok(Metrics::from([("pairwise_accuracy".to_string(), acc)]))
+        let mut m = Metrics::from([("pairwise_accuracy".to_string(), acc.labels)]);
+        if let Some(o) = acc.oracle {
+            m.insert("oracle_accuracy".to_string(), o);
+        }
+        Ok(m)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -261,35 +324,81 @@ impl TrainStep for RewardStep {
     }
 }
 
-/// Encodes comparisons; errors name the file and record.
-fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
-    let records: Vec<Comparison> =
-        read_jsonl(data).map_err(|e| TrainError::Invalid(e.to_string()))?;
+/// Encodes comparisons; errors name the file, line and field.
+pub fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
+    let records: Vec<(usize, Comparison)> =
+        read_jsonl_lines(data).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let max = pre.model.cfg.max_positions as usize;
+    let oracle = SimulatedLabeler::noise_free();
     let mut out = Vec::with_capacity(records.len());
-    for (i, c) in records.iter().enumerate() {
-        let at =
-            |m: String| TrainError::Invalid(format!("{}: record {}: {m}", data.display(), i + 1));
+    for (line, c) in &records {
+        let at = |field: &str, m: String| {
+            TrainError::Invalid(format!("{}:{line}: field '{field}': {m}", data.display()))
+        };
         let prompt = pre
             .encode_prompt(&c.prompt, PromptFormat::Chat)
-            .map_err(|e| at(e.to_string()))?;
+            .map_err(|e| at("prompt", e.to_string()))?;
+        if prompt.len() >= max {
+            return Err(at(
+                "prompt",
+                format!(
+                    "the prompt is {} tokens, leaving no room for a response in the model's \
+                     context of {max}",
+                    prompt.len()
+                ),
+            ));
+        }
         let seqs = c
             .responses
             .iter()
             .map(|r| encode_response(&pre.tokenizer, &prompt, r))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(s) = seqs.iter().find(|s| s.len() > max) {
-            return Err(at(format!(
-                "{} tokens exceed the model's context of {max}",
-                s.len()
-            )));
+        if let Some((i, s)) = seqs.iter().enumerate().find(|(_, s)| s.len() > max) {
+            return Err(at(
+                &c.field(i),
+                format!(
+                    "prompt + response are {} tokens, longer than the model's context of {max}",
+                    s.len()
+                ),
+            ));
         }
+        let oracle_pairs = oracle
+            .rank_prompt(&c.prompt, &c.responses)
+            .ok()
+            .map(|r| r.pairs());
         out.push(EncodedComparison {
             seqs,
             pairs: c.pairs.clone(),
+            oracle_pairs,
         });
     }
     Ok(out)
+}
+
+/// `reward.json` in a reward-model dir: how its rewards were centred, and their spread on the
+/// SFT samples, which PPO divides by to get unit-scale rewards.
+pub const REWARD_STATS_FILE: &str = "reward.json";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RewardStats {
+    /// The training responses' mean reward before centring (removed from the head's bias).
+    pub centred_mean: f64,
+    /// Their standard deviation after centring.
+    pub std: f64,
+}
+
+impl RewardStats {
+    /// Reads `dir/reward.json`; `None` when the dir has none (a reward model from elsewhere).
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(REWARD_STATS_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io("read", &path, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+    }
 }
 
 /// What a finished reward-model run reports.
@@ -297,8 +406,10 @@ fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
 pub struct RewardSummary {
     pub train_prompts: usize,
     pub eval_prompts: usize,
-    pub eval_accuracy_start: f64,
-    pub eval_accuracy_end: f64,
+    pub eval_accuracy_start: Accuracy,
+    pub eval_accuracy_end: Accuracy,
+    /// Training examples per epoch: prompts (grouped) or pairs (shuffled).
+    pub train_examples: usize,
     /// Mean reward of the training responses before centring (subtracted from the bias) and std.
     pub centred_mean: f64,
     pub reward_std: f64,
@@ -316,6 +427,8 @@ pub fn reward(
     device: Device,
 ) -> Result<RewardSummary> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    // The fresh scalar head's initialisation comes from this seed.
+    tch::manual_seed(cfg.trainer.seed as i64);
     let gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
     let tokenizer = Tokenizer::from_dir(model).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let pre = Pretrained {
@@ -334,6 +447,15 @@ pub fn reward(
         )));
     }
     let eval = items.split_off(items.len() - n_eval);
+    let train_prompts = items.len();
+    let (items, batch) = match cfg.pairing {
+        Pairing::Grouped => (items, batch),
+        Pairing::Shuffled => {
+            let pairs: usize = items.iter().map(|c| c.pairs.len()).sum();
+            let per_batch = (batch as f64 * pairs as f64 / items.len() as f64).round() as usize;
+            (split_pairs(items), per_batch.max(1))
+        }
+    };
     let pad = pre
         .tokenizer
         .pad_id()
@@ -343,6 +465,7 @@ pub fn reward(
         .save(out)
         .map_err(|e| TrainError::Invalid(e.to_string()))?;
     let mut trainer_cfg = cfg.trainer.clone();
+    trainer_cfg.batch_size = batch;
     trainer_cfg.max_steps = cfg.epochs * (items.len() / batch) as u64;
     trainer_cfg.validate()?;
     let mut step = RewardStep {
@@ -362,8 +485,16 @@ pub fn reward(
     let (mean, std) = reward_stats(&step.gpt, &source.items, pad)?;
     step.gpt.shift_scalar_bias(-mean)?;
     checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
+    let stats = RewardStats {
+        centred_mean: mean,
+        std,
+    };
+    let path = out.join(REWARD_STATS_FILE);
+    let json = serde_json::to_string_pretty(&stats).expect("plain numbers serialise");
+    std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
     Ok(RewardSummary {
-        train_prompts: source.items.len(),
+        train_prompts,
+        train_examples: source.items.len(),
         eval_prompts: step.eval.len(),
         eval_accuracy_start,
         eval_accuracy_end,
@@ -373,6 +504,23 @@ pub fn reward(
         elapsed_s: summary.elapsed_s,
         out: out.to_path_buf(),
     })
+}
+
+/// Every pair of every prompt as its own two-sequence comparison (the shuffled-pairs ablation).
+fn split_pairs(items: Vec<EncodedComparison>) -> Vec<EncodedComparison> {
+    items
+        .into_iter()
+        .flat_map(|c| {
+            c.pairs
+                .iter()
+                .map(|&(w, l)| EncodedComparison {
+                    seqs: vec![c.seqs[w].clone(), c.seqs[l].clone()],
+                    pairs: vec![(0, 1)],
+                    oracle_pairs: None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Mean and std of the rewards of every training response (the SFT samples).

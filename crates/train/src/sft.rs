@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{Role, SftRecord, read_jsonl};
+use rlhf_data::{Role, SftRecord, read_jsonl_lines};
 use rlhf_model::{Batch, Gpt, Head, Pretrained};
 use rlhf_tokenizer::Message;
 use serde::{Deserialize, Serialize};
@@ -253,19 +253,24 @@ impl TrainStep for SftStep {
     }
 }
 
-/// Reads and encodes every demonstration; errors name the file and record.
+/// Reads and encodes every demonstration; errors name the file, line and field.
 fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
-    let records: Vec<SftRecord> = read_jsonl(data).map_err(tok_err)?;
+    let records: Vec<(usize, SftRecord)> = read_jsonl_lines(data).map_err(tok_err)?;
     let max = pre.model.cfg.max_positions as usize;
     let mut out = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
+    for (line, r) in &records {
+        let field = match r {
+            SftRecord::Chat { .. } => "messages",
+            SftRecord::Completion { .. } => "completion",
+        };
         let at = |msg: String| {
-            TrainError::Invalid(format!("{}: record {}: {msg}", data.display(), i + 1))
+            TrainError::Invalid(format!("{}:{line}: field '{field}': {msg}", data.display()))
         };
         let ex = encode_example(pre, r).map_err(|e| at(e.to_string()))?;
         if ex.ids.len() > max {
             return Err(at(format!(
-                "{} tokens exceed the model's context of {max}",
+                "the rendered example is {} tokens, longer than the model's context of {max} \
+                 (shorten it or raise max_position_embeddings)",
                 ex.ids.len()
             )));
         }

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod import;
 pub mod label;
 pub mod nll;
+pub mod ppo;
 pub mod pretrain;
 pub mod reward;
 pub mod sample;

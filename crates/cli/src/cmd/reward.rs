@@ -30,15 +30,29 @@ pub struct Args {
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let cfg: RewardConfig = args.config.load()?;
     let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, device)?;
+    let (a0, a1) = (&s.eval_accuracy_start, &s.eval_accuracy_end);
+    let oracle = match (a0.oracle, a1.oracle) {
+        (Some(o0), Some(o1)) => format!(
+            "; vs the noise-free oracle {:.1}% -> {:.1}% ({} pairs)",
+            100.0 * o0,
+            100.0 * o1,
+            a1.oracle_pairs
+        ),
+        _ => String::new(),
+    };
     eprintln!(
-        "reward model: {} train / {} held-out prompts, {} steps in {:.1} s; held-out pairwise \
-         accuracy {:.1}% -> {:.1}%; rewards centred (mean {:.3} removed, std {:.3}); saved to {}",
+        "reward model: {} train / {} held-out prompts ({} examples, {:?} pairing), {} steps in \
+         {:.1} s; held-out pairwise accuracy vs the labels {:.1}% -> {:.1}% ({} pairs){oracle}; \
+         rewards centred (mean {:.3} removed, std {:.3}); saved to {}",
         s.train_prompts,
         s.eval_prompts,
+        s.train_examples,
+        cfg.pairing,
         s.steps,
         s.elapsed_s,
-        100.0 * s.eval_accuracy_start,
-        100.0 * s.eval_accuracy_end,
+        100.0 * a0.labels,
+        100.0 * a1.labels,
+        a1.label_pairs,
         s.centred_mean,
         s.reward_std,
         s.out.display()

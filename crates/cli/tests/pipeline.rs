@@ -1,0 +1,430 @@
+//! SFT, reward model and PPO through the binary on tiny random models: PPO runs, resumes
+//! exactly, and refuses bad inputs; SFT and reward data errors name file:line and field.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rlhf_model::{Gpt, Head, ModelConfig};
+use rlhf_tokenizer::{BpeConfig, train_bpe};
+use serde_json::json;
+use tch::Device;
+
+const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
+How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
+Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
+
+const PROMPT: &str =
+    "Jane has 12 flowers. She gives 2 to her mom. How many flowers does she have left?";
+
+fn rlhf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .output()
+        .expect("run rlhf")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts exit 1, no panic, and every needle in stderr.
+fn assert_fails(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in: {err}");
+    }
+}
+
+/// A tiny random llama checkpoint (LM head) with a BPE tokenizer of `vocab` tokens.
+fn checkpoint(dir: &Path, vocab: usize, context: i64) {
+    let tok = train_bpe(
+        std::iter::repeat_n(CORPUS, 20),
+        &BpeConfig {
+            vocab_size: vocab,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tok.save(dir).unwrap();
+    let cfg = json!({
+        "model_type": "llama", "vocab_size": tok.vocab_size(),
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": context,
+        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
+    });
+    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    tch::manual_seed(0);
+    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// SFT dir (a random checkpoint), a reward model trained from it, and a prompts file.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    policy: PathBuf,
+    rm: PathBuf,
+    prompts: PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let policy = root.join("sft");
+    checkpoint(&policy, 300, 128);
+    let rankings = root.join("rankings.jsonl");
+    let line = json!({ "prompt": PROMPT, "responses": ["The answer is 10.", "The answer is 8.",
+        "She has 9.", "10"], "ranking": [0, 3, 2, 1] });
+    std::fs::write(&rankings, vec![line.to_string(); 12].join("\n")).unwrap();
+    let rm = root.join("rm");
+    let r = rlhf(&[
+        "reward",
+        "--model",
+        s(&policy),
+        "--data",
+        s(&rankings),
+        "--out",
+        s(&rm),
+        "--set",
+        "trainer.batch_size=2",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let prompts = root.join("prompts.jsonl");
+    let lines: Vec<String> = (0..8)
+        .map(|i| json!({ "prompt": format!("{PROMPT} ({i})") }).to_string())
+        .collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    Setup {
+        _tmp: tmp,
+        root,
+        policy,
+        rm,
+        prompts,
+    }
+}
+
+const SMALL: [&str; 12] = [
+    "--set",
+    "rollout_batch=4",
+    "--set",
+    "minibatches=2",
+    "--set",
+    "max_new_tokens=8",
+    "--set",
+    "eval_every=0",
+    "--set",
+    "ppo_epochs=2",
+    "--set",
+    "lr=1e-3",
+];
+
+fn ppo(st: &Setup, out: &Path, extra: &[&str]) -> Output {
+    let base = [
+        "ppo",
+        "--policy",
+        s(&st.policy),
+        "--reward",
+        s(&st.rm),
+        "--prompts",
+        s(&st.prompts),
+        "--out",
+        s(out),
+    ];
+    rlhf(&[&base[..], &SMALL[..], extra].concat())
+}
+
+fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ppo_trains_logs_and_resumes_exactly() {
+    let st = setup();
+    let full = st.root.join("ppo-full");
+    let o = ppo(&st, &full, &["--set", "iterations=2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every iteration logs the quantities the issue asks for, all finite.
+    let log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "rm_score",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "value_loss",
+        "approx_kl",
+        "response_len",
+        "time/rollout_s",
+        "time/update_s",
+        "kl_coef",
+    ] {
+        for l in &lines {
+            let v = l[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "{key} = {v} in {l}");
+        }
+    }
+    // The first rollout comes from the unchanged policy: KL to the reference is exactly 0;
+    // after one update it is not.
+    assert_eq!(lines[0]["kl"].as_f64(), Some(0.0));
+    assert!(lines[1]["kl"].as_f64().unwrap().abs() > 0.0);
+    // The policy moved; the reference (the SFT dir) did not.
+    let before = tensor_bytes(&st.policy.join("model.safetensors"));
+    let after = tensor_bytes(&full.join("model.safetensors"));
+    assert_eq!(before.len(), after.len());
+    assert!(before.iter().zip(&after).any(|(a, b)| a != b));
+    assert!(full.join("value/model.safetensors").exists());
+
+    // One iteration, then resume for the second: the same weights, bit for bit.
+    let split = st.root.join("ppo-split");
+    let o = ppo(
+        &st,
+        &split,
+        &["--set", "iterations=2", "--set", "checkpoint_every=1"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Simulate a crash after iteration 1: drop the final export and the last checkpoint.
+    std::fs::remove_dir_all(split.join("checkpoints/step-00000002")).unwrap();
+    std::fs::remove_file(split.join("model.safetensors")).unwrap();
+    let o = ppo(&st, &split, &["--set", "iterations=2", "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        tensor_bytes(&full.join("model.safetensors")),
+        tensor_bytes(&split.join("model.safetensors")),
+        "resumed run differs from the uninterrupted one"
+    );
+    let log2 = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
+    assert_eq!(log2.lines().count(), 2, "{log2}");
+    // A fresh run into a folder with checkpoints is refused rather than mixed.
+    assert_fails(&ppo(&st, &split, &["--set", "iterations=2"]), &["--resume"]);
+}
+
+#[test]
+fn ppo_ptx_reports_the_pretraining_loss() {
+    let st = setup();
+    let corpus = st.root.join("corpus.txt");
+    std::fs::write(&corpus, vec![CORPUS; 40].join("\n\n")).unwrap();
+    let out = st.root.join("ptx");
+    let o = ppo(
+        &st,
+        &out,
+        &[
+            "--set",
+            "iterations=1",
+            "--ptx-data",
+            s(&corpus),
+            "--set",
+            "ptx_seq_len=16",
+            "--set",
+            "ptx_batch=2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let l: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let ptx = l["ptx_loss"].as_f64().unwrap();
+    // A random model's LM loss is near ln(vocab).
+    assert!(ptx > 3.0 && ptx < 8.0, "{l}");
+}
+
+#[test]
+fn ppo_refuses_a_reward_model_with_another_tokenizer() {
+    let st = setup();
+    let other = st.root.join("other");
+    checkpoint(&other, 280, 128);
+    let rankings = st.root.join("rankings.jsonl");
+    let rm2 = st.root.join("rm2");
+    let r = rlhf(&[
+        "reward",
+        "--model",
+        s(&other),
+        "--data",
+        s(&rankings),
+        "--out",
+        s(&rm2),
+        "--set",
+        "trainer.batch_size=2",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let o = rlhf(&[
+        "ppo",
+        "--policy",
+        s(&st.policy),
+        "--reward",
+        s(&rm2),
+        "--prompts",
+        s(&st.prompts),
+        "--out",
+        s(&st.root.join("x")),
+    ]);
+    assert_fails(&o, &["different tokenizer", "rm2"]);
+}
+
+#[test]
+fn ppo_refuses_prompts_longer_than_the_context() {
+    let st = setup();
+    let prompts = st.root.join("long.jsonl");
+    let long = "Jane has 12 flowers. ".repeat(40);
+    let text = format!(
+        "{}\n\n{}\n",
+        json!({ "prompt": "Tom buys 4 apples." }),
+        json!({ "prompt": long })
+    );
+    std::fs::write(&prompts, text).unwrap();
+    let o = rlhf(&[
+        "ppo",
+        "--policy",
+        s(&st.policy),
+        "--reward",
+        s(&st.rm),
+        "--prompts",
+        s(&prompts),
+        "--out",
+        s(&st.root.join("x")),
+    ]);
+    assert_fails(&o, &["long.jsonl:3", "field 'prompt'", "context of 128"]);
+}
+
+#[test]
+fn ppo_stops_on_a_broken_reward_model_and_keeps_the_checkpoint() {
+    let st = setup();
+    let out = st.root.join("ppo");
+    let o = ppo(&st, &out, &["--set", "iterations=1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoints/step-00000001");
+    let saved = tensor_bytes(&ckpt.join("policy/model.safetensors"));
+    // NaN into the reward model's head: the scores, hence the advantages, are NaN.
+    let path = st.rm.join("model.safetensors");
+    let mut tensors = tch::Tensor::read_safetensors(&path).unwrap();
+    for (name, t) in &mut tensors {
+        if name == "score.weight" {
+            let _ = t.fill_(f64::NAN);
+        }
+    }
+    tch::Tensor::write_safetensors(&tensors, &path).unwrap();
+    let o = ppo(&st, &out, &["--set", "iterations=3", "--resume"]);
+    assert_fails(&o, &["NaN"]);
+    assert_eq!(saved, tensor_bytes(&ckpt.join("policy/model.safetensors")));
+    assert!(!out.join("checkpoints/step-00000002").exists());
+}
+
+// --- Issue C's bad inputs: each names file:line and the field. ---
+
+fn reward_with(st: &Setup, name: &str, lines: &[serde_json::Value]) -> Output {
+    let path = st.root.join(name);
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&path, text.join("\n")).unwrap();
+    rlhf(&[
+        "reward",
+        "--model",
+        s(&st.policy),
+        "--data",
+        s(&path),
+        "--out",
+        s(&st.root.join("rm-bad")),
+    ])
+}
+
+#[test]
+fn reward_data_errors_name_file_line_and_field() {
+    let st = setup();
+    let ok = json!({ "prompt": PROMPT, "responses": ["a b", "c d", "e"], "ranking": [0, 1, 2] });
+    let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+        (
+            json!({ "prompt": PROMPT, "responses": ["only one"], "ranking": [0] }),
+            vec!["bad.jsonl:2", "responses", "at least 2"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "responses": ["a", "b"], "ranking": [0, 2] }),
+            vec!["bad.jsonl:2", "ranking", "out of range"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "responses": ["a", "b", "c"], "ranking": [0, 0, 1] }),
+            vec!["bad.jsonl:2", "ranking", "twice"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "responses": ["a", ""], "ranking": [0, 1] }),
+            vec!["bad.jsonl:2", "responses[1]", "non-empty"],
+        ),
+        (
+            json!({ "responses": ["a", "b"], "ranking": [0, 1] }),
+            vec!["bad.jsonl:2", "prompt"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "responses": ["a", "b"] }),
+            vec!["bad.jsonl:2", "ranking"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "chosen": "a" }),
+            vec!["bad.jsonl:2", "rejected"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "responses": ["a", "flowers ".repeat(200)], "ranking": [0, 1] }),
+            vec!["bad.jsonl:2", "responses[1]", "context of 128"],
+        ),
+        (
+            json!({ "prompt": "Jane has 12 flowers. ".repeat(60), "responses": ["a", "b"], "ranking": [0, 1] }),
+            vec!["bad.jsonl:2", "field 'prompt'", "context of 128"],
+        ),
+    ];
+    for (bad, needles) in cases {
+        let o = reward_with(&st, "bad.jsonl", &[ok.clone(), bad.clone()]);
+        assert_fails(&o, &needles);
+    }
+}
+
+#[test]
+fn sft_data_errors_name_file_line_and_field() {
+    let st = setup();
+    let ok = json!({ "prompt": PROMPT, "completion": "The answer is 10." });
+    let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+        (
+            json!({ "prompt": PROMPT, "completion": "" }),
+            vec!["sft.jsonl:2", "completion", "non-empty"],
+        ),
+        (json!({ "completion": "x" }), vec!["sft.jsonl:2", "prompt"]),
+        (
+            json!({ "prompt": PROMPT }),
+            vec!["sft.jsonl:2", "completion"],
+        ),
+        (
+            json!({ "messages": [{ "role": "user", "content": "hi" }] }),
+            vec!["sft.jsonl:2", "messages[0].role", "assistant"],
+        ),
+        (
+            json!({ "prompt": PROMPT, "completion": "flowers ".repeat(200) }),
+            vec!["sft.jsonl:2", "field 'completion'", "context of 128"],
+        ),
+    ];
+    for (bad, needles) in cases {
+        let path = st.root.join("sft.jsonl");
+        std::fs::write(&path, format!("{ok}\n{bad}\n")).unwrap();
+        let o = rlhf(&[
+            "sft",
+            "--model",
+            s(&st.policy),
+            "--data",
+            s(&path),
+            "--out",
+            s(&st.root.join("sft-bad")),
+        ]);
+        assert_fails(&o, &needles);
+    }
+}
