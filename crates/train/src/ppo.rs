@@ -693,7 +693,7 @@ fn eval_responses(
 
 /// Per-token rewards (score at EOS − β·KL), GAE advantages (whitened) and returns; also the
 /// mean summed KL per response. Refuses non-finite advantages before anything is updated.
-fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor, f64)> {
+pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor, f64)> {
     let _g = tch::no_grad_guard();
     let (rewards, kl) = rl::rewards_with_kl(
         &ro.scores,
@@ -721,7 +721,7 @@ fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tenso
 
 /// `ppo_epochs` passes of clipped policy + value loss (+ ptx) over shuffled minibatches.
 #[allow(clippy::too_many_arguments)]
-fn update(
+pub fn update(
     policy: &mut Gpt,
     value: &Gpt,
     opt: &mut AdamW,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rlhf_train::RewardConfig;
 
 use crate::common::ConfigArgs;
@@ -57,5 +57,20 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         s.reward_std,
         s.out.display()
     );
+    let acc = |a: &rlhf_train::reward::Accuracy| {
+        serde_json::json!({ "labels": a.labels, "label_pairs": a.label_pairs,
+                            "oracle": a.oracle, "oracle_pairs": a.oracle_pairs })
+    };
+    let summary = serde_json::json!({
+        "train_prompts": s.train_prompts, "eval_prompts": s.eval_prompts,
+        "train_examples": s.train_examples, "pairing": cfg.pairing, "epochs": cfg.epochs,
+        "steps": s.steps, "elapsed_s": s.elapsed_s,
+        "eval_accuracy_start": acc(&s.eval_accuracy_start),
+        "eval_accuracy_end": acc(&s.eval_accuracy_end),
+        "centred_mean": s.centred_mean, "reward_std": s.reward_std,
+    });
+    let path = s.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -1,0 +1,138 @@
+//! Benchmark helper for `bench/ppo-compare.sh`: PPO iterations (rollouts with the KV cache +
+//! scoring by policy, reference, value and reward model + `ppo_epochs` × `minibatches` updates)
+//! through the real `rlhf ppo` code, on random "micro" Llama models; the same setup as
+//! `bench/ppo_trl.py`. Every response has exactly `response_len` tokens (no stop token).
+//! Prints one JSON line with the median seconds per iteration and per phase.
+//!
+//! usage: bench_ppo [--threads N] [--iters N] [--warmup N] [--batch B] [--prompt-len P]
+//!                  [--response-len R] [--ppo-epochs E] [--minibatches M]
+
+use std::time::Instant;
+
+use rlhf_model::{Gpt, Head, ModelConfig};
+use rlhf_train::optim::{AdamW, AdamWConfig};
+use rlhf_train::ppo::{self, PpoConfig};
+use rlhf_train::rollout::{self, Models, RolloutConfig};
+use tch::{Device, Tensor};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let threads: i32 = arg(&a, "--threads", 2);
+    let iters: usize = arg(&a, "--iters", 3);
+    let warmup: usize = arg(&a, "--warmup", 1);
+    let batch: usize = arg(&a, "--batch", 32);
+    let prompt_len: usize = arg(&a, "--prompt-len", 16);
+    let response_len: usize = arg(&a, "--response-len", 32);
+    tch::set_num_threads(threads);
+    let cfg = ModelConfig::from_json(
+        &serde_json::json!({
+            "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        }),
+        std::path::Path::new("micro"),
+    )?;
+    let dev = Device::Cpu;
+    tch::manual_seed(0);
+    let mut policy = Gpt::new(&cfg, Head::Lm, dev);
+    tch::manual_seed(0);
+    let reference = Gpt::new(&cfg, Head::Lm, dev);
+    let value = Gpt::new(&cfg, Head::Scalar, dev);
+    let reward = Gpt::new(&cfg, Head::Scalar, dev);
+    let pcfg = PpoConfig {
+        rollout_batch: batch,
+        minibatches: arg(&a, "--minibatches", 2),
+        ppo_epochs: arg(&a, "--ppo-epochs", 4),
+        lr: 1e-5,
+        max_new_tokens: response_len,
+        ..Default::default()
+    };
+    let rcfg = RolloutConfig {
+        temperature: 1.0,
+        max_new_tokens: response_len,
+        stop_ids: vec![],
+        pad_id: 0,
+        rm_eos_id: 1,
+        score_scale: 1.0,
+        missing_eos_penalty: 0.0,
+    };
+    let mut params: Vec<(String, Tensor)> = Vec::new();
+    for (n, t) in policy.vs.variables() {
+        params.push((format!("policy.{n}"), t));
+    }
+    for (n, t) in value.vs.variables() {
+        if t.requires_grad() {
+            params.push((format!("value.{n}"), t));
+        }
+    }
+    let mut opt = AdamW::new(
+        params,
+        AdamWConfig {
+            betas: pcfg.betas,
+            eps: pcfg.eps,
+            weight_decay: 0.0,
+        },
+    )?;
+    let (mut total, mut roll, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    for it in 0..warmup + iters {
+        let prompts: Vec<Vec<i64>> = (0..batch)
+            .map(|i| {
+                (0..prompt_len)
+                    .map(|j| 2 + ((i * 131 + j * 17 + it * 7) % 1000) as i64)
+                    .collect()
+            })
+            .collect();
+        let t0 = Instant::now();
+        let models = Models {
+            policy: &policy,
+            reference: &reference,
+            value: &value,
+            reward: &reward,
+        };
+        let ro = rollout::rollout(&models, &prompts, &rcfg, it as u64)?;
+        assert!(ro.response_ids.iter().all(|r| r.len() == response_len));
+        let t1 = t0.elapsed().as_secs_f64();
+        let (adv, ret, _) = ppo::advantages(&ro, &pcfg, pcfg.kl_coef)?;
+        ppo::update(
+            &mut policy,
+            &value,
+            &mut opt,
+            &ro,
+            &adv,
+            &ret,
+            &pcfg,
+            None,
+            it as u64,
+        )?;
+        let t2 = t0.elapsed().as_secs_f64();
+        if it >= warmup {
+            total.push(t2);
+            roll.push(t1);
+            upd.push(t2 - t1);
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "rlhf", "threads": threads, "sec_per_iter_median": median(total.clone()),
+            "iters": total, "rollout_s_median": median(roll), "update_s_median": median(upd),
+            "config": {"batch": batch, "prompt_len": prompt_len, "response_len": response_len,
+                       "ppo_epochs": pcfg.ppo_epochs, "minibatches": pcfg.minibatches},
+        })
+    );
+    Ok(())
+}
