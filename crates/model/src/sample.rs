@@ -111,7 +111,7 @@ pub struct Generation {
 }
 
 /// Left-pads prompts into ids (B, P) and mask (B, P).
-fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tensor, Tensor)> {
+pub fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tensor, Tensor)> {
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(ModelError::Invalid(

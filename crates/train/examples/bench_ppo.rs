@@ -10,10 +10,9 @@
 use std::time::Instant;
 
 use rlhf_model::{Gpt, Head, ModelConfig};
-use rlhf_train::optim::{AdamW, AdamWConfig};
 use rlhf_train::ppo::{self, PpoConfig};
 use rlhf_train::rollout::{self, Models, RolloutConfig};
-use tch::{Device, Tensor};
+use tch::Device;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -70,23 +69,7 @@ fn main() -> anyhow::Result<()> {
         score_scale: 1.0,
         missing_eos_penalty: 0.0,
     };
-    let mut params: Vec<(String, Tensor)> = Vec::new();
-    for (n, t) in policy.vs.variables() {
-        params.push((format!("policy.{n}"), t));
-    }
-    for (n, t) in value.vs.variables() {
-        if t.requires_grad() {
-            params.push((format!("value.{n}"), t));
-        }
-    }
-    let mut opt = AdamW::new(
-        params,
-        AdamWConfig {
-            betas: pcfg.betas,
-            eps: pcfg.eps,
-            weight_decay: 0.0,
-        },
-    )?;
+    let mut opt = ppo::optimizer(&policy, &value, &pcfg)?;
     let (mut total, mut roll, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for it in 0..warmup + iters {
         let prompts: Vec<Vec<i64>> = (0..batch)

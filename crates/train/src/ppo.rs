@@ -363,24 +363,7 @@ pub fn ppo(
         _ => None,
     };
 
-    // One optimizer over policy and value parameters.
-    let mut params: Vec<(String, Tensor)> = Vec::new();
-    for (n, t) in policy.model.vs.variables() {
-        params.push((format!("policy.{n}"), t));
-    }
-    for (n, t) in value.vs.variables() {
-        if t.requires_grad() {
-            params.push((format!("value.{n}"), t));
-        }
-    }
-    let mut opt = AdamW::new(
-        params,
-        AdamWConfig {
-            betas: cfg.betas,
-            eps: cfg.eps,
-            weight_decay: 0.0,
-        },
-    )?;
+    let mut opt = optimizer(&policy.model, &value, cfg)?;
     let mut kl = KlControl::new(
         cfg.kl_coef,
         (cfg.kl_target > 0.0).then_some(cfg.kl_target),
@@ -634,6 +617,28 @@ pub fn ppo(
         log,
         out: out.clone(),
     })
+}
+
+/// One AdamW over the policy's parameters and the value model's trainable ones (its scalar
+/// head's bias is fixed), named `policy.*` and `value.*`.
+pub fn optimizer(policy: &Gpt, value: &Gpt, cfg: &PpoConfig) -> Result<AdamW> {
+    let mut params: Vec<(String, Tensor)> = Vec::new();
+    for (n, t) in policy.vs.variables() {
+        params.push((format!("policy.{n}"), t));
+    }
+    for (n, t) in value.vs.variables() {
+        if t.requires_grad() {
+            params.push((format!("value.{n}"), t));
+        }
+    }
+    AdamW::new(
+        params,
+        AdamWConfig {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: 0.0,
+        },
+    )
 }
 
 fn mean(x: &[f64]) -> f64 {

@@ -8,7 +8,7 @@
 //! hidden size, V vocabulary. A row of `seqs` is `[pad.. prompt | response | pad..]`; the
 //! log-prob of response token t is read from the logits at column P + t − 1.
 
-use rlhf_model::sample::{Finish, generate};
+use rlhf_model::sample::{Finish, generate, left_pad};
 use rlhf_model::{Batch, GenerateConfig, Gpt, Sampling};
 use tch::{Device, Kind, Tensor};
 
@@ -68,22 +68,6 @@ fn right_pad(rows: &[Vec<i64>], pad: i64, device: Device) -> (Tensor, Tensor) {
         );
     }
     let shape = [rows.len() as i64, r as i64];
-    (
-        Tensor::from_slice(&ids).view(shape).to_device(device),
-        Tensor::from_slice(&mask).view(shape).to_device(device),
-    )
-}
-
-/// Left-pads prompts into (B, P) ids and an i64 attention mask.
-fn left_pad(rows: &[Vec<i64>], pad: i64, device: Device) -> (Tensor, Tensor) {
-    let p = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let (mut ids, mut mask) = (Vec::with_capacity(rows.len() * p), Vec::new());
-    for row in rows {
-        let n = p - row.len();
-        ids.extend(std::iter::repeat_n(pad, n).chain(row.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, n).chain(std::iter::repeat_n(1, row.len())));
-    }
-    let shape = [rows.len() as i64, p as i64];
     (
         Tensor::from_slice(&ids).view(shape).to_device(device),
         Tensor::from_slice(&mask).view(shape).to_device(device),
@@ -171,7 +155,7 @@ pub fn rollout(
         .zip(&ended)
         .map(|(g, &e)| g.token_ids[..g.token_ids.len() - usize::from(e)].to_vec())
         .collect();
-    let (q, q_mask) = left_pad(prompts, cfg.pad_id, device);
+    let (q, q_mask) = left_pad(prompts, cfg.pad_id, device)?;
     let (responses, mask) = right_pad(&full, cfg.pad_id, device);
     let p = q.size()[1];
     let r = responses.size()[1];
