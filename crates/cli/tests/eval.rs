@@ -349,7 +349,12 @@ fn llm_judge_http_error_names_the_url_and_status() {
     let f = Fixture::new();
     let (url, _) = mock_judge(503, "A", 10);
     let judge = format!("openai:{url}");
-    let r = eval(&f, "a", "b", &["--judge", &judge, "--n", "1"]);
+    let r = eval(
+        &f,
+        "a",
+        "b",
+        &["--judge", &judge, "--n", "1", "--judge-retries", "1"],
+    );
     assert_clean_failure(&r, &[&format!("{url}/v1/chat/completions"), "503"]);
 }
 

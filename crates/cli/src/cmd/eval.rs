@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use rlhf_data::{PromptRecord, read_jsonl, write_jsonl, write_text};
 use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
@@ -53,6 +53,10 @@ pub struct Args {
     /// Seconds before a request to an openai: judge fails.
     #[arg(long, default_value_t = 120)]
     judge_timeout: u64,
+    /// Retries of a failed judge request (no connection, 408/409/429/5xx), with exponential
+    /// backoff from 0.5 s.
+    #[arg(long, default_value_t = 3)]
+    judge_retries: u32,
     /// Write eval.json, responses.jsonl, report.md and scores.svg/.png into this directory
     /// [default: print the summary only].
     #[arg(long)]
@@ -427,7 +431,12 @@ fn llm_verdicts(
     ra: &[Response],
     rb: &[Response],
 ) -> Result<Verdicts> {
-    let judge = LlmJudge::new(url, &args.judge_model, args.judge_timeout);
+    let judge = LlmJudge::new(
+        url,
+        &args.judge_model,
+        args.judge_timeout,
+        args.judge_retries,
+    );
     let bar = progress(prompts.len(), "judging");
     let (mut outcomes, mut unparsed) = (Vec::with_capacity(prompts.len()), 0);
     for ((p, a), b) in prompts.iter().zip(ra).zip(rb) {
@@ -454,31 +463,20 @@ fn llm_verdicts(
 }
 
 struct LlmJudge {
-    agent: ureq::Agent,
-    endpoint: String,
+    client: rlhf_client::Client,
     model: String,
-    key: Option<String>,
 }
 
 impl LlmJudge {
-    fn new(url: &str, model: &str, timeout_s: u64) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(timeout_s.max(1))))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let endpoint = if url.ends_with("/v1") {
-            format!("{url}/chat/completions")
-        } else {
-            format!("{url}/v1/chat/completions")
-        };
+    fn new(url: &str, model: &str, timeout_s: u64, retries: u32) -> Self {
+        let client = rlhf_client::Client::new(rlhf_client::ClientConfig {
+            timeout: Duration::from_secs(timeout_s.max(1)),
+            max_retries: retries,
+            ..rlhf_client::ClientConfig::new(url)
+        });
         Self {
-            agent,
-            endpoint,
+            client,
             model: model.to_string(),
-            key: std::env::var("OPENAI_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
         }
     }
 
@@ -490,59 +488,23 @@ impl LlmJudge {
              [Instruction]\n{prompt}\n\n[Response A]\n{first}\n\n[Response B]\n{second}\n\n\
              Answer (A or B):"
         );
-        let body = json!({
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": "You are a careful, impartial judge."},
-                {"role": "user", "content": question},
+        let req = rlhf_client::ChatRequest {
+            model: self.model.clone(),
+            messages: vec![
+                rlhf_client::ChatMessage::system("You are a careful, impartial judge."),
+                rlhf_client::ChatMessage::user(question),
             ],
-            "temperature": 0.0,
-            "max_tokens": 8,
-        });
-        let mut req = self
-            .agent
-            .post(&self.endpoint)
-            .header("Content-Type", "application/json");
-        if let Some(key) = &self.key {
-            req = req.header("Authorization", format!("Bearer {key}"));
-        }
-        let mut resp = req
-            .send(body.to_string())
-            .with_context(|| format!("POST {}", self.endpoint))?;
-        let status = resp.status();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("POST {}: cannot read the response", self.endpoint))?;
-        if !status.is_success() {
-            bail!("POST {}: HTTP {status}: {}", self.endpoint, excerpt(&text));
-        }
-        let v: Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "POST {}: the response is not JSON: {}",
-                self.endpoint,
-                excerpt(&text)
-            )
-        })?;
-        let content = v["choices"][0]["message"]["content"]
-            .as_str()
-            .with_context(|| {
-                format!(
-                    "POST {}: no choices[0].message.content in the response: {}",
-                    self.endpoint,
-                    excerpt(&text)
-                )
-            })?;
+            temperature: Some(0.0),
+            max_tokens: Some(8),
+            ..Default::default()
+        };
+        let resp = self.client.chat(&req)?;
+        let content = resp
+            .choices
+            .first()
+            .and_then(|c| c.message.content.as_deref())
+            .with_context(|| "the judge's response has no choices[0].message.content")?;
         Ok(parse_letter(content))
-    }
-}
-
-fn excerpt(text: &str) -> String {
-    let t: String = text.chars().take(300).collect();
-    if t.len() < text.len() {
-        format!("{t}…")
-    } else {
-        t
     }
 }
 

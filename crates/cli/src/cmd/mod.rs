@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod chat;
 pub mod data;
 pub mod demo;
 pub mod eval;
@@ -12,4 +13,5 @@ pub mod pretrain;
 pub mod reward;
 pub mod sample;
 pub mod score;
+pub mod serve;
 pub mod sft;

@@ -1,0 +1,110 @@
+//! `rlhf serve`: an OpenAI-compatible HTTP API over a checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rlhf_serve::{Engine, EngineConfig, ServeConfig};
+use rlhf_tokenizer::Tokenizer;
+
+/// Serve a checkpoint over an OpenAI-compatible HTTP API: GET /v1/models, POST /v1/completions,
+/// POST /v1/chat/completions (with the checkpoint's chat template), `stream: true` as server-sent
+/// events. Requests that arrive together are decoded together in one batch with the KV cache;
+/// each keeps its own temperature, top_p, seed, stop sequences and logprobs. Errors use OpenAI's
+/// JSON error shape. Prints the address once it listens; Ctrl-C stops after open requests finish.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Address to listen on; 0.0.0.0 exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port; 0 picks a free one (printed).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The model name clients must send [default: the checkpoint directory's name].
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Require `Authorization: Bearer <KEY>` on every /v1 request [default: no key, env
+    /// RLHF_API_KEY].
+    #[arg(long, env = "RLHF_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Most sequences (choices) decoded together in one batch.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// Most requests waiting for the model; more are answered 503 (clients retry).
+    #[arg(long, default_value_t = 4096)]
+    max_queue: usize,
+    /// Largest max_tokens accepted (prompt + max_tokens must also fit the context).
+    #[arg(long, default_value_t = 4096)]
+    max_tokens_cap: usize,
+    /// Largest n (choices per request).
+    #[arg(long, default_value_t = 16)]
+    max_n: usize,
+    /// Largest request body in bytes; bigger ones get 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+}
+
+pub fn run(args: Args, device: tch::Device) -> Result<()> {
+    let engine_cfg = EngineConfig {
+        max_batch_rows: args.max_batch,
+        max_queue: args.max_queue,
+    };
+    let engine = Engine::start(args.model.clone(), device, engine_cfg)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let name = args.served_model_name.clone().unwrap_or_else(|| {
+        let dir = args.model.canonicalize().unwrap_or(args.model.clone());
+        dir.file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let cfg = ServeConfig {
+        model_name: name.clone(),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        max_tokens_cap: args.max_tokens_cap,
+        max_n: args.max_n,
+        ..Default::default()
+    };
+    let context = engine.context;
+    let app = rlhf_serve::router(engine, tokenizer, cfg);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("rlhf serve: model `{name}` (context {context} tokens) on http://{local}/v1");
+        rlhf_serve::serve(listener, app, shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("rlhf serve: shutting down after the open requests");
+}

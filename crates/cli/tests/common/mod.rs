@@ -1,0 +1,50 @@
+//! Helpers shared by the CLI integration tests: running the binary and tiny random checkpoints.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rlhf_model::{Gpt, Head, ModelConfig};
+use rlhf_tokenizer::{BpeConfig, train_bpe};
+use serde_json::json;
+use tch::Device;
+
+pub const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
+How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
+Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
+
+/// Runs `rlhf --device cpu --threads 1 ARGS`.
+pub fn rlhf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .output()
+        .expect("run rlhf")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A tiny random llama checkpoint (LM head, weights from `seed`) with a BPE tokenizer of
+/// `vocab` tokens trained on `CORPUS`, and a context of `context` positions.
+pub fn tiny_checkpoint(dir: &Path, vocab: usize, context: i64, seed: i64) {
+    let tok = train_bpe(
+        std::iter::repeat_n(CORPUS, 20),
+        &BpeConfig {
+            vocab_size: vocab,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tok.save(dir).unwrap();
+    let cfg = json!({
+        "model_type": "llama", "vocab_size": tok.vocab_size(),
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": context,
+        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
+    });
+    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    tch::manual_seed(seed);
+    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+}

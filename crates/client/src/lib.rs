@@ -1,0 +1,15 @@
+//! A client for OpenAI-compatible servers (OpenAI, vLLM, TGI, llama.cpp, `rlhf serve`) and the
+//! wire types of the chat and completions APIs, shared with `rlhf serve` so that both ends agree.
+//!
+//! Not here: the server (crate `rlhf-serve`), prompt design for judges (their callers).
+
+mod client;
+mod error;
+pub mod types;
+
+pub use client::{ChatStream, Client, ClientConfig};
+pub use error::{ClientError, Result};
+pub use types::{
+    ChatChoice, ChatChunk, ChatMessage, ChatRequest, ChatResponse, CompletionChoice,
+    CompletionRequest, CompletionResponse, ModelCard, Prompt, StopSeq, Usage,
+};

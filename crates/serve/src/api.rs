@@ -1,0 +1,603 @@
+//! The HTTP side: routes, authentication, request validation and OpenAI's error shape.
+//!
+//! Every handler parses its own body (so malformed JSON is a 400 with OpenAI's error body, not
+//! axum's plain-text rejection), checks it against the limits, tokenizes (chat template for chat),
+//! and hands a `Job` to the engine; `reply.rs` turns the engine's events into a response or a
+//! stream. Nothing here holds a lock while the model runs.
+//!
+//! Not here: decoding (`engine.rs`), response assembly and SSE (`reply.rs`).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rlhf_client::types::{
+    ApiError as ApiErrorBody, ChatRequest, CompletionRequest, ErrorBody, ModelCard, ModelList,
+    Prompt, StopSeq,
+};
+use rlhf_tokenizer::{Message, Tokenizer};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::engine::{Engine, Job, Params};
+use crate::error::ServeError;
+use crate::reply::{self, Kind, Reply};
+
+/// What the server exposes and its limits; every default is also `rlhf serve`'s.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The `model` clients must name (`GET /v1/models` lists it).
+    pub model_name: String,
+    /// When set, every `/v1` request needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Largest request body; a megabyte holds any prompt a context of 32k tokens can take.
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` accepted (the context limits it further).
+    pub max_tokens_cap: usize,
+    /// Largest `n`.
+    pub max_n: usize,
+    /// `max_tokens` of a completions request that gives none: 16, OpenAI's default. Chat
+    /// requests default to the rest of the context.
+    pub default_completion_tokens: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            model_name: "rlhf".into(),
+            api_key: None,
+            max_body_bytes: 1 << 20,
+            max_tokens_cap: 4096,
+            max_n: 16,
+            default_completion_tokens: 16,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine,
+    pub tokenizer: Tokenizer,
+    pub cfg: ServeConfig,
+    pub created: u64,
+}
+
+type AppState = Arc<Inner>;
+
+/// The routes over an engine and the checkpoint's tokenizer.
+pub fn router(engine: Engine, tokenizer: Tokenizer, cfg: ServeConfig) -> Router {
+    let limit = cfg.max_body_bytes;
+    let state = Arc::new(Inner {
+        engine,
+        tokenizer,
+        cfg,
+        created: now(),
+    });
+    let api = Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    api.route("/health", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes (then finishes the open requests).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An error answer: status plus OpenAI's `{"error": {message, type, param, code}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<&'static str>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+        }
+    }
+
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ApiErrorBody {
+                message: self.message.clone(),
+                kind: self.kind.into(),
+                param: self.param.map(str::to_string),
+                code: self.code.map(str::to_string),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::Overloaded => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                kind: "server_error",
+                param: None,
+                code: Some("overloaded"),
+            },
+            e => Self::internal(e.to_string()),
+        }
+    }
+}
+
+async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = &s.cfg.api_key else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same(g.as_bytes(), key.as_bytes())) {
+        return next.run(req).await;
+    }
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "missing or wrong API key: send `Authorization: Bearer <key>`".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("invalid_api_key"),
+    }
+    .into_response()
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no route {uri}: the API has /v1/models, /v1/completions and /v1/chat/completions"
+        ),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{method} is not allowed on {uri}"),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("method_not_allowed"),
+    }
+}
+
+fn card(s: &Inner) -> ModelCard {
+    ModelCard {
+        id: s.cfg.model_name.clone(),
+        object: "model".into(),
+        created: s.created,
+        owned_by: "rlhf".into(),
+    }
+}
+
+async fn list_models(State(s): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list".into(),
+        data: vec![card(&s)],
+    })
+}
+
+async fn get_model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    check_model(&s, &id)?;
+    Ok(Json(card(&s)))
+}
+
+fn check_model(s: &Inner, name: &str) -> Result<(), ApiError> {
+    if name == s.cfg.model_name {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "the model `{name}` does not exist; this server serves `{}`",
+            s.cfg.model_name
+        ),
+        kind: "invalid_request_error",
+        param: Some("model"),
+        code: Some("model_not_found"),
+    })
+}
+
+/// The body as `T`: 413 over the size limit, 400 for anything that is not the expected JSON.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        let mut e = ApiError::bad(r.body_text(), None);
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            e.status = status;
+            e.code = Some("request_too_large");
+        }
+        e
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad(
+            format!("the request body is not valid JSON for this endpoint: {e}"),
+            None,
+        )
+    })
+}
+
+/// The sampling fields both endpoints share.
+struct Sampling<'a> {
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    n: Option<u32>,
+    stop: &'a Option<StopSeq>,
+    seed: Option<i64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    logprobs: Option<usize>,
+}
+
+fn in_range(v: f64, lo: f64, hi: f64, name: &'static str) -> Result<f64, ApiError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        return Ok(v);
+    }
+    Err(ApiError::bad(
+        format!("{name} must be in [{lo}, {hi}], got {v}"),
+        Some(name),
+    ))
+}
+
+/// Validated engine parameters and `n`; `longest_prompt` is in tokens, `default_max` applies
+/// when `max_tokens` is absent (None: the rest of the context).
+fn params(
+    s: &Inner,
+    q: Sampling<'_>,
+    longest_prompt: usize,
+    default_max: Option<usize>,
+    prompt_param: &'static str,
+) -> Result<(Params, usize), ApiError> {
+    let context = s.engine.context;
+    let cap = s.cfg.max_tokens_cap;
+    let room = context.saturating_sub(longest_prompt);
+    let overflow = |asked: usize| {
+        ApiError::bad(
+            format!(
+                "this model's context is {context} tokens, but {} were requested ({longest_prompt} \
+                 in the prompt, {asked} to generate); shorten the prompt or lower max_tokens",
+                longest_prompt + asked
+            ),
+            Some(prompt_param),
+        )
+        .with_code("context_length_exceeded")
+    };
+    let max_tokens = match q.max_tokens {
+        Some(0) => {
+            return Err(ApiError::bad(
+                "max_tokens must be at least 1",
+                Some("max_tokens"),
+            ));
+        }
+        Some(m) if m as usize > cap => {
+            return Err(ApiError::bad(
+                format!("max_tokens is too large: {m}; this server allows at most {cap}"),
+                Some("max_tokens"),
+            ));
+        }
+        Some(m) if m as usize > room => return Err(overflow(m as usize)),
+        Some(m) => m as usize,
+        None if room == 0 => return Err(overflow(1)),
+        None => default_max.unwrap_or(room).min(room).min(cap),
+    };
+    let n = q.n.unwrap_or(1) as usize;
+    if n == 0 || n > s.cfg.max_n {
+        return Err(ApiError::bad(
+            format!("n must be between 1 and {}, got {n}", s.cfg.max_n),
+            Some("n"),
+        ));
+    }
+    let stop = q.stop.as_ref().map(StopSeq::to_vec).unwrap_or_default();
+    if stop.len() > 4 {
+        return Err(ApiError::bad(
+            format!("at most 4 stop sequences, got {}", stop.len()),
+            Some("stop"),
+        ));
+    }
+    let top_p = q.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::bad(
+            format!("top_p must be in (0, 1], got {top_p}"),
+            Some("top_p"),
+        ));
+    }
+    let params = Params {
+        max_tokens,
+        temperature: in_range(q.temperature.unwrap_or(1.0), 0.0, 2.0, "temperature")?,
+        top_p,
+        seed: q.seed.map(|s| s as u64),
+        stop,
+        logprobs: q.logprobs,
+        presence_penalty: in_range(
+            q.presence_penalty.unwrap_or(0.0),
+            -2.0,
+            2.0,
+            "presence_penalty",
+        )?,
+        frequency_penalty: in_range(
+            q.frequency_penalty.unwrap_or(0.0),
+            -2.0,
+            2.0,
+            "frequency_penalty",
+        )?,
+    };
+    Ok((params, n))
+}
+
+async fn chat(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(body)?;
+    check_model(&s, &req.model)?;
+    if req.tools.is_some() {
+        return Err(ApiError::bad(
+            "tools are not supported by this server",
+            Some("tools"),
+        ));
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::bad(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    }
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| {
+            Ok(Message::new(
+                m.role.clone(),
+                m.text().map_err(|e| ApiError::bad(e, Some("messages")))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let prompt: Vec<i64> = s
+        .tokenizer
+        .apply_chat(&messages, true)
+        .map_err(|e| ApiError::bad(format!("the chat template failed: {e}"), Some("messages")))?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+        (false, Some(_)) => {
+            return Err(ApiError::bad(
+                "top_logprobs requires logprobs: true",
+                Some("top_logprobs"),
+            ));
+        }
+        (true, Some(k)) if k > 20 => {
+            return Err(ApiError::bad(
+                format!("top_logprobs must be at most 20, got {k}"),
+                Some("top_logprobs"),
+            ));
+        }
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, None) => None,
+    };
+    let sampling = Sampling {
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        n: req.n,
+        stop: &req.stop,
+        seed: req.seed,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        logprobs,
+    };
+    let (params, n) = params(&s, sampling, prompt.len(), None, "messages")?;
+    let prompt_tokens = prompt.len();
+    let (tx, rx) = mpsc::unbounded_channel();
+    s.engine.submit(Job {
+        prompt,
+        n,
+        first_choice: 0,
+        params,
+        events: tx,
+    })?;
+    let reply = Reply {
+        kind: Kind::Chat,
+        model: s.cfg.model_name.clone(),
+        choices: n,
+        prompt_tokens,
+        logprobs: logprobs.is_some(),
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        echo: vec![],
+    };
+    if req.stream == Some(true) {
+        Ok(reply::stream(reply, rx).into_response())
+    } else {
+        Ok(Json(reply::collect(reply, rx).await?).into_response())
+    }
+}
+
+/// A completions prompt as token ids per prompt, with its text (for `echo`).
+fn prompts(s: &Inner, prompt: &Prompt) -> Result<Vec<(Vec<i64>, String)>, ApiError> {
+    let bad = |m: String| ApiError::bad(m, Some("prompt"));
+    let vocab = s.tokenizer.vocab_size() as u32;
+    let from_ids = |ids: &[u32]| -> Result<(Vec<i64>, String), ApiError> {
+        if let Some(id) = ids.iter().find(|&&i| i >= vocab) {
+            return Err(bad(format!(
+                "token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let text = s
+            .tokenizer
+            .decode(ids, false)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((ids.iter().map(|&i| i64::from(i)).collect(), text))
+    };
+    let from_text = |t: &str| -> Result<(Vec<i64>, String), ApiError> {
+        let ids = s
+            .tokenizer
+            .encode(t, true)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((ids.into_iter().map(i64::from).collect(), t.to_string()))
+    };
+    let out = match prompt {
+        Prompt::Text(t) => vec![from_text(t)?],
+        Prompt::Texts(ts) => ts.iter().map(|t| from_text(t)).collect::<Result<_, _>>()?,
+        Prompt::Tokens(ids) => vec![from_ids(ids)?],
+        Prompt::TokenLists(l) => l
+            .iter()
+            .map(|ids| from_ids(ids))
+            .collect::<Result<_, _>>()?,
+    };
+    if out.is_empty() {
+        return Err(bad("prompt must not be an empty list".into()));
+    }
+    if out.iter().any(|(ids, _)| ids.is_empty()) {
+        return Err(bad("a prompt encodes to no tokens; give some text".into()));
+    }
+    Ok(out)
+}
+
+async fn completions(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(body)?;
+    check_model(&s, &req.model)?;
+    if req.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
+        return Err(ApiError::bad(
+            "suffix (insertion) is not supported",
+            Some("suffix"),
+        ));
+    }
+    if let Some(k) = req.logprobs.filter(|&k| k > 5) {
+        return Err(ApiError::bad(
+            format!("logprobs must be at most 5, got {k}"),
+            Some("logprobs"),
+        ));
+    }
+    let prompts = prompts(&s, &req.prompt)?;
+    if let Some(b) = req.best_of.filter(|&b| b != req.n.unwrap_or(1)) {
+        return Err(ApiError::bad(
+            format!("best_of ({b}) different from n is not supported"),
+            Some("best_of"),
+        ));
+    }
+    let longest = prompts.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+    let sampling = Sampling {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        n: req.n,
+        stop: &req.stop,
+        seed: req.seed,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        logprobs: req.logprobs.map(|k| k as usize),
+    };
+    let default_max = Some(s.cfg.default_completion_tokens);
+    let (params, n) = params(&s, sampling, longest, default_max, "prompt")?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let prompt_tokens = prompts.iter().map(|(ids, _)| ids.len()).sum();
+    let mut echo = vec![];
+    for (i, (ids, text)) in prompts.into_iter().enumerate() {
+        s.engine.submit(Job {
+            prompt: ids,
+            n,
+            first_choice: i * n,
+            params: params.clone(),
+            events: tx.clone(),
+        })?;
+        if req.echo == Some(true) {
+            echo.extend(std::iter::repeat_n(text, n));
+        }
+    }
+    drop(tx);
+    let reply = Reply {
+        kind: Kind::Completion,
+        model: s.cfg.model_name.clone(),
+        choices: echo.len().max(n * req_prompts(&req.prompt)),
+        prompt_tokens,
+        logprobs: req.logprobs.is_some(),
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        echo,
+    };
+    if req.stream == Some(true) {
+        Ok(reply::stream(reply, rx).into_response())
+    } else {
+        Ok(Json(reply::collect(reply, rx).await?).into_response())
+    }
+}
+
+fn req_prompts(p: &Prompt) -> usize {
+    match p {
+        Prompt::Text(_) | Prompt::Tokens(_) => 1,
+        Prompt::Texts(v) => v.len(),
+        Prompt::TokenLists(v) => v.len(),
+    }
+}

@@ -1,0 +1,573 @@
+//! The inference engine: one thread owns the model and decodes every waiting request together in
+//! one batch with the KV cache, each row with its own sampling settings and its own seeded random
+//! stream (so a seeded request gives the same tokens whatever it is batched with), and reports
+//! each row's text as it grows.
+//!
+//! Requests that arrive while a batch runs wait for the next one (static batching); the HTTP side
+//! never blocks on the model. A row whose client went away is dropped from the batch.
+//!
+//! Not here: HTTP and the wire format (`api.rs`), stop-sequence bookkeeping (`text.rs`).
+//!
+//! Shapes: B rows in the batch, P prompt length (padded), V vocab, K top log-probs.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rlhf_model::sample::left_pad;
+use rlhf_model::{Batch, Head, Pretrained};
+use tch::{Device, Kind, Tensor};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{Result, ServeError};
+use crate::text::StopText;
+
+/// How one request samples (already validated by the API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// 1 = no nucleus filtering.
+    pub top_p: f64,
+    /// Seeds the request's random stream; `None` draws one.
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    /// Report each sampled token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+    pub presence_penalty: f64,
+    pub frequency_penalty: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            max_tokens: 16,
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: None,
+            stop: vec![],
+            logprobs: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }
+    }
+}
+
+/// One prompt to complete `n` times.
+#[derive(Debug)]
+pub struct Job {
+    pub prompt: Vec<i64>,
+    pub n: usize,
+    /// Index of this job's first choice in its events (a completions request with several
+    /// prompts shares one channel: prompt i's choices start at i × n).
+    pub first_choice: usize,
+    pub params: Params,
+    pub events: UnboundedSender<Event>,
+}
+
+/// A generated token as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub text: String,
+    /// Log-probability under the model's own distribution (before temperature and filtering).
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+/// What the engine tells a request, per choice (0..n).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New final text, with the tokens generated since the last event (when logprobs were asked).
+    Delta {
+        choice: usize,
+        text: String,
+        tokens: Vec<TokenInfo>,
+    },
+    /// The choice is complete: "stop" or "length", and how many tokens it generated.
+    Finished {
+        choice: usize,
+        reason: &'static str,
+        tokens: usize,
+    },
+    /// The batch failed; no more events follow.
+    Failed(String),
+}
+
+/// Limits of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Rows (choices) decoded together. 64 keeps a CPU busy without making one step slow.
+    pub max_batch_rows: usize,
+    /// Requests allowed to wait; beyond that `submit` refuses (the API answers 503).
+    pub max_queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_rows: 64,
+            max_queue: 4096,
+        }
+    }
+}
+
+/// The handle the HTTP side holds: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+    max_queue: usize,
+    /// The model's context (positions).
+    pub context: usize,
+}
+
+impl Engine {
+    /// Loads the checkpoint on a new thread and starts serving jobs; returns when the model is
+    /// loaded (or failed to load).
+    pub fn start(dir: PathBuf, device: Device, cfg: EngineConfig) -> Result<Engine> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
+        let rows = cfg.max_batch_rows.max(1);
+        std::thread::Builder::new()
+            .name("rlhf-engine".into())
+            .spawn(move || {
+                let pre = match Pretrained::load(&dir, Head::Lm, device) {
+                    Ok(pre) => pre,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(pre.model.cfg.max_positions as usize));
+                Worker {
+                    decoder: Decoder::new(pre),
+                    max_rows: rows,
+                    deferred: VecDeque::new(),
+                }
+                .run(rx, counter);
+            })
+            .map_err(|e| ServeError::Io("spawning the engine thread".into(), e))?;
+        let context = ready_rx
+            .recv()
+            .map_err(|_| ServeError::Engine("the engine thread died while loading".into()))??;
+        Ok(Engine {
+            tx,
+            queued,
+            max_queue: cfg.max_queue,
+            context,
+        })
+    }
+
+    /// Queues a job; `Err(Overloaded)` when the queue is full or the engine stopped.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        if self.queued.load(Ordering::Relaxed) >= self.max_queue {
+            return Err(ServeError::Overloaded);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(job).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            ServeError::Engine("the engine has stopped".into())
+        })
+    }
+}
+
+/// One row of a batch: a choice of a job.
+struct Row {
+    job: usize,
+    choice: usize,
+    rng: ChaCha8Rng,
+    generated: Vec<i64>,
+    text: StopText,
+    pending: Vec<TokenInfo>,
+}
+
+struct Worker {
+    decoder: Decoder,
+    max_rows: usize,
+    /// Jobs that did not fit into the last batch, first in the next.
+    deferred: VecDeque<Job>,
+}
+
+/// A model with what decoding needs to know about its tokenizer; runs one batch at a time.
+pub struct Decoder {
+    pre: Pretrained,
+    eos: Vec<i64>,
+    pad: i64,
+}
+
+impl Decoder {
+    pub fn new(pre: Pretrained) -> Self {
+        let eos = pre.eos_ids();
+        let tok = &pre.tokenizer;
+        let pad = tok.pad_id().or(tok.eos_id()).map_or(0, i64::from);
+        Self { pre, eos, pad }
+    }
+
+    pub fn context(&self) -> usize {
+        self.pre.model.cfg.max_positions as usize
+    }
+
+    /// Decodes `jobs` together to the end, sending their events. Every prompt plus its
+    /// max_tokens must fit the context (the API checks); the batch needs the longest prompt plus
+    /// the longest answer to fit too (`gather` ensures it).
+    pub fn run_batch(&self, jobs: &[Job]) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let model = &self.pre.model;
+        let dev = model.device();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut prompts: Vec<Vec<i64>> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let base = job.params.seed.unwrap_or_else(|| rand::rng().random());
+            for choice in 0..job.n {
+                rows.push(Row {
+                    job: j,
+                    choice,
+                    // Choice i of a seeded request always draws from the same stream.
+                    rng: ChaCha8Rng::seed_from_u64(base.wrapping_add(choice as u64)),
+                    generated: vec![],
+                    text: StopText::new(job.params.stop.clone()),
+                    pending: vec![],
+                });
+                prompts.push(job.prompt.clone());
+            }
+        }
+        let (ids, mask) = left_pad(&prompts, self.pad, dev)?;
+        let (b, p) = ids.size2()?;
+        let longest = jobs.iter().map(|j| j.params.max_tokens).max().unwrap_or(1) as i64;
+        let mut cache = model.new_cache(b, p + longest);
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+        };
+        let hidden = model
+            .forward_hidden(batch, Some(&mut cache))?
+            .select(1, p - 1); // (B, C)
+        let mut logits = model.lm_logits(&hidden)?.to_kind(Kind::Float); // (B, V)
+        let mut active: Vec<usize> = (0..rows.len()).collect();
+        let mut knobs = Knobs::new(&rows, jobs, logits.size()[1], dev);
+        while !active.is_empty() {
+            let (tok, picked) = knobs.choose(&logits, &mut rows, &active)?;
+            let toks = Vec::<i64>::try_from(&tok.to_device(Device::Cpu))?;
+            let mut keep = Vec::with_capacity(active.len());
+            for (slot, &r) in active.iter().enumerate() {
+                let want = jobs[rows[r].job].params.logprobs;
+                let info = match (&picked, want) {
+                    (Some(p), Some(k)) => Some(p.info(slot, k, &self.pre)?),
+                    _ => None,
+                };
+                if self.advance(&mut rows[r], jobs, toks[slot], info)? {
+                    keep.push(slot as i64);
+                }
+            }
+            if keep.is_empty() {
+                break;
+            }
+            let next = tok.unsqueeze(1); // (B, 1)
+            let next = if keep.len() < active.len() {
+                let index = Tensor::from_slice(&keep).to_device(dev);
+                cache.select_rows(&index);
+                knobs.select(&index);
+                active = keep.iter().map(|&s| active[s as usize]).collect();
+                next.index_select(0, &index)
+            } else {
+                next
+            };
+            knobs.count(&next);
+            let batch = Batch {
+                input_ids: &next,
+                attention_mask: None,
+            };
+            logits = model
+                .forward(batch, Some(&mut cache))?
+                .select(1, 0)
+                .to_kind(Kind::Float);
+        }
+        Ok(())
+    }
+
+    /// Adds a sampled token to a row and tells its client; false when the row is finished.
+    fn advance(
+        &self,
+        row: &mut Row,
+        jobs: &[Job],
+        token: i64,
+        info: Option<TokenInfo>,
+    ) -> Result<bool> {
+        let job = &jobs[row.job];
+        let events = &job.events;
+        if events.is_closed() {
+            return Ok(false); // the client left
+        }
+        let choice = job.first_choice + row.choice;
+        let eos = self.eos.contains(&token);
+        if !eos {
+            // EOS is counted but, having no text, is not reported among the tokens.
+            row.generated.push(token);
+            row.pending.extend(info);
+        }
+        let n = row.generated.len() + usize::from(eos);
+        let full = self.decode(&row.generated)?;
+        let (delta, reason) = if eos {
+            (row.text.finish(&full), Some("stop"))
+        } else {
+            let step = row.text.push(&full);
+            if step.stopped {
+                (step.delta, Some("stop"))
+            } else if n >= job.params.max_tokens {
+                let mut delta = step.delta;
+                delta.push_str(&row.text.finish(&full));
+                (delta, Some("length"))
+            } else {
+                (step.delta, None)
+            }
+        };
+        if !delta.is_empty() || (reason.is_some() && !row.pending.is_empty()) {
+            let tokens = std::mem::take(&mut row.pending);
+            let _ = events.send(Event::Delta {
+                choice,
+                text: delta,
+                tokens,
+            });
+        }
+        if let Some(reason) = reason {
+            let _ = events.send(Event::Finished {
+                choice,
+                reason,
+                tokens: n,
+            });
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        Ok(self.pre.tokenizer.decode(&ids, true)?)
+    }
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Job>, queued: Arc<AtomicUsize>) {
+        // The queue count drops when a job leaves the channel (deferred jobs are already out).
+        let received = |job: Job| {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            job
+        };
+        loop {
+            let first = match self.deferred.pop_front() {
+                Some(job) => job,
+                None => match rx.recv() {
+                    Ok(job) => received(job),
+                    Err(_) => return, // every handle dropped: shut down
+                },
+            };
+            let jobs = self.gather(first, || rx.try_recv().ok().map(received));
+            let live: Vec<Job> = jobs.into_iter().filter(|j| !j.events.is_closed()).collect();
+            if live.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.decoder.run_batch(&live) {
+                tracing::error!("batch of {} requests failed: {e}", live.len());
+                for job in &live {
+                    let _ = job.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The batch: `first` plus whatever is waiting, as long as the rows fit and every prompt plus
+    /// the longest answer fits the context (left padding shares one cache length).
+    fn gather(&mut self, first: Job, mut waiting: impl FnMut() -> Option<Job>) -> Vec<Job> {
+        let context = self.decoder.context();
+        let (mut rows, mut longest_prompt, mut longest_answer) =
+            (first.n, first.prompt.len(), first.params.max_tokens);
+        let mut jobs = vec![first];
+        let mut skipped = VecDeque::new();
+        while rows < self.max_rows {
+            let Some(job) = self.deferred.pop_front().or_else(&mut waiting) else {
+                break;
+            };
+            let p = longest_prompt.max(job.prompt.len());
+            let a = longest_answer.max(job.params.max_tokens);
+            if rows + job.n > self.max_rows || p + a > context {
+                skipped.push_back(job);
+                continue;
+            }
+            (rows, longest_prompt, longest_answer) = (rows + job.n, p, a);
+            jobs.push(job);
+        }
+        skipped.extend(self.deferred.drain(..));
+        self.deferred = skipped;
+        jobs
+    }
+}
+
+/// Per-row sampling settings as (B, 1) tensors, kept aligned with the active rows.
+struct Knobs {
+    temperature: Tensor,
+    top_p: Tensor,
+    greedy: Tensor,
+    all_greedy: bool,
+    any_top_p: bool,
+    /// (B, V) token counts, only when some row has a presence or frequency penalty.
+    counts: Option<Tensor>,
+    presence: Tensor,
+    frequency: Tensor,
+    top_k: i64,
+}
+
+/// The tokens picked at one step with their log-probabilities, on the CPU.
+struct Picked {
+    tokens: Vec<i64>,
+    logprob: Vec<f32>,
+    /// (B, K) alternatives.
+    top_ids: Vec<i64>,
+    top_lp: Vec<f32>,
+    k: usize,
+}
+
+impl Picked {
+    /// Row `slot`'s token with its `want` most likely alternatives.
+    fn info(&self, slot: usize, want: usize, pre: &Pretrained) -> Result<TokenInfo> {
+        let text = |id: i64| {
+            pre.tokenizer
+                .decode(&[id as u32], false)
+                .map_err(ServeError::from)
+        };
+        let top = (0..want.min(self.k))
+            .map(|i| {
+                let j = slot * self.k + i;
+                Ok((text(self.top_ids[j])?, self.top_lp[j]))
+            })
+            .collect::<Result<_>>()?;
+        Ok(TokenInfo {
+            text: text(self.tokens[slot])?,
+            logprob: self.logprob[slot],
+            top,
+        })
+    }
+}
+
+impl Knobs {
+    fn new(rows: &[Row], jobs: &[Job], vocab: i64, dev: Device) -> Self {
+        let col = |f: &dyn Fn(&Params) -> f64| {
+            let v: Vec<f32> = rows.iter().map(|r| f(&jobs[r.job].params) as f32).collect();
+            Tensor::from_slice(&v).unsqueeze(1).to_device(dev) // (B, 1)
+        };
+        let params: Vec<&Params> = rows.iter().map(|r| &jobs[r.job].params).collect();
+        let greedy: Vec<bool> = params.iter().map(|p| p.temperature == 0.0).collect();
+        let penalised = params
+            .iter()
+            .any(|p| p.presence_penalty != 0.0 || p.frequency_penalty != 0.0);
+        Self {
+            // Greedy rows divide by 1: their logits are only used through the argmax.
+            temperature: col(&|p| {
+                if p.temperature == 0.0 {
+                    1.0
+                } else {
+                    p.temperature
+                }
+            }),
+            top_p: col(&|p| p.top_p),
+            greedy: Tensor::from_slice(&greedy).to_device(dev),
+            all_greedy: greedy.iter().all(|&g| g),
+            any_top_p: params.iter().any(|p| p.top_p < 1.0),
+            counts: penalised
+                .then(|| Tensor::zeros([rows.len() as i64, vocab], (Kind::Float, dev))),
+            presence: col(&|p| p.presence_penalty),
+            frequency: col(&|p| p.frequency_penalty),
+            top_k: params
+                .iter()
+                .filter_map(|p| p.logprobs)
+                .max()
+                .map_or(-1, |k| k as i64),
+        }
+    }
+
+    fn select(&mut self, index: &Tensor) {
+        for t in [
+            &mut self.temperature,
+            &mut self.top_p,
+            &mut self.greedy,
+            &mut self.presence,
+            &mut self.frequency,
+        ] {
+            *t = t.index_select(0, index);
+        }
+        if let Some(c) = &mut self.counts {
+            *c = c.index_select(0, index);
+        }
+    }
+
+    /// Counts the tokens just chosen (B, 1) for the penalties.
+    fn count(&mut self, next: &Tensor) {
+        if let Some(c) = &mut self.counts {
+            let ones = Tensor::ones(next.size(), (Kind::Float, next.device()));
+            let _ = c.scatter_add_(1, next, &ones);
+        }
+    }
+
+    /// The next token of every active row (B,), and log-probabilities when any row wants them.
+    fn choose(
+        &self,
+        logits: &Tensor,
+        rows: &mut [Row],
+        active: &[usize],
+    ) -> Result<(Tensor, Option<Picked>)> {
+        let mut x = logits.shallow_clone(); // (B, V)
+        if let Some(counts) = &self.counts {
+            // OpenAI's definition: subtract frequency × count and presence × [count > 0].
+            x = x - &self.frequency * counts - &self.presence * counts.gt(0.0).to_kind(Kind::Float);
+        }
+        let greedy_tok = x.argmax(-1, false);
+        let tok = if self.all_greedy {
+            greedy_tok
+        } else {
+            let mut scaled = &x / &self.temperature;
+            if self.any_top_p {
+                let (sorted, idx) = scaled.sort(-1, true);
+                let probs = sorted.softmax(-1, Kind::Float);
+                // Keep the token that crosses top_p: drop one once the mass before it exceeds p.
+                let remove_sorted = (probs.cumsum(-1, Kind::Float) - &probs).gt_tensor(&self.top_p);
+                let remove = remove_sorted.scatter(1, &idx, &remove_sorted);
+                scaled = scaled.masked_fill(&remove, f64::NEG_INFINITY);
+            }
+            let cdf = scaled.softmax(-1, Kind::Float).cumsum(-1, Kind::Float); // (B, V)
+            let v = cdf.size()[1];
+            let u: Vec<f32> = active
+                .iter()
+                .map(|&r| rows[r].rng.random::<f32>())
+                .collect();
+            let u =
+                Tensor::from_slice(&u).unsqueeze(1).to_device(x.device()) * cdf.narrow(1, v - 1, 1);
+            let sampled = u
+                .searchsorted(&cdf, false, true, "right", None::<Tensor>)
+                .squeeze_dim(1)
+                .clamp_max(v - 1);
+            greedy_tok.where_self(&self.greedy, &sampled)
+        };
+        if self.top_k < 0 {
+            return Ok((tok, None));
+        }
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
+        let k = self.top_k.min(logp.size()[1]);
+        let (top_lp, top_ids) = logp.topk(k.max(1), -1, true, true);
+        let cpu = |t: &Tensor| t.to_device(Device::Cpu).reshape([-1]);
+        let picked = Picked {
+            tokens: Vec::<i64>::try_from(&cpu(&tok))?,
+            logprob: Vec::<f32>::try_from(&cpu(&lp))?,
+            top_ids: Vec::<i64>::try_from(&cpu(&top_ids))?,
+            top_lp: Vec::<f32>::try_from(&cpu(&top_lp))?,
+            k: k.max(1) as usize,
+        };
+        Ok((tok, Some(picked)))
+    }
+}
