@@ -3,7 +3,8 @@
 # reference tools (transformers, tokenizers) for the tests. Idempotent: a second run is a no-op.
 #   scripts/setup-env.sh          torch only (enough to build and run `rlhf`)
 #   scripts/setup-env.sh --test   plus transformers/tokenizers/safetensors for the parity tests, and
-#                                 the official openai client + pytest for the API tests
+#                                 the official openai client, pytest and selenium for the API
+#                                 and browser tests
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${RLHF_VENV:-$root/.venv}"
@@ -22,8 +23,8 @@ if [ "${1:-}" = "--test" ]; then
     echo "[setup] installing transformers, tokenizers, safetensors" >&2
     "$venv/bin/python" -m pip install --quiet "transformers>=4.57" tokenizers safetensors numpy jinja2
   fi
-  if ! "$venv/bin/python" -c 'import openai, pytest' 2>/dev/null; then
-    echo "[setup] installing openai, pytest" >&2
-    "$venv/bin/python" -m pip install --quiet "openai>=1.50" pytest
+  if ! "$venv/bin/python" -c 'import openai, pytest, selenium' 2>/dev/null; then
+    echo "[setup] installing openai, pytest, selenium" >&2
+    "$venv/bin/python" -m pip install --quiet "openai>=1.50" pytest "selenium>=4.20"
   fi
 fi

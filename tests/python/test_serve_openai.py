@@ -9,8 +9,6 @@ import json
 import os
 import pty
 import select
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,26 +16,10 @@ import urllib.request
 import openai
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-from serve_load import run_load, start_server  # noqa: E402
+from conftest import ARTIFACTS, BIN
+from serve_load import run_load, start_server
 
-BIN = os.environ.get("RLHF_BIN", os.path.join(ROOT, "target/release/rlhf"))
-ARTIFACTS = os.path.join(ROOT, "target/test-artifacts")
 QUESTION = "Tom has 5 apples. He eats 2. How many apples does Tom have now?"
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve")
-    run = lambda *a: subprocess.run([BIN, "--device", "cpu", "--threads", "1", *a], check=True,
-                                    capture_output=True)
-    run("data", "--out", str(d / "world"), "--set", "corpus_docs=500", "--set", "sft_examples=50",
-        "--set", "prompts=50", "--set", "eval_examples=20")
-    run("pretrain", "--data", str(d / "world"), "--out", str(d / "tiny"), "--preset", "nano",
-        "--set", "trainer.max_steps=20", "--set", "trainer.eval_every=0",
-        "--set", "trainer.checkpoint_every=0")
-    return str(d / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-//! `rlhf label --oracle`: simulated labelers rank each prompt's responses.
+//! `rlhf label`: rank samples with simulated labelers (`--oracle`) or an LLM judge
+//! (`--judge openai:URL`), or collect human rankings with the labeling web app (`serve`,
+//! `add-labeler`, `export`, `stats`).
 
 use std::path::PathBuf;
 
@@ -6,21 +8,40 @@ use anyhow::{Context, Result, bail};
 use rlhf_data::{
     LabelerConfig, RankingRecord, SampleRecord, SimulatedLabeler, read_jsonl, write_jsonl,
 };
+use rlhf_label::{Db, WebConfig};
 
-/// Rank samples. With --oracle, simulated labelers (the task world's oracle with Bradley–Terry
-/// noise calibrated to InstructGPT's ~73% inter-labeler agreement) rank each prompt's K
-/// responses; prompts go round-robin to the labelers. Ties are written as nested lists.
+/// Rank samples: with --oracle, simulated labelers (the task world's oracle with Bradley–Terry
+/// noise calibrated to InstructGPT's ~73% inter-labeler agreement; prompts go round-robin to the
+/// labelers); with --judge openai:URL, a model behind an OpenAI-compatible server ranks each
+/// prompt's responses (AI feedback). Ties are written as nested lists. The subcommands run the
+/// web app where people rank them.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// Use the simulated labelers (the only labeling source so far).
-    #[arg(long)]
+    #[command(subcommand)]
+    command: Option<LabelCommand>,
+    /// Use the simulated labelers.
+    #[arg(long, conflicts_with = "judge")]
     oracle: bool,
-    /// Samples JSONL: {"prompt", "responses": [...]} (task-world prompts).
+    /// Use an LLM judge: `openai:URL` (POST URL/v1/chat/completions; OPENAI_API_KEY is sent if
+    /// set), e.g. openai:http://127.0.0.1:8000 for `rlhf serve`.
+    #[arg(long, value_name = "openai:URL")]
+    judge: Option<String>,
+    /// Model name sent to the judge [default: the first model the server lists].
     #[arg(long)]
-    samples: PathBuf,
+    judge_model: Option<String>,
+    /// Seconds before a judge request fails.
+    #[arg(long, default_value_t = 120)]
+    judge_timeout: u64,
+    /// Retries of a failed judge request, with exponential backoff from 0.5 s.
+    #[arg(long, default_value_t = 3)]
+    judge_retries: u32,
+    /// Samples JSONL: {"prompt", "responses": [...]} (task-world prompts for --oracle).
+    #[arg(long)]
+    samples: Option<PathBuf>,
     /// Output rankings JSONL: {"prompt", "responses", "ranking"}.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Number of simulated labelers.
     #[arg(long, default_value_t = 4)]
     labelers: u64,
@@ -32,10 +53,209 @@ pub struct Args {
     tau: Option<f64>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum LabelCommand {
+    Serve(ServeArgs),
+    AddLabeler(AddLabelerArgs),
+    Export(ExportArgs),
+    Stats(StatsArgs),
+}
+
+/// The labeling web app: labelers log in with their token, rank each prompt's responses (shown in
+/// a shuffled order; ties allowed), flag them (wrong, harmful, ignores the instruction), comment
+/// and submit. A submission is acknowledged only once committed. Prints the address once it
+/// listens.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Samples JSONL to label ({"prompt", "responses"}); tasks already in the database are kept
+    /// and not added twice [default: serve the tasks already in the database].
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    /// Database: sqlite://FILE (created if missing) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, default_value = "sqlite://labels.db")]
+    db: String,
+    /// Address to listen on; 0.0.0.0 exposes the app to the network (put TLS in front of it).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port; 0 picks a free one (printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Labelers per prompt (more than 1 measures agreement).
+    #[arg(long, default_value_t = 1)]
+    overlap: i64,
+    /// Minutes after which a task shown but not submitted goes to someone else.
+    #[arg(long, default_value_t = 30)]
+    expire_minutes: i64,
+}
+
+/// Add a labeler and print their login token (once: only its SHA-256 digest is stored).
+#[derive(Debug, clap::Args)]
+struct AddLabelerArgs {
+    /// The labeler's name (unique).
+    name: String,
+    /// Database URL, as for `serve`.
+    #[arg(long, default_value = "sqlite://labels.db")]
+    db: String,
+}
+
+/// Export every submission as the {"prompt", "responses", "ranking"} JSONL `rlhf reward` trains
+/// on (one line per labeler's ranking, with "labeler", "flags" and "comment" for auditing).
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// Database URL, as for `serve`.
+    #[arg(long, default_value = "sqlite://labels.db")]
+    db: String,
+    /// Output JSONL.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Per-labeler counts and time per task, and pairwise agreement between labelers (the share of
+/// response pairs both ranked that they ordered the same way).
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// Database URL, as for `serve`.
+    #[arg(long, default_value = "sqlite://labels.db")]
+    db: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(args: Args) -> Result<()> {
-    if !args.oracle {
-        bail!("give --oracle (human labeling and AI judges are not implemented yet)");
+    match args.command {
+        Some(LabelCommand::Serve(a)) => runtime()?.block_on(serve(a)),
+        Some(LabelCommand::AddLabeler(a)) => runtime()?.block_on(async {
+            let db = Db::open(&a.db).await?;
+            let token = db.add_labeler(&a.name).await?;
+            db.close().await;
+            eprintln!(
+                "labeler `{}` added; their token (shown once):",
+                a.name.trim()
+            );
+            println!("{token}");
+            Ok(())
+        }),
+        Some(LabelCommand::Export(a)) => runtime()?.block_on(export(a)),
+        Some(LabelCommand::Stats(a)) => runtime()?.block_on(stats(a)),
+        None => rank(args),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    anyhow::ensure!(a.overlap >= 1, "--overlap must be at least 1");
+    let db = Db::open(&a.db).await?;
+    if let Some(path) = &a.samples {
+        let samples: Vec<SampleRecord> = read_jsonl(path)?;
+        let (added, total) = db.load_tasks(&samples).await?;
+        eprintln!(
+            "{}: {added} new tasks ({total} in the database)",
+            path.display()
+        );
+    }
+    let cfg = WebConfig {
+        overlap: a.overlap,
+        expire_ms: a.expire_minutes.max(1) * 60_000,
+        ..Default::default()
+    };
+    let app = rlhf_label::router(db, cfg);
+    let addr = format!("{}:{}", a.host, a.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("rlhf label serve: on http://{}/", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")
+}
+
+async fn export(a: ExportArgs) -> Result<()> {
+    let db = Db::open(&a.db).await?;
+    let subs = db.all_submissions().await?;
+    let records = rlhf_label::stats::export(&subs)?;
+    write_jsonl(&a.out, &records).with_context(|| format!("cannot write {}", a.out.display()))?;
+    eprintln!("{} rankings -> {}", records.len(), a.out.display());
+    Ok(())
+}
+
+async fn stats(a: StatsArgs) -> Result<()> {
+    let db = Db::open(&a.db).await?;
+    let s = rlhf_label::stats::stats(&db.all_submissions().await?);
+    if a.json {
+        return crate::common::print_line(serde_json::to_string_pretty(&s)?);
+    }
+    let secs = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.1}"));
+    println!("{} submissions on {} tasks", s.submissions, s.tasks_labeled);
+    println!("\n| labeler | submissions | median s/task | mean s/task | flags | comments |");
+    println!("|---|---|---|---|---|---|");
+    for l in &s.labelers {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            l.labeler,
+            l.submissions,
+            secs(l.median_seconds),
+            secs(l.mean_seconds),
+            l.flags,
+            l.comments
+        );
+    }
+    println!("\n| labeler A | labeler B | shared tasks | pairs ranked by both | agreement |");
+    println!("|---|---|---|---|---|");
+    for g in &s.agreement {
+        let agree = g
+            .agreement
+            .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x));
+        println!(
+            "| {} | {} | {} | {} | {agree} |",
+            g.a, g.b, g.tasks, g.pairs
+        );
+    }
+    if let Some(x) = s.overall_agreement {
+        println!("\noverall agreement: {:.1}%", 100.0 * x);
+    }
+    Ok(())
+}
+
+/// `--oracle` or `--judge`: rank a samples file.
+fn rank(args: Args) -> Result<()> {
+    let (Some(samples_path), Some(out_path)) = (&args.samples, &args.out) else {
+        bail!(
+            "give --samples FILE and --out FILE (or a subcommand: serve, add-labeler, export, stats)"
+        );
+    };
+    let samples: Vec<SampleRecord> = read_jsonl(samples_path)?;
+    let (out, source) = match (&args.judge, args.oracle) {
+        (Some(judge), _) => (judge_rank(&args, judge, &samples)?, "the judge"),
+        (None, true) => (
+            oracle_rank(&args, samples, samples_path)?,
+            "simulated labelers",
+        ),
+        (None, false) => bail!("give --oracle (simulated labelers) or --judge openai:URL"),
+    };
+    write_jsonl(out_path, &out).with_context(|| format!("cannot write {}", out_path.display()))?;
+    eprintln!(
+        "{} rankings by {source} -> {}",
+        out.len(),
+        out_path.display()
+    );
+    Ok(())
+}
+
+fn oracle_rank(
+    args: &Args,
+    samples: Vec<SampleRecord>,
+    path: &std::path::Path,
+) -> Result<Vec<RankingRecord>> {
     anyhow::ensure!(args.labelers >= 1, "--labelers must be at least 1");
     let mut cfg = LabelerConfig::default();
     if let Some(tau) = args.tau {
@@ -44,29 +264,51 @@ pub fn run(args: Args) -> Result<()> {
     let labelers: Vec<SimulatedLabeler> = (0..args.labelers)
         .map(|i| SimulatedLabeler::new(args.seed.wrapping_mul(1000) + i, &cfg))
         .collect::<rlhf_data::Result<_>>()?;
-    let samples: Vec<SampleRecord> = read_jsonl(&args.samples)?;
     let mut out = Vec::with_capacity(samples.len());
     for (line, s) in samples.into_iter().enumerate() {
         let labeler = &labelers[line % labelers.len()];
         let ranking = labeler
             .rank_prompt(&s.prompt, &s.responses)
-            .with_context(|| {
-                format!(
-                    "{}: record {}: cannot rank",
-                    args.samples.display(),
-                    line + 1
-                )
-            })?;
+            .with_context(|| format!("{}: record {}: cannot rank", path.display(), line + 1))?;
         let record = RankingRecord::new(s.prompt, s.responses, ranking)
-            .map_err(|e| anyhow::anyhow!("{}: record {}: {e}", args.samples.display(), line + 1))?;
+            .map_err(|e| anyhow::anyhow!("{}: record {}: {e}", path.display(), line + 1))?;
         out.push(record);
     }
-    write_jsonl(&args.out, &out).with_context(|| format!("cannot write {}", args.out.display()))?;
-    eprintln!(
-        "{} rankings by {} simulated labelers -> {}",
-        out.len(),
-        labelers.len(),
-        args.out.display()
-    );
-    Ok(())
+    eprintln!("ranked by {} simulated labelers", labelers.len());
+    Ok(out)
+}
+
+fn judge_rank(args: &Args, judge: &str, samples: &[SampleRecord]) -> Result<Vec<RankingRecord>> {
+    let Some(url) = judge.strip_prefix("openai:") else {
+        bail!("--judge must be openai:URL, got `{judge}`");
+    };
+    let client = rlhf_client::Client::new(rlhf_client::ClientConfig {
+        timeout: std::time::Duration::from_secs(args.judge_timeout.max(1)),
+        max_retries: args.judge_retries,
+        ..rlhf_client::ClientConfig::new(url)
+    });
+    let model = match &args.judge_model {
+        Some(m) => m.clone(),
+        None => client
+            .models()?
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .context("the judge server lists no models; give --judge-model")?,
+    };
+    let bar = indicatif::ProgressBar::new(samples.len() as u64).with_message("judging");
+    let judged =
+        rlhf_label::judge::rank_all(&client, &model, samples, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    if !judged.unparsed.is_empty() {
+        let (line, answer) = &judged.unparsed[0];
+        eprintln!(
+            "warning: {} of {} samples were skipped: the judge refused them or named no \
+             response (e.g. record {line}: {:?})",
+            judged.unparsed.len(),
+            samples.len(),
+            answer.chars().take(120).collect::<String>()
+        );
+    }
+    Ok(judged.records)
 }
