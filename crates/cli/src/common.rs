@@ -94,3 +94,12 @@ pub fn print_line(line: impl std::fmt::Display) -> Result<()> {
         other => Ok(other?),
     }
 }
+
+/// A progress bar `WHAT [####    ] pos/len (eta left)` on stderr.
+pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let template = format!("{what} {{bar:30}} {{pos}}/{{len}} ({{eta}} left)");
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
+}

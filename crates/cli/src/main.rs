@@ -37,6 +37,7 @@ enum Command {
     Sample(cmd::sample::Args),
     Label(cmd::label::Args),
     Nll(cmd::nll::Args),
+    SelfImprove(cmd::self_improve::Args),
     Import(cmd::import::Args),
 }
 
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cmd::sample::run(args, device),
         Command::Label(args) => cmd::label::run(args),
         Command::Nll(args) => cmd::nll::run(args, device),
+        Command::SelfImprove(args) => cmd::self_improve::run(args, device),
         Command::Import(args) => cmd::import::run(args),
     });
     match result {

@@ -137,6 +137,78 @@ fn generate_prints_text_and_json_reproducibly() {
 }
 
 #[test]
+fn self_consistency_votes_over_the_paths_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint(dir.path(), None);
+    let m = dir.path().to_str().unwrap();
+    let base = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Jane has 12 flowers. She gives 2",
+        "--max-new-tokens",
+        "16",
+    ];
+    // A pattern that reads the first digit of each path: answers collide, so votes are counted.
+    let args = [
+        &base[..],
+        &[
+            "--self-consistency",
+            "9",
+            "--temperature",
+            "1",
+            "--json",
+            "--answer-pattern",
+            r"(\d)",
+        ],
+    ]
+    .concat();
+    let out = rlhf(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let answers: Vec<Option<i64>> = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["answer"].as_i64())
+        .collect();
+    assert_eq!(answers.len(), 9);
+    assert_eq!(v["paths"], 9);
+    let votes = v["votes"].as_u64().unwrap() as usize;
+    if let Some(a) = v["answer"].as_i64() {
+        assert_eq!(answers.iter().filter(|x| **x == Some(a)).count(), votes);
+        for b in answers.iter().flatten() {
+            assert!(answers.iter().filter(|x| **x == Some(*b)).count() <= votes);
+        }
+        assert!((v["share"].as_f64().unwrap() - votes as f64 / 9.0).abs() < 1e-9);
+    } else {
+        assert!(answers.iter().all(Option::is_none));
+    }
+    let bad = rlhf(
+        &[
+            &base[..],
+            &["--self-consistency", "3", "--temperature", "0"],
+        ]
+        .concat(),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--temperature > 0"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = rlhf(
+        &[
+            &base[..],
+            &["--self-consistency", "3", "--answer-pattern", "no group"],
+        ]
+        .concat(),
+    );
+    assert!(stderr(&bad).contains("capture group"), "{}", stderr(&bad));
+}
+
+#[test]
 fn nll_matches_an_unbatched_computation() {
     let dir = tempfile::tempdir().unwrap();
     checkpoint(dir.path(), None);

@@ -61,6 +61,10 @@ pub enum DataError {
         problem: String,
     },
 
+    /// A bad argument to a reasoning tool (an answer pattern, a demonstration without answer).
+    #[error("{0}")]
+    Invalid(String),
+
     /// The world cannot supply as many distinct items as asked for.
     #[error(
         "{file}: cannot draw {wanted} distinct {family} prompts from the {split} split (found {got} \

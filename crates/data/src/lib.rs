@@ -47,6 +47,7 @@ mod formats;
 mod jsonl;
 mod labeler;
 mod oracle;
+mod reasoning;
 mod rng;
 mod world;
 
@@ -65,6 +66,9 @@ pub use labeler::{
 pub use oracle::{
     CORRECT_REWARD, FORMAT_REWARD, Grade, LENGTH_PENALTY_CAP, LENGTH_PENALTY_PER_CHAR,
     extract_answer, grade, length_budget, score,
+};
+pub use reasoning::{
+    AnswerPattern, Exemplar, ExemplarFormat, Vote, few_shot_prompt, lmsi_keep, majority_vote,
 };
 pub use rng::{WorldRng, world_rng};
 pub use world::{

@@ -76,6 +76,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod lmsi;
 pub mod optim;
 pub mod ppo;
 pub mod pretrain;

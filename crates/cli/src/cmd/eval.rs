@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
 use rlhf_data::{PromptRecord, read_jsonl, write_jsonl, write_text};
 use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_report::{
@@ -256,7 +255,7 @@ fn generate(
     rows: usize,
     who: &str,
 ) -> Result<Vec<Response>> {
-    let bar = progress(prompts.len(), &format!("sampling {who}"));
+    let bar = crate::common::progress_bar(prompts.len(), &format!("sampling {who}"));
     let gens = pre.sample_k(prompts, 1, PromptFormat::Chat, cfg, rows, |d, _| {
         bar.set_position(d as u64)
     })?;
@@ -270,13 +269,6 @@ fn generate(
             })
         })
         .collect()
-}
-
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let template = format!("{what} {{bar:30}} {{pos}}/{{len}} ({{eta}} left)");
-    ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
 }
 
 /// Per prompt, Σ_t [log p_A(y_t) − log p_B(y_t)] over A's sampled tokens y: a one-sample
@@ -437,7 +429,7 @@ fn llm_verdicts(
         args.judge_timeout,
         args.judge_retries,
     );
-    let bar = progress(prompts.len(), "judging");
+    let bar = crate::common::progress_bar(prompts.len(), "judging");
     let (mut outcomes, mut unparsed) = (Vec::with_capacity(prompts.len()), 0);
     for ((p, a), b) in prompts.iter().zip(ra).zip(rb) {
         // First ask with A shown first, then with B shown first.

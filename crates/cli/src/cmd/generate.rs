@@ -38,9 +38,18 @@ pub struct Args {
     /// Stop when this string appears (repeatable); it is cut from the output.
     #[arg(long)]
     stop: Vec<String>,
-    /// Print one JSON object per sample: text, token_ids, logprobs, finish_reason.
+    /// Print one JSON object per sample: text, token_ids, logprobs, finish_reason (with
+    /// --self-consistency: one object with the vote and every path).
     #[arg(long)]
     json: bool,
+    /// Self-consistency: sample M reasoning paths (at --temperature), extract each final answer
+    /// and print the majority answer with its vote share as confidence.
+    #[arg(long, value_name = "M")]
+    self_consistency: Option<usize>,
+    /// Regular expression whose first group is the final answer [default: the number after the
+    /// last "answer is", else the last integer].
+    #[arg(long)]
+    answer_pattern: Option<String>,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
@@ -53,7 +62,19 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         PromptFormat::Raw
     };
     let ids = pre.encode_prompt(&args.prompt, format)?;
-    let prompts = vec![ids; args.num_samples];
+    let pattern = rlhf_data::AnswerPattern::new(args.answer_pattern.as_deref())?;
+    let n = match args.self_consistency {
+        Some(m) => {
+            anyhow::ensure!(m >= 1, "--self-consistency needs at least 1 path");
+            anyhow::ensure!(
+                args.temperature > 0.0 || m == 1,
+                "--self-consistency samples paths: give --temperature > 0 (e.g. 0.7)"
+            );
+            m
+        }
+        None => args.num_samples,
+    };
+    let prompts = vec![ids; n];
     let cfg = TextGenerateConfig {
         max_new_tokens: args.max_new_tokens,
         sampling,
@@ -61,6 +82,9 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         stop: args.stop,
     };
     let outs = pre.generate_ids(&prompts, &cfg)?;
+    if args.self_consistency.is_some() {
+        return print_vote(&outs, &pattern, args.json);
+    }
     for (i, out) in outs.iter().enumerate() {
         if args.json {
             let obj = serde_json::json!({
@@ -78,4 +102,48 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Self-consistency: every path with its answer, then the majority answer and its share.
+fn print_vote(
+    outs: &[rlhf_model::TextGeneration],
+    pattern: &rlhf_data::AnswerPattern,
+    json: bool,
+) -> Result<()> {
+    let answers: Vec<Option<i64>> = outs.iter().map(|o| pattern.extract(&o.text)).collect();
+    let vote = rlhf_data::majority_vote(&answers);
+    if json {
+        let obj = serde_json::json!({
+            "answer": vote.as_ref().map(|v| v.answer),
+            "votes": vote.as_ref().map_or(0, |v| v.votes),
+            "paths": outs.len(),
+            "share": vote.as_ref().map_or(0.0, |v| v.share),
+            "tied_with": vote.as_ref().map(|v| v.tied_with.clone()).unwrap_or_default(),
+            "samples": outs.iter().zip(&answers)
+                .map(|(o, a)| serde_json::json!({"text": o.text, "answer": a}))
+                .collect::<Vec<_>>(),
+        });
+        return crate::common::print_line(obj);
+    }
+    for (i, (o, a)) in outs.iter().zip(&answers).enumerate() {
+        let a = a.map_or("-".to_string(), |a| a.to_string());
+        crate::common::print_line(format!("[path {}, answer {a}] {}", i + 1, o.text))?;
+    }
+    match vote {
+        Some(v) => {
+            let ties = if v.tied_with.is_empty() {
+                String::new()
+            } else {
+                format!("; tied with {:?}, the earliest path wins", v.tied_with)
+            };
+            crate::common::print_line(format!(
+                "answer: {} ({} of {} paths, share {:.2}{ties})",
+                v.answer, v.votes, v.paths, v.share
+            ))
+        }
+        None => crate::common::print_line(format!(
+            "answer: none ({} paths, none with an answer)",
+            outs.len()
+        )),
+    }
 }

@@ -296,7 +296,7 @@ fn judge_rank(args: &Args, judge: &str, samples: &[SampleRecord]) -> Result<Vec<
             .map(|m| m.id)
             .context("the judge server lists no models; give --judge-model")?,
     };
-    let bar = indicatif::ProgressBar::new(samples.len() as u64).with_message("judging");
+    let bar = crate::common::progress_bar(samples.len(), "judging");
     let judged =
         rlhf_label::judge::rank_all(&client, &model, samples, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();

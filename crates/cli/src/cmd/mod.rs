@@ -13,5 +13,6 @@ pub mod pretrain;
 pub mod reward;
 pub mod sample;
 pub mod score;
+pub mod self_improve;
 pub mod serve;
 pub mod sft;
