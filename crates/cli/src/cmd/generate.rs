@@ -50,6 +50,44 @@ pub struct Args {
     /// last "answer is", else the last integer].
     #[arg(long)]
     answer_pattern: Option<String>,
+    /// Few-shot prompting: put worked examples from this JSONL of {"prompt", "completion"}
+    /// demonstrations (e.g. the task world's sft.jsonl; those with a final answer) before the
+    /// question, as `Q: …\nA: …` blocks.
+    #[arg(long, value_name = "FILE")]
+    few_shot: Option<PathBuf>,
+    /// Number of worked examples from --few-shot.
+    #[arg(long, default_value_t = 4)]
+    shots: usize,
+    /// What the worked examples show: `cot` (the steps, then "The answer is N.") or `direct`
+    /// (the answer only).
+    #[arg(long, default_value = "cot", value_parser = ["cot", "direct"])]
+    shot_format: String,
+}
+
+/// The prompt with `shots` worked examples from `file` before it.
+fn few_shot(file: &std::path::Path, shots: usize, format: &str, question: &str) -> Result<String> {
+    let demos: Vec<rlhf_data::SftRecord> = rlhf_data::read_jsonl(file)?;
+    let exemplars: Vec<rlhf_data::Exemplar> = demos
+        .iter()
+        .filter_map(|d| match d {
+            rlhf_data::SftRecord::Completion { prompt, completion } => {
+                rlhf_data::Exemplar::from_demo(prompt, completion).ok()
+            }
+            rlhf_data::SftRecord::Chat { .. } => None,
+        })
+        .take(shots)
+        .collect();
+    anyhow::ensure!(
+        exemplars.len() == shots,
+        "{}: found {} demonstrations with a final answer, --shots asks for {shots}",
+        file.display(),
+        exemplars.len()
+    );
+    let format = match format {
+        "direct" => rlhf_data::ExemplarFormat::Direct,
+        _ => rlhf_data::ExemplarFormat::ChainOfThought,
+    };
+    Ok(rlhf_data::few_shot_prompt(&exemplars, format, question))
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
@@ -61,7 +99,11 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     } else {
         PromptFormat::Raw
     };
-    let ids = pre.encode_prompt(&args.prompt, format)?;
+    let prompt = match &args.few_shot {
+        Some(file) => few_shot(file, args.shots, &args.shot_format, &args.prompt)?,
+        None => args.prompt.clone(),
+    };
+    let ids = pre.encode_prompt(&prompt, format)?;
     let pattern = rlhf_data::AnswerPattern::new(args.answer_pattern.as_deref())?;
     let n = match args.self_consistency {
         Some(m) => {
