@@ -3,61 +3,21 @@
 //! model and LLM judges (the latter against a mock OpenAI-compatible server on loopback) work,
 //! and bad inputs exit 1 with a message naming the culprit.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
-use rlhf_model::{Gpt, Head, ModelConfig};
-use rlhf_tokenizer::{BpeConfig, train_bpe};
+use common::{rlhf, rlhf_with_env, stderr};
+use rlhf_model::Head;
 use serde_json::{Value, json};
-use tch::Device;
 
-const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
-How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
-Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
-
-fn rlhf(args: &[&str]) -> Output {
-    rlhf_with_env(args, &[])
-}
-
-fn rlhf_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .env_remove("OPENAI_API_KEY")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run rlhf")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A tiny random llama checkpoint (weights from `seed`) with a BPE tokenizer of `vocab` entries
-/// trained on CORPUS (deterministic, so equal `vocab` gives byte-identical tokenizers).
+/// A tiny random checkpoint (weights from `seed`) with a context of 512.
 fn checkpoint(dir: &Path, seed: i64, vocab: usize, head: Head) {
-    let texts = std::iter::repeat_n(CORPUS, 20);
-    let tok = train_bpe(
-        texts,
-        &BpeConfig {
-            vocab_size: vocab,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    tok.save(dir).unwrap();
-    let cfg = json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(),
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512,
-        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
-    });
-    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
-    tch::manual_seed(seed);
-    Gpt::new(&cfg, head, Device::Cpu).save(dir).unwrap();
+    common::tiny_checkpoint_with_head(dir, vocab, 512, seed, head);
 }
 
 /// A dir holding models `a` (seed 0), `b` (seed 1), and the task world's eval prompts.

@@ -1,32 +1,16 @@
 //! SFT, reward model and PPO through the binary on tiny random models: PPO runs, resumes
 //! exactly, and refuses bad inputs; SFT and reward data errors name file:line and field.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use rlhf_model::{Gpt, Head, ModelConfig};
-use rlhf_tokenizer::{BpeConfig, train_bpe};
+use common::{CORPUS, rlhf, stderr};
 use serde_json::json;
-use tch::Device;
-
-const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
-How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
-Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
 
 const PROMPT: &str =
     "Jane has 12 flowers. She gives 2 to her mom. How many flowers does she have left?";
-
-fn rlhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .expect("run rlhf")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Asserts exit 1, no panic, and every needle in stderr.
 fn assert_fails(o: &Output, needles: &[&str]) {
@@ -38,26 +22,9 @@ fn assert_fails(o: &Output, needles: &[&str]) {
     }
 }
 
-/// A tiny random llama checkpoint (LM head) with a BPE tokenizer of `vocab` tokens.
+/// A tiny random llama checkpoint (LM head, seed 0).
 fn checkpoint(dir: &Path, vocab: usize, context: i64) {
-    let tok = train_bpe(
-        std::iter::repeat_n(CORPUS, 20),
-        &BpeConfig {
-            vocab_size: vocab,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    tok.save(dir).unwrap();
-    let cfg = json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(),
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": context,
-        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
-    });
-    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
-    tch::manual_seed(0);
-    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+    common::tiny_checkpoint(dir, vocab, context, 0);
 }
 
 fn s(p: &Path) -> &str {

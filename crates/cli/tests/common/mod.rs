@@ -13,11 +13,18 @@ pub const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to h
 How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2. \
 Answer in exactly three words. Tom buys 4 apples and eats 1. The answer is 3.";
 
-/// Runs `rlhf --device cpu --threads 1 ARGS`.
+/// Runs `rlhf --device cpu --threads 1 ARGS` (without the caller's OPENAI_API_KEY).
 pub fn rlhf(args: &[&str]) -> Output {
+    rlhf_with_env(args, &[])
+}
+
+/// `rlhf` with extra environment variables.
+pub fn rlhf_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rlhf"))
         .args(["--device", "cpu", "--threads", "1"])
         .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .envs(env.iter().copied())
         .output()
         .expect("run rlhf")
 }
@@ -27,8 +34,14 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// A tiny random llama checkpoint (LM head, weights from `seed`) with a BPE tokenizer of
-/// `vocab` tokens trained on `CORPUS`, and a context of `context` positions.
+/// `vocab` tokens trained on `CORPUS` (deterministic: equal `vocab` gives byte-identical
+/// tokenizers), and a context of `context` positions.
 pub fn tiny_checkpoint(dir: &Path, vocab: usize, context: i64, seed: i64) {
+    tiny_checkpoint_with_head(dir, vocab, context, seed, Head::Lm);
+}
+
+/// `tiny_checkpoint` with the given head (a scalar head makes a reward model).
+pub fn tiny_checkpoint_with_head(dir: &Path, vocab: usize, context: i64, seed: i64, head: Head) {
     let tok = train_bpe(
         std::iter::repeat_n(CORPUS, 20),
         &BpeConfig {
@@ -46,5 +59,5 @@ pub fn tiny_checkpoint(dir: &Path, vocab: usize, context: i64, seed: i64) {
     });
     let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
     tch::manual_seed(seed);
-    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+    Gpt::new(&cfg, head, Device::Cpu).save(dir).unwrap();
 }
