@@ -112,8 +112,35 @@ def test_auth_and_isolation(db_url, tmp_path):
         mine = call(url, "/api/submissions", ann)[1]["submissions"]
         assert [(s["id"], s["ranking"], s["comment"]) for s in mine] == [(ack["id"], [2, [0, 1]], "ok")]
         assert mine[0]["flags"] == {"2": ["wrong"]}
+        # A body over the limit is refused before it is read.
+        st, err = call(url, "/api/submit", ann, {"task_id": task["id"], "ranking": [0, 1, 2],
+                                                 "comment": "x" * 100_000})
+        assert st == 413, (st, err)
     finally:
         stop(proc)
+
+
+def test_stats_report_counts_and_agreement(tmp_path):
+    db = f"sqlite://{tmp_path / 'labels.db'}"
+    samples = tmp_path / "s.jsonl"
+    write_samples(samples, 2, k=3)
+    ann, bob = add_labeler(db, "ann"), add_labeler(db, "bob")
+    proc, url = serve(db, samples, overlap=2)
+    try:
+        # Both rank both tasks: the same order on one, opposite orders on the other.
+        for token, flip in ((ann, False), (bob, True)):
+            for n in range(2):
+                task = call(url, "/api/next", token)[1]["task"]
+                order = [0, 1, 2] if not (flip and task["prompt"].startswith("Question 1")) else [2, 1, 0]
+                assert call(url, "/api/submit", token, {"task_id": task["id"], "ranking": order})[0] == 200
+        assert call(url, "/api/next", ann)[1]["task"] is None
+    finally:
+        stop(proc)
+    s = json.loads(rlhf("label", "stats", "--db", db, "--json").stdout)
+    assert (s["submissions"], s["tasks_labeled"]) == (4, 2)
+    assert [l["labeler"] for l in s["labelers"]] == ["ann", "bob"]
+    assert s["agreement"][0]["pairs"] == 6
+    assert s["overall_agreement"] == 0.5
 
 
 def test_acknowledged_submissions_survive_sigkill_exactly_once(db_url, tmp_path):
