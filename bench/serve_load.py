@@ -100,20 +100,24 @@ def main():
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--threads", default="2", help="libtorch threads of the started server")
+    ap.add_argument("--compare-static", action="store_true",
+                    help="also run the same load against a server with --static-batching")
     a = ap.parse_args()
-    proc = None
     if a.url:
-        url, name, pid = a.url, a.name, None
-    else:
-        proc, url = start_server(a.binary, a.model, ["--threads", a.threads] if a.threads else [])
-        name, pid = os.path.basename(os.path.abspath(a.model)), proc.pid
-    if name is None:
-        import openai
-        name = openai.OpenAI(base_url=url, api_key="unused").models.list().data[0].id
-    try:
-        print(json.dumps(run_load(url, name, a.clients, a.requests, a.max_tokens, pid), indent=1))
-    finally:
-        if proc:
+        name = a.name
+        if name is None:
+            import openai
+            name = openai.OpenAI(base_url=a.url, api_key="unused").models.list().data[0].id
+        print(json.dumps(run_load(a.url, name, a.clients, a.requests, a.max_tokens), indent=1))
+        return
+    name = os.path.basename(os.path.abspath(a.model))
+    modes = [("continuous", [])] + ([("static", ["--static-batching"])] if a.compare_static else [])
+    for mode, extra in modes:
+        proc, url = start_server(a.binary, a.model, ["--threads", a.threads, *extra])
+        try:
+            stats = run_load(url, name, a.clients, a.requests, a.max_tokens, proc.pid)
+            print(json.dumps({"batching": mode, **stats}, indent=1))
+        finally:
             proc.terminate()
             proc.wait()
 

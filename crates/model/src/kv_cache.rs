@@ -101,6 +101,69 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Stacks the rows of `a` and `b` into one cache of `capacity` slots, right-aligning what
+    /// each holds (the shorter one's rows get padding slots in front), so that sequences started
+    /// at different times decode together (continuous batching). Position ids stay per row.
+    pub fn concat_rows(a: &KvCache, b: &KvCache, capacity: i64) -> Result<KvCache> {
+        let len = a.len.max(b.len);
+        if capacity < len || a.k.len() != b.k.len() {
+            return Err(ModelError::Invalid(format!(
+                "cannot join KV caches of {} and {} slots ({} and {} layers) into {capacity} slots",
+                a.len,
+                b.len,
+                a.k.len(),
+                b.k.len()
+            )));
+        }
+        let place = |x: &Tensor, y: &Tensor, dim: i64| {
+            // x: a's tensor, y: b's; slots along `dim`. Filled slots go to the right end of len.
+            let (bx, by) = (x.size()[0], y.size()[0]);
+            let mut shape = x.size();
+            shape[0] = bx + by;
+            shape[dim as usize] = capacity;
+            let out = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+            out.narrow(0, 0, bx)
+                .narrow(dim, len - a.len, a.len)
+                .copy_(&x.narrow(dim, 0, a.len));
+            out.narrow(0, bx, by)
+                .narrow(dim, len - b.len, b.len)
+                .copy_(&y.narrow(dim, 0, b.len));
+            out
+        };
+        Ok(KvCache {
+            k: a.k.iter().zip(&b.k).map(|(x, y)| place(x, y, 2)).collect(),
+            v: a.v.iter().zip(&b.v).map(|(x, y)| place(x, y, 2)).collect(),
+            key_mask: place(&a.key_mask, &b.key_mask, 1),
+            next_pos: Tensor::cat(&[&a.next_pos, &b.next_pos], 0),
+            has_padding: a.has_padding || b.has_padding || a.len != b.len,
+            len,
+            capacity,
+        })
+    }
+
+    /// Drops the leading slots that are padding in every row (after the rows that needed them
+    /// left), so that a long-running batch does not keep growing.
+    pub fn trim_left(&mut self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let any = self.key_mask.narrow(1, 0, self.len).any_dim(0, false); // (len,)
+        let first = Vec::<bool>::try_from(&any)?
+            .iter()
+            .position(|&x| x)
+            .unwrap_or(self.len as usize) as i64;
+        if first == 0 {
+            return Ok(());
+        }
+        let keep = self.capacity - first;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.narrow(2, first, keep);
+        }
+        self.key_mask = self.key_mask.narrow(1, first, keep);
+        (self.len, self.capacity) = (self.len - first, keep);
+        Ok(())
+    }
+
     /// Keeps only the rows in `index` (1-D i64), e.g. after some sequences finished.
     pub fn select_rows(&mut self, index: &Tensor) {
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {

@@ -3,8 +3,10 @@
 //! stream (so a seeded request gives the same tokens whatever it is batched with), and reports
 //! each row's text as it grows.
 //!
-//! Requests that arrive while a batch runs wait for the next one (static batching); the HTTP side
-//! never blocks on the model. A row whose client went away is dropped from the batch.
+//! Requests that arrive while a batch runs join it at the next decoding step when they fit
+//! (continuous batching: they are prefilled and their cache rows right-aligned with the running
+//! ones); the HTTP side never blocks on the model. Finished rows and rows whose client went away
+//! leave the batch, and the cache drops the padding no row needs any more.
 //!
 //! Not here: HTTP and the wire format (`api.rs`), stop-sequence bookkeeping (`text.rs`).
 //!
@@ -19,7 +21,7 @@ use std::sync::mpsc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlhf_model::sample::left_pad;
-use rlhf_model::{Batch, Head, Pretrained};
+use rlhf_model::{Batch, Head, KvCache, Pretrained};
 use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -105,6 +107,9 @@ pub struct EngineConfig {
     pub max_batch_rows: usize,
     /// Requests allowed to wait; beyond that `submit` refuses (the API answers 503).
     pub max_queue: usize,
+    /// Let requests join a running batch at the next step (continuous batching); when false
+    /// they wait for the batch to finish (static batching, kept for comparison).
+    pub continuous: bool,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +117,7 @@ impl Default for EngineConfig {
         Self {
             max_batch_rows: 64,
             max_queue: 4096,
+            continuous: true,
         }
     }
 }
@@ -135,6 +141,7 @@ impl Engine {
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         let rows = cfg.max_batch_rows.max(1);
+        let continuous = cfg.continuous;
         std::thread::Builder::new()
             .name("rlhf-engine".into())
             .spawn(move || {
@@ -149,6 +156,7 @@ impl Engine {
                 Worker {
                     decoder: Decoder::new(pre),
                     max_rows: rows,
+                    continuous,
                     deferred: VecDeque::new(),
                 }
                 .run(rx, counter);
@@ -178,6 +186,29 @@ impl Engine {
     }
 }
 
+/// What a running batch can still take (see `Decoder::run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Rows decoding now.
+    pub active_rows: usize,
+    /// Slots the batch's KV cache holds now.
+    pub len: usize,
+    /// Most tokens a running row may still generate.
+    pub remaining: usize,
+    /// The model's context.
+    pub context: usize,
+}
+
+impl Room {
+    /// Whether `job` can join: its prompt and answer, and everyone else's, fit the context once
+    /// right-aligned in one cache, and `max_rows` is not exceeded.
+    pub fn fits(&self, job: &Job, max_rows: usize) -> bool {
+        self.active_rows + job.n <= max_rows
+            && self.len.max(job.prompt.len()) + self.remaining.max(job.params.max_tokens)
+                <= self.context
+    }
+}
+
 /// One row of a batch: a choice of a job.
 struct Row {
     job: usize,
@@ -191,6 +222,7 @@ struct Row {
 struct Worker {
     decoder: Decoder,
     max_rows: usize,
+    continuous: bool,
     /// Jobs that did not fit into the last batch, first in the next.
     deferred: VecDeque<Job>,
 }
@@ -215,44 +247,70 @@ impl Decoder {
     }
 
     /// Decodes `jobs` together to the end, sending their events. Every prompt plus its
-    /// max_tokens must fit the context (the API checks); the batch needs the longest prompt plus
-    /// the longest answer to fit too (`gather` ensures it).
-    pub fn run_batch(&self, jobs: &[Job]) -> Result<()> {
+    /// max_tokens must fit the context (the API checks), and so must the longest prompt plus the
+    /// longest answer (`Room::fits`).
+    pub fn run_batch(&self, jobs: Vec<Job>) -> Result<()> {
+        self.run(jobs, |_| vec![])
+    }
+
+    /// Like `run_batch`, and before every decoding step asks `admit` for more jobs that fit the
+    /// room left; they are prefilled and join the running batch (continuous batching).
+    /// On an error every job of the batch is told (`Event::Failed`).
+    pub fn run(&self, jobs: Vec<Job>, admit: impl FnMut(&Room) -> Vec<Job>) -> Result<()> {
+        let mut jobs = jobs;
+        let result = self.decode_batch(&mut jobs, admit);
+        if let Err(e) = &result {
+            for job in &jobs {
+                let _ = job.events.send(Event::Failed(e.to_string()));
+            }
+        }
+        result
+    }
+
+    fn decode_batch(
+        &self,
+        jobs: &mut Vec<Job>,
+        mut admit: impl FnMut(&Room) -> Vec<Job>,
+    ) -> Result<()> {
         let _guard = tch::no_grad_guard();
         let model = &self.pre.model;
         let dev = model.device();
         let mut rows: Vec<Row> = Vec::new();
-        let mut prompts: Vec<Vec<i64>> = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            let base = job.params.seed.unwrap_or_else(|| rand::rng().random());
-            for choice in 0..job.n {
-                rows.push(Row {
-                    job: j,
-                    choice,
-                    // Choice i of a seeded request always draws from the same stream.
-                    rng: ChaCha8Rng::seed_from_u64(base.wrapping_add(choice as u64)),
-                    generated: vec![],
-                    text: StopText::new(job.params.stop.clone()),
-                    pending: vec![],
-                });
-                prompts.push(job.prompt.clone());
-            }
-        }
-        let (ids, mask) = left_pad(&prompts, self.pad, dev)?;
-        let (b, p) = ids.size2()?;
         let longest = jobs.iter().map(|j| j.params.max_tokens).max().unwrap_or(1) as i64;
-        let mut cache = model.new_cache(b, p + longest);
-        let batch = Batch {
-            input_ids: &ids,
-            attention_mask: Some(&mask),
-        };
-        let hidden = model
-            .forward_hidden(batch, Some(&mut cache))?
-            .select(1, p - 1); // (B, C)
-        let mut logits = model.lm_logits(&hidden)?.to_kind(Kind::Float); // (B, V)
+        let (mut cache, mut logits) = self.prefill(jobs, 0, &mut rows, longest)?;
         let mut active: Vec<usize> = (0..rows.len()).collect();
-        let mut knobs = Knobs::new(&rows, jobs, logits.size()[1], dev);
+        let params: Vec<&Params> = rows.iter().map(|r| &jobs[r.job].params).collect();
+        let mut knobs = Knobs::new(&params, logits.size()[1], dev);
         while !active.is_empty() {
+            let remaining = active
+                .iter()
+                .map(|&r| jobs[rows[r].job].params.max_tokens - rows[r].generated.len())
+                .max()
+                .unwrap_or(0);
+            let room = Room {
+                active_rows: active.len(),
+                len: cache.len() as usize,
+                remaining,
+                context: self.context(),
+            };
+            let new = admit(&room);
+            if !new.is_empty() {
+                let (first_job, first_row) = (jobs.len(), rows.len());
+                jobs.extend(new);
+                let (fresh, fresh_logits) =
+                    self.prefill(&jobs[first_job..], first_job, &mut rows, 0)?;
+                let longest = jobs[first_job..].iter().map(|j| j.params.max_tokens).max();
+                let len = cache.len().max(fresh.len());
+                let capacity = len + remaining.max(longest.unwrap_or(0)) as i64;
+                cache = KvCache::concat_rows(&cache, &fresh, capacity)?;
+                logits = Tensor::cat(&[&logits, &fresh_logits], 0);
+                let params: Vec<&Params> = rows[first_row..]
+                    .iter()
+                    .map(|r| &jobs[r.job].params)
+                    .collect();
+                knobs.append(Knobs::new(&params, logits.size()[1], dev));
+                active.extend(first_row..rows.len());
+            }
             let (tok, picked) = knobs.choose(&logits, &mut rows, &active)?;
             let toks = Vec::<i64>::try_from(&tok.to_device(Device::Cpu))?;
             let mut keep = Vec::with_capacity(active.len());
@@ -273,6 +331,7 @@ impl Decoder {
             let next = if keep.len() < active.len() {
                 let index = Tensor::from_slice(&keep).to_device(dev);
                 cache.select_rows(&index);
+                cache.trim_left()?;
                 knobs.select(&index);
                 active = keep.iter().map(|&s| active[s as usize]).collect();
                 next.index_select(0, &index)
@@ -290,6 +349,47 @@ impl Decoder {
                 .to_kind(Kind::Float);
         }
         Ok(())
+    }
+
+    /// Rows for `jobs` (numbered from `job_offset`) appended to `rows`, their prompts run
+    /// through the model: a cache of the padded prompts plus `room` free slots, and the
+    /// next-token logits (B, V).
+    fn prefill(
+        &self,
+        jobs: &[Job],
+        job_offset: usize,
+        rows: &mut Vec<Row>,
+        room: i64,
+    ) -> Result<(KvCache, Tensor)> {
+        let model = &self.pre.model;
+        let mut prompts: Vec<Vec<i64>> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let base = job.params.seed.unwrap_or_else(|| rand::rng().random());
+            for choice in 0..job.n {
+                rows.push(Row {
+                    job: job_offset + j,
+                    choice,
+                    // Choice i of a seeded request always draws from the same stream.
+                    rng: ChaCha8Rng::seed_from_u64(base.wrapping_add(choice as u64)),
+                    generated: vec![],
+                    text: StopText::new(job.params.stop.clone()),
+                    pending: vec![],
+                });
+                prompts.push(job.prompt.clone());
+            }
+        }
+        let (ids, mask) = left_pad(&prompts, self.pad, model.device())?;
+        let (b, p) = ids.size2()?;
+        let mut cache = model.new_cache(b, p + room);
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+        };
+        let hidden = model
+            .forward_hidden(batch, Some(&mut cache))?
+            .select(1, p - 1); // (B, C)
+        let logits = model.lm_logits(&hidden)?.to_kind(Kind::Float); // (B, V)
+        Ok((cache, logits))
     }
 
     /// Adds a sampled token to a row and tells its client; false when the row is finished.
@@ -373,11 +473,46 @@ impl Worker {
             if live.is_empty() {
                 continue;
             }
-            if let Err(e) = self.decoder.run_batch(&live) {
-                tracing::error!("batch of {} requests failed: {e}", live.len());
-                for job in &live {
-                    let _ = job.events.send(Event::Failed(e.to_string()));
+            let (max_rows, continuous) = (self.max_rows, self.continuous);
+            let deferred = &mut self.deferred;
+            // Requests that arrive while the batch runs join it at the next step if they fit.
+            let mut since = 0usize;
+            let admit = |room: &Room| {
+                let mut taken = Vec::new();
+                // Joining costs a prefill and a copy of the cache: a batch at least half full
+                // takes newcomers every 4th step, so that they come in groups.
+                since += 1;
+                if !continuous || (room.active_rows * 2 > max_rows && since < 4) {
+                    return taken;
                 }
+                let mut room = *room;
+                let mut skipped = VecDeque::new();
+                while let Some(job) = deferred
+                    .pop_front()
+                    .or_else(|| rx.try_recv().ok().map(received))
+                {
+                    if job.events.is_closed() {
+                        continue;
+                    }
+                    if room.fits(&job, max_rows) {
+                        room.active_rows += job.n;
+                        room.len = room.len.max(job.prompt.len());
+                        room.remaining = room.remaining.max(job.params.max_tokens);
+                        taken.push(job);
+                    } else {
+                        skipped.push_back(job);
+                        break;
+                    }
+                }
+                skipped.extend(deferred.drain(..));
+                *deferred = skipped;
+                if !taken.is_empty() {
+                    since = 0;
+                }
+                taken
+            };
+            if let Err(e) = self.decoder.run(live, admit) {
+                tracing::error!("a batch failed: {e}");
             }
         }
     }
@@ -456,12 +591,11 @@ impl Picked {
 }
 
 impl Knobs {
-    fn new(rows: &[Row], jobs: &[Job], vocab: i64, dev: Device) -> Self {
+    fn new(params: &[&Params], vocab: i64, dev: Device) -> Self {
         let col = |f: &dyn Fn(&Params) -> f64| {
-            let v: Vec<f32> = rows.iter().map(|r| f(&jobs[r.job].params) as f32).collect();
+            let v: Vec<f32> = params.iter().map(|p| f(p) as f32).collect();
             Tensor::from_slice(&v).unsqueeze(1).to_device(dev) // (B, 1)
         };
-        let params: Vec<&Params> = rows.iter().map(|r| &jobs[r.job].params).collect();
         let greedy: Vec<bool> = params.iter().map(|p| p.temperature == 0.0).collect();
         let penalised = params
             .iter()
@@ -480,7 +614,7 @@ impl Knobs {
             all_greedy: greedy.iter().all(|&g| g),
             any_top_p: params.iter().any(|p| p.top_p < 1.0),
             counts: penalised
-                .then(|| Tensor::zeros([rows.len() as i64, vocab], (Kind::Float, dev))),
+                .then(|| Tensor::zeros([params.len() as i64, vocab], (Kind::Float, dev))),
             presence: col(&|p| p.presence_penalty),
             frequency: col(&|p| p.frequency_penalty),
             top_k: params
@@ -489,6 +623,32 @@ impl Knobs {
                 .max()
                 .map_or(-1, |k| k as i64),
         }
+    }
+
+    /// Adds the rows of `other` after these.
+    fn append(&mut self, other: Knobs) {
+        let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
+        let (n, m) = (self.greedy.size()[0], other.greedy.size()[0]);
+        self.counts = match (self.counts.take(), other.counts) {
+            (None, None) => None,
+            (a, b) => {
+                let vocab = a.as_ref().or(b.as_ref()).map_or(0, |t| t.size()[1]);
+                let dev = self.greedy.device();
+                let zeros = |rows| Tensor::zeros([rows, vocab], (Kind::Float, dev));
+                Some(cat(
+                    &a.unwrap_or_else(|| zeros(n)),
+                    &b.unwrap_or_else(|| zeros(m)),
+                ))
+            }
+        };
+        self.temperature = cat(&self.temperature, &other.temperature);
+        self.top_p = cat(&self.top_p, &other.top_p);
+        self.greedy = cat(&self.greedy, &other.greedy);
+        self.presence = cat(&self.presence, &other.presence);
+        self.frequency = cat(&self.frequency, &other.frequency);
+        self.all_greedy &= other.all_greedy;
+        self.any_top_p |= other.any_top_p;
+        self.top_k = self.top_k.max(other.top_k);
     }
 
     fn select(&mut self, index: &Tensor) {

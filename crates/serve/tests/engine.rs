@@ -97,7 +97,7 @@ fn a_seeded_row_is_the_same_alone_and_in_a_mixed_batch() {
     let p = pre(dir.path());
     let prompt = ids(&p, "Jane has 12 flowers.");
     let (a, rx) = job(prompt.clone(), 2, sampled(11));
-    dec.run_batch(&[a]).unwrap();
+    dec.run_batch(vec![a]).unwrap();
     let alone = drain(rx, 2);
     assert!(alone.iter().all(|c| c.2 > 0));
     assert_ne!(alone[0].0, alone[1].0, "two choices, two random streams");
@@ -125,7 +125,7 @@ fn a_seeded_row_is_the_same_alone_and_in_a_mixed_batch() {
             ..sampled(2)
         },
     );
-    dec.run_batch(&[x, a, y]).unwrap();
+    dec.run_batch(vec![x, a, y]).unwrap();
     let batched = drain(rx, 2);
     for (one, other) in alone.iter().zip(&batched) {
         assert_eq!(one.0, other.0);
@@ -167,7 +167,7 @@ fn greedy_rows_equal_the_reference_sampler_and_tiny_top_p_is_greedy() {
     let (j0, r0) = job(ids(&p, prompts[0]), 1, greedy.clone());
     let (j1, r1) = job(ids(&p, prompts[1]), 1, greedy);
     let (j2, r2) = job(ids(&p, prompts[0]), 1, nucleus);
-    dec.run_batch(&[j0, j1, j2]).unwrap();
+    dec.run_batch(vec![j0, j1, j2]).unwrap();
     let (o0, o1, o2) = (drain(r0, 1), drain(r1, 1), drain(r2, 1));
     assert_eq!(o0[0].0, reference[0].text);
     assert_eq!(o1[0].0, reference[1].text);
@@ -188,7 +188,7 @@ fn frequency_penalty_reduces_repetition() {
             ..Default::default()
         };
         let (j, rx) = job(ids(&p, "Jane"), 1, params);
-        dec.run_batch(&[j]).unwrap();
+        dec.run_batch(vec![j]).unwrap();
         let text = drain(rx, 1).remove(0).0;
         let toks = p.tokenizer.encode(&text, false).unwrap();
         let set: std::collections::HashSet<_> = toks.iter().collect();
@@ -216,7 +216,7 @@ fn a_departed_client_stops_its_rows() {
         },
     );
     drop(rx);
-    dec.run_batch(&[j]).unwrap(); // returns at once; nothing to send to
+    dec.run_batch(vec![j]).unwrap(); // returns at once; nothing to send to
     let (j, rx) = job(
         ids(&p, "Jane"),
         1,
@@ -225,8 +225,69 @@ fn a_departed_client_stops_its_rows() {
             ..sampled(1)
         },
     );
-    dec.run_batch(&[j]).unwrap();
+    dec.run_batch(vec![j]).unwrap();
     let out = drain(rx, 1);
     assert_eq!(out[0].1, if out[0].2 == 5 { "length" } else { "stop" });
     assert!(out[0].2 <= 5);
+}
+
+#[test]
+fn a_row_admitted_mid_batch_decodes_as_if_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let dec = decoder(dir.path());
+    let p = pre(dir.path());
+    let long = ids(
+        &p,
+        "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. How many",
+    );
+    let greedy = |max_tokens| Params {
+        temperature: 0.0,
+        max_tokens,
+        ..Default::default()
+    };
+    let (a, rx) = job(long.clone(), 2, sampled(11));
+    dec.run_batch(vec![a]).unwrap();
+    let alone = drain(rx, 2);
+    let (b, rx_b) = job(ids(&p, "The"), 1, greedy(30));
+    dec.run_batch(vec![b]).unwrap();
+    let b_alone = drain(rx_b, 1);
+
+    // B runs long, C stops after 3 tokens; A (a longer prompt than the batch holds, so the
+    // running rows get padding in front) joins at the fourth step.
+    let (b, rx_b) = job(ids(&p, "The"), 1, greedy(30));
+    let (c, _rx_c) = job(ids(&p, "Sort"), 1, greedy(3));
+    let (a, rx) = job(long, 2, sampled(11));
+    let mut pending = Some(a);
+    let mut calls = 0;
+    let mut rooms = vec![];
+    dec.run(vec![b, c], |room| {
+        calls += 1;
+        rooms.push(*room);
+        if calls == 4 {
+            pending.take().into_iter().collect()
+        } else {
+            vec![]
+        }
+    })
+    .unwrap();
+    assert!(pending.is_none(), "A was admitted");
+    // C has finished by then: A's two rows join B's.
+    assert_eq!(
+        (rooms[3].active_rows, rooms[4].active_rows),
+        (1, 3),
+        "{rooms:?}"
+    );
+    assert!(
+        rooms[4].len >= 20,
+        "the joined cache holds A's prompt: {rooms:?}"
+    );
+    let joined = drain(rx, 2);
+    for (one, other) in alone.iter().zip(&joined) {
+        assert_eq!(one.0, other.0);
+        assert_eq!((one.1, one.2), (other.1, other.2));
+        for (l1, l2) in one.3.iter().zip(&other.3) {
+            assert!((l1 - l2).abs() < 1e-4, "{l1} vs {l2}");
+        }
+    }
+    assert_eq!(drain(rx_b, 1)[0].0, b_alone[0].0);
 }

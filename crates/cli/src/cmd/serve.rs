@@ -41,6 +41,10 @@ pub struct Args {
     /// Largest n (choices per request).
     #[arg(long, default_value_t = 16)]
     max_n: usize,
+    /// Requests wait for the running batch to finish instead of joining it at the next step
+    /// (static batching; for comparison).
+    #[arg(long)]
+    static_batching: bool,
     /// Largest request body in bytes; bigger ones get 413.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -50,6 +54,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let engine_cfg = EngineConfig {
         max_batch_rows: args.max_batch,
         max_queue: args.max_queue,
+        continuous: !args.static_batching,
     };
     let engine = Engine::start(args.model.clone(), device, engine_cfg)
         .with_context(|| format!("loading {}", args.model.display()))?;
