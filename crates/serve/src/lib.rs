@@ -7,6 +7,7 @@ pub mod api;
 pub mod engine;
 pub mod error;
 mod reply;
+mod sampler;
 pub mod text;
 
 pub use api::{ServeConfig, router, serve};
