@@ -475,7 +475,16 @@ async fn chat(
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo: vec![],
     };
-    if req.stream == Some(true) {
+    answer(reply, rx, req.stream == Some(true)).await
+}
+
+/// The engine's events as a stream of server-sent events, or collected into one response.
+async fn answer(
+    reply: Reply,
+    rx: mpsc::UnboundedReceiver<crate::engine::Event>,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    if stream {
         Ok(reply::stream(reply, rx).into_response())
     } else {
         Ok(Json(reply::collect(reply, rx).await?).into_response())
@@ -565,6 +574,7 @@ async fn completions(
     let (tx, rx) = mpsc::unbounded_channel();
     let prompt_tokens = prompts.iter().map(|(ids, _)| ids.len()).sum();
     let mut echo = vec![];
+    let choices = n * prompts.len();
     for (i, (ids, text)) in prompts.into_iter().enumerate() {
         s.engine.submit(Job {
             prompt: ids,
@@ -581,23 +591,11 @@ async fn completions(
     let reply = Reply {
         kind: Kind::Completion,
         model: s.cfg.model_name.clone(),
-        choices: echo.len().max(n * req_prompts(&req.prompt)),
+        choices,
         prompt_tokens,
         logprobs: req.logprobs.is_some(),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo,
     };
-    if req.stream == Some(true) {
-        Ok(reply::stream(reply, rx).into_response())
-    } else {
-        Ok(Json(reply::collect(reply, rx).await?).into_response())
-    }
-}
-
-fn req_prompts(p: &Prompt) -> usize {
-    match p {
-        Prompt::Text(_) | Prompt::Tokens(_) => 1,
-        Prompt::Texts(v) => v.len(),
-        Prompt::TokenLists(v) => v.len(),
-    }
+    answer(reply, rx, req.stream == Some(true)).await
 }
