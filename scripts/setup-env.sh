@@ -9,13 +9,31 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${RLHF_VENV:-$root/.venv}"
 py="${PYTHON:-python3}"
+# pip keeps no wheel cache: torch and its CUDA libraries are ~5 GB installed, and a cached copy of
+# the wheels would cost another ~3.5 GB of disk for nothing (the venv is created once).
+export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# need_disk MIB WHAT: stop with a clear message (instead of pip's ENOSPC half-way) when the
+# venv's filesystem has less than MIB free.
+need_disk() {
+  local dir="$venv" free
+  while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
+  free="$(df -Pm "$dir" | awk 'NR == 2 { print $4 }')"
+  if [ -n "$free" ] && [ "$free" -lt "$1" ]; then
+    echo "[setup] $2 needs about $(($1 / 1024)) GiB free on $(df -P "$dir" | awk 'NR == 2 { print $6 }')" \
+      "but only ${free} MiB are free; free some space (or set RLHF_VENV to a roomier place) and rerun" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv" >&2
   "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
 fi
 if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.11.0")' 2>/dev/null; then
-  echo "[setup] installing torch==2.11.0 (several GB, once)" >&2
+  need_disk 7168 "installing torch==2.11.0"
+  echo "[setup] installing torch==2.11.0 (~5 GB with its CUDA libraries, once)" >&2
   "$venv/bin/python" -m pip install --quiet torch==2.11.0
 fi
 if [ "${1:-}" = "--test" ]; then
