@@ -75,7 +75,7 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// Loads the typed config strictly: unknown keys and wrong types are errors with the key path.
     /// With `--print-config`, prints it and exits.
-    pub fn load<T: serde::de::DeserializeOwned + serde::Serialize>(&self) -> Result<T> {
+    pub fn load<T: serde::de::DeserializeOwned + serde::Serialize + Default>(&self) -> Result<T> {
         let cfg: T = rlhf_train::config::load(self.config.as_deref(), &self.set)?;
         if self.print_config {
             print_line(toml::to_string(&cfg)?)?;

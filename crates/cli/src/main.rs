@@ -38,6 +38,7 @@ enum Command {
     Label(cmd::label::Args),
     Nll(cmd::nll::Args),
     SelfImprove(cmd::self_improve::Args),
+    Experiment(cmd::experiment::Args),
     Import(cmd::import::Args),
 }
 
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         Command::Label(args) => cmd::label::run(args),
         Command::Nll(args) => cmd::nll::run(args, device),
         Command::SelfImprove(args) => cmd::self_improve::run(args, device),
+        Command::Experiment(args) => cmd::experiment::run(args, device),
         Command::Import(args) => cmd::import::run(args),
     });
     match result {

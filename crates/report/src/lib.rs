@@ -23,4 +23,4 @@ mod stats;
 pub use error::{ReportError, Result};
 pub use markdown::{fmt_interval, md_table};
 pub use plot::{DEFAULT_SIZE, LineChart, ScatterChart, ScatterSeries, Series};
-pub use stats::{Interval, TIE_EPS, bootstrap_mean_ci, mean, win_rate};
+pub use stats::{Interval, TIE_EPS, bootstrap_mean_ci, bootstrap_seeds_ci, mean, win_rate};

@@ -98,6 +98,60 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, level: f64, seed: u64
     }
 }
 
+/// The mean over seeds of each seed's mean item score, with a two-level percentile bootstrap
+/// interval: each resample draws the seeds with replacement, then each drawn seed's items with
+/// replacement, so the interval covers both the seed-to-seed spread (initialisation, data) and
+/// the finite test set. With one seed it is [`bootstrap_mean_ci`] over that seed's items; seeds
+/// without items are ignored.
+pub fn bootstrap_seeds_ci(
+    per_seed: &[Vec<f64>],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Interval {
+    let seeds: Vec<&Vec<f64>> = per_seed.iter().filter(|s| !s.is_empty()).collect();
+    match seeds.len() {
+        0 => {
+            return Interval {
+                mean: f64::NAN,
+                lo: f64::NAN,
+                hi: f64::NAN,
+            };
+        }
+        1 => return bootstrap_mean_ci(seeds[0], resamples, level, seed),
+        _ => {}
+    }
+    let m = mean(&seeds.iter().map(|s| mean(s)).collect::<Vec<_>>());
+    if resamples == 0 {
+        return Interval {
+            mean: m,
+            lo: m,
+            hi: m,
+        };
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let k = seeds.len();
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| {
+            (0..k)
+                .map(|_| {
+                    let items = seeds[below(&mut rng, k)];
+                    let n = items.len();
+                    (0..n).map(|_| items[below(&mut rng, n)]).sum::<f64>() / n as f64
+                })
+                .sum::<f64>()
+                / k as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let alpha = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
+    Interval {
+        mean: m,
+        lo: quantile(&means, alpha),
+        hi: quantile(&means, 1.0 - alpha),
+    }
+}
+
 /// The `q` quantile of sorted values, interpolating between neighbours (numpy's "linear").
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
@@ -124,6 +178,33 @@ fn below(rng: &mut ChaCha8Rng, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_bootstrap_means_seed_means_and_widens_with_seed_spread() {
+        // Seeds of unequal size: the point estimate weights seeds, not items.
+        let a = vec![1.0; 10];
+        let b = vec![0.0; 30];
+        let ci = bootstrap_seeds_ci(&[a.clone(), b.clone()], 2000, 0.95, 1);
+        assert!((ci.mean - 0.5).abs() < 1e-12, "{ci:?}");
+        // Items within a seed agree, so all the width comes from drawing seeds: {a,a} -> 1,
+        // {b,b} -> 0 each have probability 1/4, so the 95% interval reaches both ends.
+        assert!(ci.lo < 1e-9 && ci.hi > 1.0 - 1e-9, "{ci:?}");
+        // Identical seeds: only the item-level spread remains, as with one seed.
+        let items: Vec<f64> = (0..40).map(|i| f64::from(i % 2)).collect();
+        let one = bootstrap_seeds_ci(&[items.clone()], 2000, 0.95, 3);
+        assert_eq!(one, bootstrap_mean_ci(&items, 2000, 0.95, 3));
+        let three = bootstrap_seeds_ci(&[items.clone(), items.clone(), items], 2000, 0.95, 3);
+        assert!((three.mean - 0.5).abs() < 1e-12);
+        assert!(
+            three.width() < one.width(),
+            "3 seeds of 40 items: {three:?} vs {one:?}"
+        );
+        assert!(
+            bootstrap_seeds_ci(&[vec![], vec![]], 10, 0.95, 0)
+                .mean
+                .is_nan()
+        );
+    }
 
     #[test]
     fn constant_values_give_a_degenerate_interval() {

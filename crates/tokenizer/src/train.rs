@@ -101,10 +101,12 @@ pub fn train_bpe_files<P: AsRef<Path>>(files: &[P], config: &BpeConfig) -> Resul
 /// An empty byte-level BPE pipeline and its trainer.
 fn untrained(config: &BpeConfig) -> Result<(tokenizers::Tokenizer, TrainerWrapper)> {
     let minimum = SPECIAL.len() + BYTE_ALPHABET;
-    if config.vocab_size <= minimum {
+    // vocab_size == minimum is a pure byte-level tokenizer (no merges): one token per byte, what
+    // digit-by-digit arithmetic experiments want.
+    if config.vocab_size < minimum {
         return Err(TokenizerError::InvalidArgument(format!(
-            "BpeConfig.vocab_size = {} leaves no room for merges: the {} special tokens and {} \
-             byte symbols already take {minimum}",
+            "BpeConfig.vocab_size = {} is too small: the {} special tokens and {} byte symbols \
+             alone take {minimum}",
             config.vocab_size,
             SPECIAL.len(),
             BYTE_ALPHABET

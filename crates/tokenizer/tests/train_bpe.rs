@@ -169,3 +169,17 @@ fn impossible_vocab_sizes_are_errors() {
     assert!(matches!(err, TokenizerError::Training(_)), "{err}");
     assert!(err.to_string().contains("lower vocab_size"), "{err}");
 }
+
+#[test]
+fn minimum_vocab_is_pure_byte_level() -> Result<()> {
+    // 4 special tokens + 256 bytes and no merge: every byte is its own token, so "123+456"
+    // is 7 tokens whatever the corpus repeats.
+    let tokenizer = train_bpe(["123+456=579 123+456=579"], &config(260))?;
+    assert_eq!(tokenizer.vocab_size(), 260);
+    let ids = tokenizer.encode("123+456=579", false)?;
+    assert_eq!(ids.len(), 11);
+    assert_eq!(tokenizer.decode(&ids, false)?, "123+456=579");
+    let err = train_bpe(["x"], &config(259)).unwrap_err();
+    assert!(matches!(err, TokenizerError::InvalidArgument(_)), "{err}");
+    Ok(())
+}

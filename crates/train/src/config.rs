@@ -19,7 +19,15 @@ use crate::error::{Result, TrainError};
 
 /// Reads `file` (or starts from an empty table: every key at its default), applies `overrides`
 /// (`"trainer.lr=3e-4"`, in order) and deserializes the result into `T`.
-pub fn load<T: DeserializeOwned>(file: Option<&Path>, overrides: &[String]) -> Result<T> {
+///
+/// The file and the overrides are laid over `T::default()` written as TOML, key by key, so a
+/// nested table keeps the defaults of its parent: `--set trainer.lr=1e-4` on a command whose
+/// default trainer has batch 16 keeps batch 16 (deserializing the partial `[trainer]` table alone
+/// would fall back to `TrainerConfig::default()`'s generic values).
+pub fn load<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    overrides: &[String],
+) -> Result<T> {
     let (origin, text) = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -32,10 +40,16 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, overrides: &[String]) -> R
 }
 
 /// As [`load`], from TOML text; `origin` names the text in error messages.
-pub fn from_str<T: DeserializeOwned>(text: &str, origin: &str, overrides: &[String]) -> Result<T> {
-    let mut table: Table = text
+pub fn from_str<T: DeserializeOwned + Serialize + Default>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<T> {
+    let user: Table = text
         .parse()
         .map_err(|e: toml::de::Error| TrainError::Config(format!("{origin}: {e}")))?;
+    let mut table = to_table(&T::default())?;
+    merge(&mut table, user);
     let mut applied = Vec::new();
     for raw in overrides {
         let (key, value) = parse_override(raw)?;
@@ -57,6 +71,18 @@ pub fn from_str<T: DeserializeOwned>(text: &str, origin: &str, overrides: &[Stri
             .unwrap_or_default();
         TrainError::Config(format!("{origin}: {msg}{from_set}"))
     })
+}
+
+/// Lays `over` onto `base`: tables merge key by key, any other value replaces.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// The config as a TOML table: written to the run folder and into every checkpoint.

@@ -209,6 +209,16 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_larger_than_the_data_is_one_whole_epoch() {
+        let mut e = Epochs::new(4, 10, 1, 0);
+        for _ in 0..3 {
+            let mut b = e.next_indices();
+            b.sort_unstable();
+            assert_eq!(b, vec![0, 1, 2, 3]);
+        }
+    }
+
+    #[test]
     fn random_tokens_resume_replays_the_same_batches() {
         let mut a = RandomTokens::new(64, 2, 8, 1);
         let _ = a.next_batch();
@@ -255,12 +265,13 @@ pub struct Epochs {
 }
 
 impl Epochs {
+    /// A `batch` larger than `n` is clamped to `n`: each batch is then one whole epoch.
     pub fn new(n: usize, batch: usize, seed: u64, stream: u64) -> Self {
         let mut rng = DataRng::new(seed, stream);
         let order = rng.permutation(n);
         Self {
             n,
-            batch,
+            batch: batch.min(n),
             rng,
             order,
             epoch: 0,

@@ -99,4 +99,4 @@ pub use reward::{RewardConfig, RewardSummary, reward};
 pub use schedule::LrSchedule;
 pub use sft::{SftConfig, SftSummary, sft};
 pub use step::{Metrics, StepOutput, TrainStep};
-pub use trainer::{Resume, RunOptions, Trainer, run_steps};
+pub use trainer::{Resume, RunOptions, Trainer, run_steps, run_steps_with};

@@ -211,6 +211,18 @@ pub struct Accuracy {
     pub self_consistency: f64,
     /// (lower edge of the share bin, questions in it, accuracy of the vote).
     pub calibration: Vec<(f64, usize, f64)>,
+    /// Per question, in the eval file's order (for paired and seed-level statistics).
+    #[serde(skip)]
+    pub items: Vec<ItemOutcome>,
+}
+
+/// One question's outcome in [`accuracy`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ItemOutcome {
+    pub greedy: bool,
+    pub vote: bool,
+    /// The majority's share of all paths (0 when no path had an answer).
+    pub share: f64,
 }
 
 pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Result<Accuracy> {
@@ -237,7 +249,8 @@ pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Resu
         / n;
     let mut bins = vec![(0usize, 0usize); 5];
     let mut sc = 0usize;
-    for (p, (_, g)) in paths.iter().zip(&items) {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for ((p, g1), (_, g)) in paths.iter().zip(&greedy).zip(&items) {
         let vote = majority_vote(&p.answers);
         let right = vote.as_ref().is_some_and(|v| v.answer == *g);
         sc += usize::from(right);
@@ -245,6 +258,11 @@ pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Resu
         let b = ((share * 5.0) as usize).min(4);
         bins[b].0 += 1;
         bins[b].1 += usize::from(right);
+        outcomes.push(ItemOutcome {
+            greedy: g1.answers[0] == Some(*g),
+            vote: right,
+            share,
+        });
     }
     Ok(Accuracy {
         questions: items.len(),
@@ -256,6 +274,7 @@ pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Resu
             .filter(|(_, (c, _))| *c > 0)
             .map(|(i, (c, r))| (i as f64 / 5.0, c, r as f64 / c as f64))
             .collect(),
+        items: outcomes,
     })
 }
 

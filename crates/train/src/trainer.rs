@@ -487,6 +487,22 @@ where
     S: TrainStep,
     D: DataSource<Batch = S::Batch>,
 {
+    run_steps_with(cfg, model, data, steps, |_| {})
+}
+
+/// [`run_steps`] calling `on_step` after every step (for a progress bar): in-memory training
+/// for experiments that train many small models and keep none on disk.
+pub fn run_steps_with<S, D>(
+    cfg: &TrainerConfig,
+    model: &mut S,
+    data: &mut D,
+    steps: u64,
+    mut on_step: impl FnMut(&StepRecord),
+) -> Result<Vec<StepRecord>>
+where
+    S: TrainStep,
+    D: DataSource<Batch = S::Batch>,
+{
     cfg.validate()?;
     let mut opt = AdamW::new(model.parameters(), adamw_config(cfg))?;
     let schedule = LrSchedule::new(cfg);
@@ -502,10 +518,12 @@ where
         let Some((record, _)) = optimizer_step(&ctx, model, data, &mut opt)? else {
             break;
         };
-        records.push(StepRecord {
+        let record = StepRecord {
             elapsed_s: started.elapsed().as_secs_f64(),
             ..record
-        });
+        };
+        on_step(&record);
+        records.push(record);
     }
     Ok(records)
 }

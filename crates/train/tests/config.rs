@@ -48,6 +48,44 @@ fn file_then_overrides() {
     assert_eq!(cfg.trainer.seed, 5);
 }
 
+/// A command whose trainer defaults differ from `TrainerConfig::default()` (as SFT's do).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Finetune {
+    trainer: TrainerConfig,
+    sizes: Vec<usize>,
+}
+
+impl Default for Finetune {
+    fn default() -> Self {
+        Self {
+            trainer: TrainerConfig {
+                lr: 5e-4,
+                batch_size: 16,
+                ..Default::default()
+            },
+            sizes: vec![1, 2, 3],
+        }
+    }
+}
+
+#[test]
+fn a_partial_table_keeps_the_commands_own_defaults() {
+    let set = vec!["trainer.max_steps=7".to_string(), "sizes=[5]".to_string()];
+    let cfg: Finetune = config::from_str("[trainer]\nseed = 3\n", "ft.toml", &set).expect("valid");
+    assert_eq!(cfg.trainer.max_steps, 7);
+    assert_eq!(cfg.trainer.seed, 3);
+    assert_eq!(
+        cfg.trainer.batch_size, 16,
+        "the command's default, not TrainerConfig's 8"
+    );
+    assert_eq!(cfg.trainer.lr, 5e-4);
+    assert_eq!(cfg.sizes, vec![5], "arrays are replaced, not merged");
+    let err = config::from_str::<Finetune>("[trainer]\nbatch = 3\n", "ft.toml", &[])
+        .expect_err("unknown keys still fail");
+    assert!(err.to_string().contains("'trainer.batch'"), "{err}");
+}
+
 #[test]
 fn unknown_key_names_its_path_and_suggests() {
     let err = load("[trainer]\nlrr = 0.1\n", &[]).expect_err("unknown key");
@@ -101,9 +139,19 @@ fn bad_overrides() {
         err.contains("'trainer.lr' is a value, not a table"),
         "{err}"
     );
+    // Without a file the defaults are there, so the same override meets the default value.
     let err = load("", &["trainer.lr.x=1"]).expect_err("a table where a float belongs");
+    assert!(
+        err.contains("'trainer.lr' is a value, not a table"),
+        "{err}"
+    );
+    let err = load("[trainer]\nlr = { x = 1 }\n", &[]).expect_err("a table where a float belongs");
     assert!(err.contains("trainer.lr: invalid type: map"), "{err}");
-    assert!(err.contains("(from --set trainer.lr.x=1)"), "{err}");
+    let err = load("", &["name.x=1"]).expect_err("through a default string");
+    assert!(
+        err.contains("(from --set name.x=1)") || err.contains("'name' is a value"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -216,6 +216,12 @@ pub struct WordProblem {
 }
 
 impl WordProblem {
+    /// A problem with exactly `steps` operations (at least 1) whose name, object and operand
+    /// tuple all lie in `split`: for experiments that control the number of steps.
+    pub fn generate<R: RngCore + ?Sized>(rng: &mut R, split: Split, steps: usize) -> Self {
+        generate(rng, split, steps)
+    }
+
     /// The solution's steps in order.
     pub fn steps(&self) -> Vec<Step> {
         let mut steps = Vec::new();

@@ -1,0 +1,113 @@
+//! `rlhf experiment cot|format|lmsi`: the paper-table rows E3, E4 and E8.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args as ClapArgs, Subcommand};
+use indicatif::ProgressBar;
+use rlhf_experiments::{Observer, cot, format, lmsi};
+
+use crate::common::ConfigArgs;
+
+/// Regenerate a row of the paper table from nothing (task data, tiny models trained in memory):
+/// a markdown table with mean ± 95% CI over seeds, plots (SVG and PNG), FLOPs and wall time,
+/// and a verdict that says plainly when the claim does not reproduce.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// E3, chain of thought: direct answers vs CoT-trained vs a same-length dots control vs
+    /// answer-before-reasoning vs CoT prompting of the direct model, on 1–4 step word problems
+    /// (writes OUT/e3.md, OUT/results.json, OUT/e3_accuracy_by_steps.svg/png).
+    Cot(Common),
+    /// E4, output format and sample efficiency: 3-digit addition written plain, reversed, or
+    /// with a scratchpad, trained on N examples for several N (writes OUT/e4.md, OUT/results.json,
+    /// OUT/e4_accuracy_vs_n.svg/png).
+    Format(Common),
+    /// E8, self-improvement (LMSI): a CoT model at 30–60% accuracy samples 32 paths per
+    /// unlabelled question at T=0.7, keeps the majority's paths, fine-tunes on them in four mixed
+    /// formats; greedy and self-consistency accuracy before/after, the no-vote and gold-filter
+    /// controls, and calibration (writes OUT/e8.md, OUT/results.json, OUT/e8_*.svg/png).
+    Lmsi(Common),
+}
+
+#[derive(Debug, ClapArgs)]
+struct Common {
+    /// Number of seeds (runs with seeds FIRST_SEED, FIRST_SEED+1, ...).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// Progress bars on stderr, one per phase, and result lines as they come.
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Bars {
+    fn phase(&mut self, name: &str, total: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let bar = crate::common::progress_bar(total as usize, name);
+        if bar.is_hidden() {
+            // Not a terminal (a log file, CI): one line per phase instead of a bar.
+            eprintln!("{name} ...");
+        }
+        self.bar = Some(bar);
+    }
+    fn advance(&mut self, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+    }
+    fn note(&mut self, line: &str) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+pub fn run(args: Args, device: tch::Device) -> Result<()> {
+    let mut bars = Bars { bar: None };
+    let (common, name) = match &args.which {
+        Which::Cot(c) => (c, "e3.md"),
+        Which::Format(c) => (c, "e4.md"),
+        Which::Lmsi(c) => (c, "e8.md"),
+    };
+    anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
+    let seeds: Vec<u64> = (common.first_seed..common.first_seed + common.seeds).collect();
+    match &args.which {
+        Which::Cot(c) => {
+            let cfg: cot::CotConfig = c.config.load()?;
+            cot::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Format(c) => {
+            let cfg: format::FormatConfig = c.config.load()?;
+            format::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Lmsi(c) => {
+            let cfg: lmsi::LmsiExperimentConfig = c.config.load()?;
+            lmsi::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+    }
+    if let Some(b) = bars.bar.take() {
+        b.finish_and_clear();
+    }
+    let report = common.out.join(name);
+    print!("{}", std::fs::read_to_string(&report)?);
+    eprintln!("report: {}", report.display());
+    Ok(())
+}

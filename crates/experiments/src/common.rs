@@ -1,0 +1,138 @@
+//! What every experiment shares: progress reporting, seed-level statistics, the small RNG
+//! helpers, and writing the report files.
+
+use std::path::Path;
+
+use rand::RngCore;
+use rlhf_report::{Interval, bootstrap_seeds_ci, fmt_interval};
+use serde::Serialize;
+
+use crate::error::{ExperimentError, Result};
+
+/// Receives progress from a long experiment (the CLI draws bars; tests ignore it).
+pub trait Observer {
+    /// A new phase of `total` units begins (e.g. "seed 1: training cot", 800 steps).
+    fn phase(&mut self, name: &str, total: u64);
+    /// `done` units of the current phase are finished.
+    fn advance(&mut self, done: u64);
+    /// A line worth keeping in the log (a result as soon as it is known).
+    fn note(&mut self, line: &str);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn phase(&mut self, _: &str, _: u64) {}
+    fn advance(&mut self, _: u64) {}
+    fn note(&mut self, _: &str) {}
+}
+
+/// Bootstrap resamples for every interval in the reports.
+pub const RESAMPLES: usize = 2000;
+
+/// Mean over seeds with the two-level 95% bootstrap interval (seeds, then test items).
+pub fn seeds_ci(per_seed: &[Vec<f64>]) -> Interval {
+    bootstrap_seeds_ci(per_seed, RESAMPLES, 0.95, 0)
+}
+
+/// An accuracy interval in percent, e.g. `63.5 [60.0, 66.8]`.
+pub fn pct(ci: &Interval) -> String {
+    fmt_interval(
+        &Interval {
+            mean: 100.0 * ci.mean,
+            lo: 100.0 * ci.lo,
+            hi: 100.0 * ci.hi,
+        },
+        1,
+    )
+}
+
+/// Per-item differences `a − b` of paired outcomes, seed by seed.
+pub fn paired_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p - q).collect())
+        .collect()
+}
+
+/// Uniform in `lo..=hi`.
+pub fn uniform<R: RngCore + ?Sized>(rng: &mut R, lo: i64, hi: i64) -> i64 {
+    let span = (hi - lo + 1) as u64;
+    // Rejection keeps it exactly uniform (spans here are tiny next to 2^64).
+    let zone = u64::MAX - (u64::MAX % span);
+    loop {
+        let x = rng.next_u64();
+        if x < zone {
+            return lo + (x % span) as i64;
+        }
+    }
+}
+
+/// `1.2e15`-style FLOPs.
+pub fn flops(x: f64) -> String {
+    format!("{x:.2e}")
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).map_err(|e| ExperimentError::io("write", path, e))
+}
+
+/// Writes a text file.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| ExperimentError::io("write", path, e))
+}
+
+/// Creates the output directory.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io("create", dir, e))
+}
+
+/// Whether a paired-difference interval lies above zero, in the report's words.
+pub fn verdict(ci: &Interval) -> &'static str {
+    if ci.lo > 0.0 {
+        "better (interval above 0)"
+    } else if ci.hi < 0.0 {
+        "worse (interval below 0)"
+    } else {
+        "no clear difference (interval contains 0)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_differences_and_percent_format() {
+        let d = paired_diff(&[vec![1.0, 0.0, 1.0]], &[vec![0.0, 0.0, 1.0]]);
+        assert_eq!(d, vec![vec![1.0, 0.0, 0.0]]);
+        let ci = Interval {
+            mean: 0.5,
+            lo: 0.25,
+            hi: 0.75,
+        };
+        assert_eq!(pct(&ci), "50.0 [25.0, 75.0]");
+        assert_eq!(verdict(&ci), "better (interval above 0)");
+        assert!(
+            verdict(&Interval {
+                mean: 0.0,
+                lo: -0.1,
+                hi: 0.1
+            })
+            .starts_with("no clear")
+        );
+    }
+
+    #[test]
+    fn uniform_covers_its_range_only() {
+        let mut rng = rlhf_data::world_rng(1, 0);
+        let draws: Vec<i64> = (0..2000).map(|_| uniform(&mut rng, 100, 104)).collect();
+        for v in 100..=104 {
+            assert!(draws.contains(&v), "{v} never drawn");
+        }
+        assert!(draws.iter().all(|v| (100..=104).contains(v)));
+    }
+}

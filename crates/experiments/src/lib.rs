@@ -1,0 +1,23 @@
+//! The paper-table experiments, each regenerated from nothing (task data and tiny models trained
+//! in memory) with tables, plots, FLOPs and wall time, and seed-level confidence intervals:
+//!
+//! - [`cot`], row E3: chain of thought vs direct answers, a same-length dots control,
+//!   answer-before-reasoning, and CoT prompting of a direct-trained model;
+//! - [`format`], row E4: plain vs reversed vs scratchpad output for 3-digit addition across
+//!   training-set sizes;
+//! - [`lmsi`], row E8: self-improvement by majority vote, with the no-vote and gold controls.
+//!
+//! Each experiment is `run(config, seeds, out_dir, device, observer)`; the CLI's
+//! `rlhf experiment` wraps them. Not here: the tools the experiments exercise (few-shot prompts
+//! and votes in `rlhf_data::reasoning`, LMSI in `rlhf_train::lmsi`).
+
+pub mod common;
+pub mod cot;
+pub mod error;
+pub mod format;
+pub mod lmsi;
+pub mod tiny;
+
+pub use common::{Observer, Quiet};
+pub use error::{ExperimentError, Result};
+pub use tiny::{TinyLm, TinySpec, TrainStats};

@@ -1,0 +1,334 @@
+//! Tiny language models trained from scratch, in memory, on (prompt, completion) pairs: the unit
+//! every experiment repeats per condition and seed.
+//!
+//! A [`TinyLm`] is an ordinary checkpoint in the making (a Llama-family `Gpt` plus a tokenizer
+//! trained on the experiment's own texts), so it can be saved and then used by the library's
+//! stages (`rlhf_train::sft`, `rlhf_train::lmsi`) exactly as a user's model would be.
+//!
+//! Not here: the tasks (each experiment's module), the loop itself (`rlhf_train::run_steps_with`).
+
+use std::path::Path;
+
+use rlhf_data::SftRecord;
+use rlhf_model::{Gpt, Head, ModelConfig, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_tokenizer::{BpeConfig, Tokenizer, train_bpe};
+use rlhf_train::sft::{SftData, SftExample, encode_example, sft_loss};
+use rlhf_train::{DataSource, StepOutput, TrainStep, TrainerConfig, run_steps_with};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::error::{ExperimentError, Result};
+
+/// The shape of a tiny Llama (RoPE, RMSNorm, SwiGLU, tied embeddings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TinySpec {
+    pub hidden: i64,
+    pub layers: i64,
+    pub heads: i64,
+    pub kv_heads: i64,
+    /// Context in tokens.
+    pub max_positions: i64,
+}
+
+impl TinySpec {
+    /// The model config for `tokenizer`.
+    pub fn model_config(&self, tokenizer: &Tokenizer) -> Result<ModelConfig> {
+        let c = self.hidden;
+        let json = serde_json::json!({
+            "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+            "vocab_size": tokenizer.vocab_size(), "hidden_size": c,
+            "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "intermediate_size": (8 * c / 3 + 7) / 8 * 8,
+            "max_position_embeddings": self.max_positions, "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+            "bos_token_id": tokenizer.bos_id(), "eos_token_id": tokenizer.eos_id(),
+            "pad_token_id": tokenizer.pad_id(),
+        });
+        Ok(ModelConfig::from_json(&json, Path::new("tiny spec"))?)
+    }
+}
+
+/// A byte-level BPE of `vocab` tokens trained on `texts`; `vocab` = 260 (the 4 special tokens and
+/// 256 bytes) gives one token per byte, so digits are never merged.
+pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer> {
+    let cfg = BpeConfig {
+        vocab_size: vocab,
+        ..Default::default()
+    };
+    Ok(train_bpe(texts.iter().map(String::as_str), &cfg)?)
+}
+
+/// What one training run cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TrainStats {
+    pub steps: u64,
+    pub examples: usize,
+    /// Token positions the model processed (padding included: it is computed).
+    pub tokens: u64,
+    /// 6 × parameters × tokens (forward and backward, Kaplan et al.'s estimate).
+    pub flops: f64,
+    pub seconds: f64,
+    /// Mean training loss over the last tenth of the steps.
+    pub final_loss: f64,
+}
+
+/// A tiny model with its tokenizer and prompt format.
+pub struct TinyLm {
+    pub pre: Pretrained,
+    pub format: PromptFormat,
+}
+
+impl TinyLm {
+    /// A freshly initialised model (the seed fixes the weights).
+    pub fn new(
+        tokenizer: Tokenizer,
+        spec: &TinySpec,
+        format: PromptFormat,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        let cfg = spec.model_config(&tokenizer)?;
+        tch::manual_seed(seed as i64);
+        let model = Gpt::new(&cfg, Head::Lm, device);
+        Ok(Self {
+            pre: Pretrained { model, tokenizer },
+            format,
+        })
+    }
+
+    /// Loads a saved checkpoint.
+    pub fn load(dir: &Path, format: PromptFormat, device: Device) -> Result<Self> {
+        Ok(Self {
+            pre: Pretrained::load(dir, Head::Lm, device)?,
+            format,
+        })
+    }
+
+    /// Writes config.json, model.safetensors and the tokenizer to `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.pre.model.save(dir)?;
+        self.pre.tokenizer.save(dir)?;
+        Ok(())
+    }
+
+    /// Trainable parameters.
+    pub fn params(&self) -> i64 {
+        self.pre.model.num_params()
+    }
+
+    /// Tokens of `text` alone (no special tokens).
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.pre.tokenizer.encode(text, false)?.len())
+    }
+
+    /// One training example: loss on the completion and the EOS that ends it, not the prompt.
+    pub fn example(&self, prompt: &str, completion: &str) -> Result<SftExample> {
+        let ex = match self.format {
+            PromptFormat::Chat => encode_example(
+                &self.pre,
+                &SftRecord::Completion {
+                    prompt: prompt.into(),
+                    completion: completion.into(),
+                },
+            )?,
+            PromptFormat::Raw => {
+                let tok = &self.pre.tokenizer;
+                let mut ids: Vec<i64> = self.pre.encode_prompt(prompt, PromptFormat::Raw)?;
+                let n_prompt = ids.len();
+                ids.extend(tok.encode(completion, false)?.into_iter().map(i64::from));
+                ids.extend(tok.eos_id().map(i64::from));
+                let labels = (0..ids.len())
+                    .map(|t| {
+                        if t + 1 >= n_prompt && t + 1 < ids.len() {
+                            ids[t + 1]
+                        } else {
+                            -100
+                        }
+                    })
+                    .collect();
+                SftExample { ids, labels }
+            }
+        };
+        let max = self.pre.model.cfg.max_positions as usize;
+        if ex.ids.len() > max {
+            return Err(ExperimentError::Invalid(format!(
+                "an example is {} tokens, more than the tiny model's context of {max}: {prompt:?} \
+                 -> {completion:?}",
+                ex.ids.len()
+            )));
+        }
+        Ok(ex)
+    }
+
+    /// Trains on `pairs` for `cfg.max_steps` steps of `cfg.batch_size` examples (shuffled epochs
+    /// seeded by `cfg.seed`), with the library's AdamW and schedule; `on_step(step)` after each.
+    pub fn train(
+        &mut self,
+        pairs: &[(String, String)],
+        cfg: &TrainerConfig,
+        on_step: impl FnMut(u64),
+    ) -> Result<TrainStats> {
+        let examples = pairs
+            .iter()
+            .map(|(p, c)| self.example(p, c))
+            .collect::<Result<Vec<_>>>()?;
+        self.train_examples(examples, cfg, on_step)
+    }
+
+    /// [`Self::train`] on examples already encoded.
+    pub fn train_examples(
+        &mut self,
+        examples: Vec<SftExample>,
+        cfg: &TrainerConfig,
+        mut on_step: impl FnMut(u64),
+    ) -> Result<TrainStats> {
+        if examples.is_empty() {
+            return Err(ExperimentError::Invalid("no training examples".into()));
+        }
+        let n = examples.len();
+        let pad = self.pre.tokenizer.pad_id().map_or(0, i64::from);
+        let data = SftData::new(examples, cfg.batch_size, pad, cfg.seed);
+        let mut data = CountingData {
+            inner: data,
+            tokens: 0,
+        };
+        let mut step = PairStep {
+            gpt: &self.pre.model,
+        };
+        let t0 = std::time::Instant::now();
+        let records = run_steps_with(cfg, &mut step, &mut data, cfg.max_steps, |r| {
+            on_step(r.step)
+        })?;
+        let tail = (records.len() / 10).max(1);
+        let final_loss = records[records.len().saturating_sub(tail)..]
+            .iter()
+            .map(|r| r.loss)
+            .sum::<f64>()
+            / tail.min(records.len()).max(1) as f64;
+        Ok(TrainStats {
+            steps: records.len() as u64,
+            examples: n,
+            tokens: data.tokens,
+            flops: 6.0 * self.params() as f64 * data.tokens as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+            final_loss,
+        })
+    }
+
+    fn generate_config(
+        &self,
+        max_new_tokens: usize,
+        temperature: f64,
+        seed: u64,
+    ) -> Result<TextGenerateConfig> {
+        let sampling = if temperature > 0.0 {
+            Sampling::new(temperature, None, None)?
+        } else {
+            Sampling::Greedy
+        };
+        Ok(TextGenerateConfig {
+            max_new_tokens,
+            sampling,
+            seed: Some(seed),
+            stop: vec![],
+        })
+    }
+
+    /// Greedy completions, `rows` sequences per batch.
+    pub fn complete(
+        &self,
+        prompts: &[String],
+        max_new_tokens: usize,
+        rows: usize,
+    ) -> Result<Vec<String>> {
+        let cfg = self.generate_config(max_new_tokens, 0.0, 0)?;
+        let out = self
+            .pre
+            .sample_k(prompts, 1, self.format, &cfg, rows, |_, _| {})?;
+        Ok(out
+            .into_iter()
+            .map(|mut g| {
+                g.pop()
+                    .map(|g| g.text.trim().to_string())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    /// `k` sampled completions per prompt at `temperature`.
+    pub fn sample(
+        &self,
+        prompts: &[String],
+        k: usize,
+        temperature: f64,
+        seed: u64,
+        max_new_tokens: usize,
+        rows: usize,
+    ) -> Result<Vec<Vec<String>>> {
+        let cfg = self.generate_config(max_new_tokens, temperature, seed)?;
+        let out = self
+            .pre
+            .sample_k(prompts, k, self.format, &cfg, rows, |_, _| {})?;
+        Ok(out
+            .into_iter()
+            .map(|gs| gs.into_iter().map(|g| g.text.trim().to_string()).collect())
+            .collect())
+    }
+}
+
+/// The model as a [`TrainStep`]: masked next-token loss on the completion.
+struct PairStep<'a> {
+    gpt: &'a Gpt,
+}
+
+impl TrainStep for PairStep<'_> {
+    type Batch = (Tensor, Tensor);
+
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.gpt.vs.variables().into_iter().collect()
+    }
+
+    fn loss(&mut self, (ids, labels): &(Tensor, Tensor)) -> rlhf_train::Result<StepOutput> {
+        let dev = self.gpt.device();
+        let (loss, n) = sft_loss(self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
+        Ok(StepOutput::new(loss, n))
+    }
+
+    fn save(&self, dir: &Path) -> rlhf_train::Result<()> {
+        Ok(self.gpt.save(dir)?)
+    }
+
+    fn load(&mut self, _dir: &Path) -> rlhf_train::Result<()> {
+        Err(rlhf_train::TrainError::Invalid(
+            "in-memory experiment runs do not resume".into(),
+        ))
+    }
+}
+
+/// Counts the token positions of every batch drawn (for the FLOPs estimate).
+struct CountingData {
+    inner: SftData,
+    tokens: u64,
+}
+
+impl DataSource for CountingData {
+    type Batch = (Tensor, Tensor);
+
+    fn next_batch(&mut self) -> rlhf_train::Result<Option<(Tensor, Tensor)>> {
+        let batch = self.inner.next_batch()?;
+        if let Some((ids, _)) = &batch {
+            self.tokens += ids.numel() as u64;
+        }
+        Ok(batch)
+    }
+
+    fn position(&self) -> rlhf_train::DataPosition {
+        self.inner.position()
+    }
+
+    fn seek(&mut self, pos: &rlhf_train::DataPosition) -> rlhf_train::Result<()> {
+        self.inner.seek(pos)
+    }
+}

@@ -1,0 +1,202 @@
+//! The experiments end to end at toy sizes (seconds): the invariants of their data and filters,
+//! and that every table and plot is written. The real rows run from the CLI
+//! (`rlhf experiment cot|format|lmsi`).
+
+use anyhow::Result;
+use rlhf_data::{AnswerPattern, Split, Task};
+use rlhf_experiments::cot::{self, Condition, CotConfig, Problem};
+use rlhf_experiments::format::{self, FormatConfig};
+use rlhf_experiments::lmsi::{self, LmsiExperimentConfig};
+use rlhf_experiments::tiny::{TinyLm, TinySpec, train_tokenizer};
+use rlhf_experiments::{Quiet, common};
+use rlhf_model::PromptFormat;
+use rlhf_train::TrainerConfig;
+use rlhf_train::lmsi::Filter;
+use tch::Device;
+
+fn nano(max_positions: i64) -> TinySpec {
+    TinySpec {
+        hidden: 32,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        max_positions,
+    }
+}
+
+fn steps(n: u64, batch: usize) -> TrainerConfig {
+    TrainerConfig {
+        lr: 3e-3,
+        warmup_steps: 5,
+        max_steps: n,
+        batch_size: batch,
+        checkpoint_every: 0,
+        eval_every: 0,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tiny_model_masks_the_prompt_and_learns_a_mapping() -> Result<()> {
+    let tok = train_tokenizer(&["ab=x cd=y".to_string()], 260)?;
+    let mut lm = TinyLm::new(tok, &nano(32), PromptFormat::Raw, 0, Device::Cpu)?;
+    let ex = lm.example("ab=", "x")?;
+    // "ab=" + "x" + EOS: only the last two positions are targets ("x" after "=", EOS after "x").
+    assert_eq!(ex.ids.len(), 5);
+    assert_eq!(&ex.labels[..2], &[-100, -100]);
+    assert_eq!(ex.labels[2], ex.ids[3]);
+    assert_eq!(ex.labels[3], ex.ids[4]);
+    assert_eq!(ex.labels[4], -100);
+    let pairs = vec![
+        ("ab=".to_string(), "x".to_string()),
+        ("cd=".to_string(), "y".to_string()),
+    ];
+    let stats = lm.train(&pairs, &steps(150, 2), |_| {})?;
+    assert_eq!(stats.steps, 150);
+    assert!(
+        stats.flops > 0.0 && stats.tokens == 150 * 2 * 5,
+        "{stats:?}"
+    );
+    assert!(stats.final_loss < 0.1, "{stats:?}");
+    let out = lm.complete(&["ab=".into(), "cd=".into()], 3, 8)?;
+    assert_eq!(out, vec!["x", "y"]);
+    Ok(())
+}
+
+#[test]
+fn cot_conditions_share_the_answer_and_dots_match_the_steps() -> Result<()> {
+    let cfg = CotConfig::default();
+    let mut rng = rlhf_data::world_rng(5, 1);
+    let wp = rlhf_data::WordProblem::generate(&mut rng, Split::Train, 3);
+    let p = Problem {
+        question: wp.prompt(),
+        steps: 3,
+        answer: wp.answer(),
+        reasoning: wp.cot_sentences().join(" "),
+    };
+    let tok = train_tokenizer(&[p.question.clone(), p.reasoning.clone()], 300)?;
+    let lm = TinyLm::new(tok, &cfg.model, PromptFormat::Chat, 0, Device::Cpu)?;
+    let filler = lm.count_tokens(&p.reasoning)?;
+    let pattern = AnswerPattern::default();
+    for c in Condition::ALL {
+        let text = cot::completion(c, &p, filler);
+        assert_eq!(pattern.extract(&text), Some(p.answer), "{c:?}: {text}");
+    }
+    let dots = cot::completion(Condition::Dots, &p, filler);
+    let (pad, answer) = dots.split_once(' ').expect("dots then the answer");
+    assert_eq!(
+        lm.count_tokens(pad)?,
+        filler,
+        "one token per dot, as many as the steps"
+    );
+    assert!(answer.starts_with("The answer is"));
+    assert!(cot::completion(Condition::AnswerFirst, &p, 0).starts_with("The answer is"));
+    assert_eq!(
+        cot::completion(Condition::Direct, &p, 0),
+        format!("The answer is {}.", p.answer)
+    );
+    Ok(())
+}
+
+#[test]
+fn cot_experiment_writes_its_table_with_every_condition() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = CotConfig {
+        train_problems: 64,
+        test_per_steps: 4,
+        vocab: 400,
+        model: nano(384),
+        trainer: steps(4, 8),
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let runs = cot::run(&cfg, &[0, 1], dir.path(), Device::Cpu, &mut Quiet)?;
+    assert_eq!(runs.len(), 2);
+    for s in &runs {
+        assert_eq!(s.test_steps.len(), 16);
+        assert_eq!(s.runs.len(), Condition::ALL.len());
+        for r in &s.runs {
+            assert_eq!(r.correct.len(), 16);
+            assert_eq!(
+                r.train.is_none(),
+                r.condition == Condition::CotPromptedDirect
+            );
+        }
+    }
+    let md = std::fs::read_to_string(dir.path().join("e3.md"))?;
+    for c in Condition::ALL {
+        assert!(
+            md.contains(&format!("| {} |", c.name())),
+            "{c:?} row missing:\n{md}"
+        );
+    }
+    assert!(md.contains("**Verdict:"));
+    assert!(dir.path().join("e3_accuracy_by_steps.png").exists());
+    assert!(dir.path().join("results.json").exists());
+    Ok(())
+}
+
+#[test]
+fn cot_test_problems_come_from_the_eval_split() {
+    // The experiment's test set is drawn like this; every entity and operand tuple is eval-only.
+    let mut rng = rlhf_data::world_rng(0, 11);
+    for _ in 0..50 {
+        let p = rlhf_data::WordProblem::generate(&mut rng, Split::Eval, 2);
+        let task = Task::parse(&p.prompt()).expect("parses");
+        assert_eq!(task.split(), Some(Split::Eval));
+    }
+}
+
+#[test]
+fn format_experiment_scores_every_size_and_format() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = FormatConfig {
+        sizes: vec![20, 40],
+        test_problems: 10,
+        model: nano(64),
+        trainer: steps(3, 8),
+        ..Default::default()
+    };
+    let runs = format::run(&cfg, &[7], dir.path(), Device::Cpu, &mut Quiet)?;
+    assert_eq!(runs[0].runs.len(), 6, "3 formats x 2 sizes");
+    assert!(runs[0].runs.iter().all(|r| r.correct.len() == 10));
+    let md = std::fs::read_to_string(dir.path().join("e4.md"))?;
+    assert!(md.contains("| scratchpad |") && md.contains("N = 40"));
+    assert!(dir.path().join("e4_accuracy_vs_n.svg").exists());
+    Ok(())
+}
+
+#[test]
+fn lmsi_experiment_filters_keep_what_they_promise() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = LmsiExperimentConfig {
+        base_problems: 64,
+        questions: 6,
+        test_per_steps: 2,
+        vocab: 400,
+        model: nano(384),
+        base_trainer: steps(30, 8),
+        finetune: steps(2, 4),
+        ..Default::default()
+    };
+    cfg.lmsi.paths = 4;
+    cfg.lmsi.eval_paths = 2;
+    cfg.lmsi.max_new_tokens = 24;
+    let runs = lmsi::run(&cfg, &[3], dir.path(), Device::Cpu, &mut Quiet)?;
+    let s = &runs[0];
+    assert_eq!(s.paths, 24);
+    let by = |f: Filter| s.runs.iter().find(|r| r.filter == f).expect("filter ran");
+    // Gold keeps only right answers; no-vote keeps every answered path, a superset of LMSI's.
+    assert!(by(Filter::Gold).kept_paths == 0 || by(Filter::Gold).kept_correct == 1.0);
+    assert!(by(Filter::NoVote).kept_paths >= by(Filter::Majority).kept_paths);
+    assert_eq!(
+        by(Filter::NoVote).kept_paths,
+        (s.answered * s.paths as f64).round() as usize
+    );
+    assert_eq!(s.base.items.len(), 8);
+    let md = std::fs::read_to_string(dir.path().join("e8.md"))?;
+    assert!(md.contains("lmsi (majority vote)") && md.contains("Calibration"));
+    assert!(dir.path().join("e8_calibration.png").exists());
+    let _ = common::RESAMPLES;
+    Ok(())
+}
