@@ -155,13 +155,11 @@ pub struct SeedRun {
     pub runs: Vec<SizeRun>,
 }
 
+/// Operand pairs (a, b) of `a + b`.
+pub type Pairs = Vec<(i64, i64)>;
+
 /// The test pairs and a training pool disjoint from them at the operand-pair level.
-pub fn additions(
-    seed: u64,
-    digits: u32,
-    test: usize,
-    pool: usize,
-) -> Result<(Vec<(i64, i64)>, Vec<(i64, i64)>)> {
+pub fn additions(seed: u64, digits: u32, test: usize, pool: usize) -> Result<(Pairs, Pairs)> {
     let lo = 10i64.pow(digits.saturating_sub(1));
     let hi = 10i64.pow(digits) - 1;
     let space = ((hi - lo + 1) * (hi - lo + 1)) as usize;

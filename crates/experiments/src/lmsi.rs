@@ -54,10 +54,11 @@ pub struct LmsiExperimentConfig {
 impl Default for LmsiExperimentConfig {
     fn default() -> Self {
         Self {
-            // The E3 model and recipe with half the demonstrations: E3's CoT model reaches ~40%
-            // on 3000, so this base lands near the paper's 30–60% regime without looking at
-            // the test split.
-            base_problems: 1500,
+            // The base is E3's CoT-trained model (3000 demonstrations) trained 800 steps instead
+            // of 500: E3's results (27.6% at 500 steps, 41% at 600 in a one-seed probe) serve as
+            // this experiment's validation set, since E8 draws its test problems from other
+            // streams than E3's; the aim is the paper's 30–60% regime.
+            base_problems: 3000,
             questions: 400,
             test_per_steps: 75,
             max_problem_steps: 4,
@@ -72,7 +73,7 @@ impl Default for LmsiExperimentConfig {
             base_trainer: TrainerConfig {
                 lr: 3e-3,
                 warmup_steps: 50,
-                max_steps: 500,
+                max_steps: 800,
                 batch_size: 32,
                 checkpoint_every: 0,
                 eval_every: 0,
@@ -202,7 +203,8 @@ fn run_seed(
     for k in 1..=max {
         test.extend(problems(
             seed,
-            10 + k as u64,
+            // Streams 20+, not E3's test problems (10+), whose results chose nothing here.
+            20 + k as u64,
             Split::Eval,
             cfg.test_per_steps,
             Some(k),

@@ -191,7 +191,7 @@ mod tests {
         assert!(ci.lo < 1e-9 && ci.hi > 1.0 - 1e-9, "{ci:?}");
         // Identical seeds: only the item-level spread remains, as with one seed.
         let items: Vec<f64> = (0..40).map(|i| f64::from(i % 2)).collect();
-        let one = bootstrap_seeds_ci(&[items.clone()], 2000, 0.95, 3);
+        let one = bootstrap_seeds_ci(std::slice::from_ref(&items), 2000, 0.95, 3);
         assert_eq!(one, bootstrap_mean_ci(&items, 2000, 0.95, 3));
         let three = bootstrap_seeds_ci(&[items.clone(), items.clone(), items], 2000, 0.95, 3);
         assert!((three.mean - 0.5).abs() < 1e-12);
