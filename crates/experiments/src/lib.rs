@@ -5,7 +5,9 @@
 //!   answer-before-reasoning, and CoT prompting of a direct-trained model;
 //! - [`format`], row E4: plain vs reversed vs scratchpad output for 3-digit addition across
 //!   training-set sizes;
-//! - [`lmsi`], row E8: self-improvement by majority vote, with the no-vote and gold controls.
+//! - [`lmsi`], row E8: self-improvement by majority vote, with the no-vote and gold controls;
+//! - [`emergence`], row E2: a family of model sizes on 4-digit addition, the same outputs scored
+//!   by exact match, per-digit accuracy, edit distance and answer likelihood.
 //!
 //! Each experiment is `run(config, seeds, out_dir, device, observer)`; the CLI's
 //! `rlhf experiment` wraps them. Not here: the tools the experiments exercise (few-shot prompts
@@ -13,6 +15,7 @@
 
 pub mod common;
 pub mod cot;
+pub mod emergence;
 pub mod error;
 pub mod format;
 pub mod lmsi;

@@ -20,7 +20,7 @@ use rlhf_data::{EvalRecord, Split, WordProblem, answer_line, world_rng};
 use rlhf_model::PromptFormat;
 use rlhf_report::{LineChart, Series, md_table};
 use rlhf_train::TrainerConfig;
-use rlhf_train::lmsi::{self, Accuracy, Filter, LmsiConfig, Paths};
+use rlhf_train::lmsi::{self, Accuracy, Filter, Formats, LmsiConfig, Paths};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -80,13 +80,19 @@ impl Default for LmsiExperimentConfig {
                 eval_every: 0,
                 ..Default::default()
             },
+            // CoT formats only for the method and its controls: in a first 3-seed attempt the
+            // paper's four formats (half of them direct answers) dropped seed 0 from 52% to 21%
+            // even on gold-filtered paths. The four-format variant still runs as its own row.
             lmsi: LmsiConfig {
                 eval_paths: 8,
                 batch: 256,
+                formats: Formats::Cot,
                 ..Default::default()
             },
+            // From the base model's last LR (3e-3 decayed to a tenth): a continuation, not a
+            // fresh start.
             finetune: TrainerConfig {
-                lr: 1e-3,
+                lr: 3e-4,
                 warmup_steps: 20,
                 max_steps: 200,
                 batch_size: 16,
@@ -98,10 +104,59 @@ impl Default for LmsiExperimentConfig {
     }
 }
 
+/// A fine-tune of the base model: which paths it keeps and in which prompt formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// The method: majority-vote paths, in the configured formats (`lmsi.formats`).
+    Lmsi,
+    /// Control: every answered path, no vote.
+    NoVote,
+    /// Ceiling: the right paths only (uses the labels).
+    Gold,
+    /// The method in the paper's four mixed formats, whatever `lmsi.formats` says.
+    LmsiMixed,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [
+        Variant::Lmsi,
+        Variant::NoVote,
+        Variant::Gold,
+        Variant::LmsiMixed,
+    ];
+
+    pub fn filter(self) -> Filter {
+        match self {
+            Variant::Lmsi | Variant::LmsiMixed => Filter::Majority,
+            Variant::NoVote => Filter::NoVote,
+            Variant::Gold => Filter::Gold,
+        }
+    }
+
+    pub fn formats(self, configured: Formats) -> Formats {
+        match self {
+            Variant::LmsiMixed => Formats::Mixed,
+            _ => configured,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Lmsi => "lmsi (majority vote)",
+            Variant::NoVote => "no-vote control",
+            Variant::Gold => "gold-filtered ceiling",
+            Variant::LmsiMixed => "lmsi, the paper's four mixed formats",
+        }
+    }
+}
+
 /// One fine-tune of the base model on its own filtered paths.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilterRun {
+    pub variant: Variant,
     pub filter: Filter,
+    pub formats: Formats,
     pub kept_paths: usize,
     pub kept_questions: usize,
     /// Share of the kept paths whose answer is right (a diagnostic that uses the labels).
@@ -225,7 +280,7 @@ fn run_seed(
         .iter()
         .flat_map(|p| [p.prompt(), cot(p)])
         .collect();
-    texts.push("Q: A: Let's think step by step. Answer directly.".into());
+    texts.push("Q: A: Answer directly.".into());
     let tokenizer = train_tokenizer(&texts, cfg.vocab)?;
     let mut base = TinyLm::new(tokenizer, &cfg.model, PromptFormat::Chat, seed, device)?;
     let params = base.params();
@@ -263,9 +318,9 @@ fn run_seed(
         std::env::temp_dir().join(format!("rlhf-lmsi-base-{}-{seed}", std::process::id()));
     base.save(&base_dir)?;
     let mut runs = Vec::new();
-    for filter in [Filter::Majority, Filter::NoVote, Filter::Gold] {
+    for variant in Variant::ALL {
         runs.push(finetune(
-            cfg, &base_dir, &paths, filter, &eval, &base_acc, &lcfg, seed, label, device, obs,
+            cfg, &base_dir, &paths, variant, &eval, &base_acc, &lcfg, seed, label, device, obs,
         )?);
     }
     let _ = std::fs::remove_dir_all(&base_dir);
@@ -289,7 +344,7 @@ fn finetune(
     cfg: &LmsiExperimentConfig,
     base_dir: &Path,
     paths: &[Paths],
-    filter: Filter,
+    variant: Variant,
     eval: &[EvalRecord],
     base: &Accuracy,
     lcfg: &LmsiConfig,
@@ -298,6 +353,7 @@ fn finetune(
     device: Device,
     obs: &mut dyn Observer,
 ) -> Result<FilterRun> {
+    let (filter, formats) = (variant.filter(), variant.formats(lcfg.formats));
     let kept = lmsi::keep(paths, filter, lcfg.min_share);
     let kept_questions = kept
         .iter()
@@ -309,7 +365,7 @@ fn finetune(
         .filter(|(q, _, a)| lmsi::gold_answer(q) == Some(*a))
         .count() as f64
         / kept.len().max(1) as f64;
-    let name = filter_name(filter);
+    let name = variant.name();
     if kept.is_empty() {
         // Nothing to train on: the model stays the base model.
         obs.note(&format!(
@@ -317,7 +373,9 @@ fn finetune(
         ));
         let (greedy, vote) = outcomes(base);
         return Ok(FilterRun {
+            variant,
             filter,
+            formats,
             kept_paths: 0,
             kept_questions: 0,
             kept_correct: 0.0,
@@ -331,7 +389,7 @@ fn finetune(
     let mut model = TinyLm::load(base_dir, PromptFormat::Chat, device)?;
     let context = model.pre.model.cfg.max_positions as usize;
     let fits = |p: &str, c: &str| model.example(p, c).is_ok_and(|e| e.ids.len() <= context);
-    let records = lmsi::mixed_formats(&kept, lcfg.exemplars, fits)?;
+    let records = lmsi::mixed_formats(&kept, lcfg.exemplars, formats, fits)?;
     let pairs: Vec<(String, String)> = records
         .iter()
         .map(|r| match r {
@@ -359,7 +417,9 @@ fn finetune(
     ));
     let (greedy, vote) = outcomes(&accuracy);
     Ok(FilterRun {
+        variant,
         filter,
+        formats,
         kept_paths: kept.len(),
         kept_questions,
         kept_correct,
@@ -371,23 +431,15 @@ fn finetune(
     })
 }
 
-fn filter_name(f: Filter) -> &'static str {
-    match f {
-        Filter::Majority => "lmsi (majority vote)",
-        Filter::NoVote => "no-vote control",
-        Filter::Gold => "gold-filtered ceiling",
-    }
-}
-
 fn report(cfg: &LmsiExperimentConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Result<String> {
     let base_g: Vec<Vec<f64>> = all.iter().map(|s| s.base_greedy.clone()).collect();
     let base_v: Vec<Vec<f64>> = all.iter().map(|s| s.base_vote.clone()).collect();
-    let of = |f: Filter, vote: bool| -> Vec<Vec<f64>> {
+    let of = |f: Variant, vote: bool| -> Vec<Vec<f64>> {
         all.iter()
             .map(|s| {
                 s.runs
                     .iter()
-                    .find(|r| r.filter == f)
+                    .find(|r| r.variant == f)
                     .map(|r| {
                         if vote {
                             r.vote.clone()
@@ -408,14 +460,14 @@ fn report(cfg: &LmsiExperimentConfig, all: &[SeedRun], seconds: f64, out: &Path)
         "—".into(),
         flops(all.iter().map(|s| s.base_train.flops).sum::<f64>() / n),
     ]];
-    for f in [Filter::Majority, Filter::NoVote, Filter::Gold] {
+    for f in Variant::ALL {
         let runs: Vec<&FilterRun> = all
             .iter()
-            .filter_map(|s| s.runs.iter().find(|r| r.filter == f))
+            .filter_map(|s| s.runs.iter().find(|r| r.variant == f))
             .collect();
         let k = runs.len().max(1) as f64;
         rows.push(vec![
-            filter_name(f).to_string(),
+            f.name().to_string(),
             pct(&seeds_ci(&of(f, false))),
             pct(&seeds_ci(&of(f, true))),
             format!(
@@ -443,23 +495,27 @@ fn report(cfg: &LmsiExperimentConfig, all: &[SeedRun], seconds: f64, out: &Path)
     let comparisons = [
         (
             "lmsi − base, greedy",
-            paired_diff(&of(Filter::Majority, false), &base_g),
+            paired_diff(&of(Variant::Lmsi, false), &base_g),
         ),
         (
             "lmsi − base, self-consistency",
-            paired_diff(&of(Filter::Majority, true), &base_v),
+            paired_diff(&of(Variant::Lmsi, true), &base_v),
         ),
         (
             "lmsi − no-vote, greedy",
-            paired_diff(&of(Filter::Majority, false), &of(Filter::NoVote, false)),
+            paired_diff(&of(Variant::Lmsi, false), &of(Variant::NoVote, false)),
         ),
         (
             "lmsi − no-vote, self-consistency",
-            paired_diff(&of(Filter::Majority, true), &of(Filter::NoVote, true)),
+            paired_diff(&of(Variant::Lmsi, true), &of(Variant::NoVote, true)),
         ),
         (
             "gold − lmsi, greedy",
-            paired_diff(&of(Filter::Gold, false), &of(Filter::Majority, false)),
+            paired_diff(&of(Variant::Gold, false), &of(Variant::Lmsi, false)),
+        ),
+        (
+            "four mixed formats − lmsi, greedy",
+            paired_diff(&of(Variant::LmsiMixed, false), &of(Variant::Lmsi, false)),
         ),
     ];
     let mut diff_rows = Vec::new();
@@ -491,7 +547,7 @@ fn report(cfg: &LmsiExperimentConfig, all: &[SeedRun], seconds: f64, out: &Path)
     let after = calib(&|s: &SeedRun| {
         s.runs
             .iter()
-            .find(|r| r.filter == Filter::Majority)
+            .find(|r| r.variant == Variant::Lmsi)
             .map(|r| r.accuracy.items.clone())
             .unwrap_or_default()
     });
@@ -541,7 +597,7 @@ fn report(cfg: &LmsiExperimentConfig, all: &[SeedRun], seconds: f64, out: &Path)
          {} gold CoT demonstrations for {} steps (the base), {} unlabelled training-split \
          questions × {} paths at T = {}, then three fine-tunes of the base ({} steps, lr {}) on \
          the paths each filter keeps, in the four formats (few-shot CoT, few-shot direct, \
-         zero-shot CoT, zero-shot direct). Test: {} eval-split problems ({} per step count, \
+         zero-shot CoT: the plain question, zero-shot direct: \"… Answer directly.\"). Test: {} eval-split problems ({} per step count, \
          entities and operands never seen in training), greedy and self-consistency over {} \
          paths. Intervals: 95% two-level bootstrap (seeds, then problems). Settings fixed before \
          the run.\n\n{table}\n",

@@ -61,7 +61,7 @@ pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<Tokenizer> {
 }
 
 /// What one training run cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainStats {
     pub steps: u64,
     pub examples: usize,
@@ -275,6 +275,53 @@ impl TinyLm {
             .into_iter()
             .map(|gs| gs.into_iter().map(|g| g.text.trim().to_string()).collect())
             .collect())
+    }
+}
+
+impl TinyLm {
+    /// Mean log-probability per token of each `completion` (its EOS included) after its
+    /// `prompt`, teacher-forced: how likely the model finds the right answer, even when it would
+    /// not generate it.
+    pub fn completion_logprob(&self, pairs: &[(String, String)], rows: usize) -> Result<Vec<f64>> {
+        let _guard = tch::no_grad_guard();
+        let pad = self.pre.tokenizer.pad_id().map_or(0, i64::from);
+        let dev = self.pre.model.device();
+        let mut out = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(rows.max(1)) {
+            let examples = chunk
+                .iter()
+                .map(|(p, c)| self.example(p, c))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&SftExample> = examples.iter().collect();
+            let (ids, labels) = rlhf_train::sft::collate(&refs, pad);
+            let (ids, labels) = (ids.to_device(dev), labels.to_device(dev));
+            let logits = self.pre.model.forward(
+                rlhf_model::Batch {
+                    input_ids: &ids,
+                    attention_mask: None,
+                },
+                None,
+            )?;
+            let mask = labels.ne(-100);
+            let logp = logits
+                .to_kind(tch::Kind::Float)
+                .log_softmax(-1, tch::Kind::Float)
+                .gather(-1, &labels.clamp_min(0).unsqueeze(-1), false)
+                .squeeze_dim(-1)
+                * mask.to_kind(tch::Kind::Float);
+            let sums = Vec::<f64>::try_from(logp.sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                tch::Kind::Double,
+            ))?;
+            let counts = Vec::<f64>::try_from(mask.sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                tch::Kind::Double,
+            ))?;
+            out.extend(sums.iter().zip(&counts).map(|(s, c)| s / c.max(1.0)));
+        }
+        Ok(out)
     }
 }
 

@@ -6,12 +6,12 @@ use anyhow::Result;
 use rlhf_data::{AnswerPattern, Split, Task};
 use rlhf_experiments::cot::{self, Condition, CotConfig, Problem};
 use rlhf_experiments::format::{self, FormatConfig};
-use rlhf_experiments::lmsi::{self, LmsiExperimentConfig};
+use rlhf_experiments::lmsi::{self, LmsiExperimentConfig, Variant};
 use rlhf_experiments::tiny::{TinyLm, TinySpec, train_tokenizer};
 use rlhf_experiments::{Quiet, common};
 use rlhf_model::PromptFormat;
 use rlhf_train::TrainerConfig;
-use rlhf_train::lmsi::Filter;
+use rlhf_train::lmsi::{Filter, Formats};
 use tch::Device;
 
 fn nano(max_positions: i64) -> TinySpec {
@@ -185,7 +185,12 @@ fn lmsi_experiment_filters_keep_what_they_promise() -> Result<()> {
     let runs = lmsi::run(&cfg, &[3], dir.path(), Device::Cpu, &mut Quiet)?;
     let s = &runs[0];
     assert_eq!(s.paths, 24);
-    let by = |f: Filter| s.runs.iter().find(|r| r.filter == f).expect("filter ran");
+    let by = |f: Filter| {
+        s.runs
+            .iter()
+            .find(|r| r.filter == f && r.formats == Formats::Cot)
+            .expect("filter ran")
+    };
     // Gold keeps only right answers; no-vote keeps every answered path, a superset of LMSI's.
     assert!(by(Filter::Gold).kept_paths == 0 || by(Filter::Gold).kept_correct == 1.0);
     assert!(by(Filter::NoVote).kept_paths >= by(Filter::Majority).kept_paths);
@@ -194,9 +199,72 @@ fn lmsi_experiment_filters_keep_what_they_promise() -> Result<()> {
         (s.answered * s.paths as f64).round() as usize
     );
     assert_eq!(s.base.items.len(), 8);
+    assert_eq!(
+        s.runs.len(),
+        4,
+        "three filters in CoT formats and LMSI in the paper's four"
+    );
+    let mixed = s
+        .runs
+        .iter()
+        .find(|r| r.variant == Variant::LmsiMixed)
+        .expect("mixed ran");
+    assert_eq!(mixed.kept_paths, by(Filter::Majority).kept_paths);
+    assert!(mixed.kept_paths == 0 || mixed.records == 2 * by(Filter::Majority).records);
     let md = std::fs::read_to_string(dir.path().join("e8.md"))?;
     assert!(md.contains("lmsi (majority vote)") && md.contains("Calibration"));
     assert!(dir.path().join("e8_calibration.png").exists());
     let _ = common::RESAMPLES;
+    Ok(())
+}
+
+#[test]
+fn emergence_scores_the_same_outputs_four_ways_per_size() -> Result<()> {
+    use rlhf_experiments::emergence::{self, EmergenceConfig};
+    let dir = tempfile::tempdir()?;
+    let cfg = EmergenceConfig {
+        sizes: vec![
+            nano(32),
+            TinySpec {
+                hidden: 48,
+                ..nano(32)
+            },
+        ],
+        train_problems: 64,
+        test_problems: 12,
+        trainer: steps(3, 16),
+        ..Default::default()
+    };
+    let runs = emergence::run(&cfg, &[2], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0].runs;
+    assert_eq!(r.len(), 2);
+    assert!(r[0].params < r[1].params);
+    for s in r {
+        assert_eq!(s.exact.len(), 12);
+        for i in 0..12 {
+            // Exact match implies every digit right; per-digit never exceeds edit similarity
+            // by construction of the two (a substitution costs both the same).
+            assert!(s.exact[i] <= s.per_digit[i]);
+            assert!(s.answer_logprob[i] <= 0.0 && s.answer_logprob[i].is_finite());
+        }
+    }
+    let md = std::fs::read_to_string(dir.path().join("e2.md"))?;
+    assert!(md.contains("Sharpness") && md.contains("**Verdict:"));
+    assert!(dir.path().join("e2_vs_flops.png").exists());
+    // The report re-renders from results.json alone, table for table.
+    std::fs::remove_file(dir.path().join("e2.md"))?;
+    let again = emergence::report_only(&cfg, dir.path())?;
+    assert_eq!(again[0].runs[1].exact, r[1].exact);
+    let md2 = std::fs::read_to_string(dir.path().join("e2.md"))?;
+    let table = |m: &str| m.split("Wall time").next().unwrap_or_default().to_string();
+    assert_eq!(table(&md2), table(&md));
+    let other = EmergenceConfig {
+        sizes: vec![nano(32)],
+        ..cfg.clone()
+    };
+    assert!(
+        emergence::report_only(&other, dir.path()).is_err(),
+        "sizes must match"
+    );
     Ok(())
 }

@@ -32,6 +32,18 @@ pub enum Filter {
     Gold,
 }
 
+/// Which of LMSI's prompt formats the kept paths are trained in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Formats {
+    /// The paper's four: few-shot CoT, few-shot direct, zero-shot CoT, zero-shot direct.
+    Mixed,
+    /// The two with the reasoning: few-shot CoT and zero-shot CoT. For models too small to
+    /// keep "answer directly" apart from "answer" (E8: the direct half pulled a tiny model's
+    /// plain-question accuracy from 52% to 21%, even on perfectly filtered paths).
+    Cot,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LmsiConfig {
@@ -43,6 +55,8 @@ pub struct LmsiConfig {
     /// A question's majority must hold at least this share of its paths (0: any majority).
     pub min_share: f64,
     pub filter: Filter,
+    /// The prompt formats of the training records: "mixed" (the paper's four) or "cot".
+    pub formats: Formats,
     /// Worked examples in the few-shot formats (taken from the kept paths themselves, so no
     /// label is used). Two fit the tiny models' 256-token context.
     pub exemplars: usize,
@@ -61,6 +75,7 @@ impl Default for LmsiConfig {
             max_new_tokens: 96,
             min_share: 0.0,
             filter: Filter::Majority,
+            formats: Formats::Mixed,
             exemplars: 2,
             eval_paths: 16,
             seed: 0,
@@ -157,9 +172,17 @@ pub fn keep(all: &[Paths], filter: Filter, min_share: f64) -> Vec<(String, Strin
 /// The training set in LMSI's four formats, one record per kept path and format: few-shot CoT,
 /// few-shot direct, zero-shot CoT, zero-shot direct. Exemplars are kept paths of other questions;
 /// a few-shot record that does not `fit` (prompt, completion) the context gets fewer of them.
+///
+/// Zero-shot CoT is the question exactly as asked: a chat model fine-tuned on reasoning answers
+/// a plain question with its steps, and that is how it is asked at evaluation (the paper's
+/// "Let's think step by step." trigger is for a base model). Zero-shot direct carries an explicit
+/// cue, "Answer directly.", so the direct records do not teach the model to skip its steps
+/// when asked plainly: with the trigger in the CoT format instead, fine-tuning a tiny model on
+/// even perfectly filtered paths cut its plain-question accuracy from 48% to 10% (E8, seed 0).
 pub fn mixed_formats(
     kept: &[(String, String, i64)],
     exemplars: usize,
+    formats: Formats,
     fits: impl Fn(&str, &str) -> bool,
 ) -> Result<Vec<SftRecord>> {
     let demos: Vec<Exemplar> = kept
@@ -184,12 +207,17 @@ pub fn mixed_formats(
                 .find(|p| fits(p, completion))
                 .unwrap_or_else(|| few_shot_prompt(&[], format, q))
         };
-        let pairs = [
+        let mut pairs = vec![
             (few_shot(ExemplarFormat::ChainOfThought, text), text.clone()),
-            (few_shot(ExemplarFormat::Direct, &direct), direct.clone()),
-            (format!("{q} Let's think step by step."), text.clone()),
-            (format!("{q} Answer directly."), direct),
+            (q.clone(), text.clone()),
         ];
+        if formats == Formats::Mixed {
+            pairs.insert(
+                1,
+                (few_shot(ExemplarFormat::Direct, &direct), direct.clone()),
+            );
+            pairs.push((format!("{q} Answer directly."), direct));
+        }
         out.extend(
             pairs
                 .into_iter()
@@ -328,7 +356,7 @@ mod tests {
             ("Q2?".to_string(), "b so 2. The answer is 2.".to_string(), 2),
             ("Q3?".to_string(), "c so 3. The answer is 3.".to_string(), 3),
         ];
-        let recs = mixed_formats(&kept, 2, |_, _| true).unwrap();
+        let recs = mixed_formats(&kept, 2, Formats::Mixed, |_, _| true).unwrap();
         assert_eq!(recs.len(), 12);
         let SftRecord::Completion { prompt, completion } = &recs[0] else {
             panic!()
@@ -350,9 +378,24 @@ mod tests {
             panic!()
         };
         assert_eq!(prompt, "Q1? Answer directly.");
-        assert!(mixed_formats(&[], 2, |_, _| true).is_err());
+        let SftRecord::Completion { prompt, completion } = &recs[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (prompt.as_str(), completion.as_str()),
+            ("Q1?", "a so 1. The answer is 1.")
+        );
+        assert!(mixed_formats(&[], 2, Formats::Mixed, |_, _| true).is_err());
+        // CoT only: the two reasoning formats per path, no direct answers.
+        let cot = mixed_formats(&kept, 2, Formats::Cot, |_, _| true).unwrap();
+        assert_eq!(cot.len(), 6);
+        assert!(cot.iter().all(|r| matches!(r,
+            SftRecord::Completion { completion, .. } if completion.len() > "The answer is 1.".len())));
         // Too long with two exemplars: one is used.
-        let one = mixed_formats(&kept, 2, |p, _| p.matches("Q:").count() <= 2).unwrap();
+        let one = mixed_formats(&kept, 2, Formats::Mixed, |p, _| {
+            p.matches("Q:").count() <= 2
+        })
+        .unwrap();
         let SftRecord::Completion { prompt, .. } = &one[0] else {
             panic!()
         };

@@ -1,11 +1,11 @@
-//! `rlhf experiment cot|format|lmsi`: the paper-table rows E3, E4 and E8.
+//! `rlhf experiment cot|format|lmsi|emergence`: the paper-table rows E3, E4, E8 and E2.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
 use indicatif::ProgressBar;
-use rlhf_experiments::{Observer, cot, format, lmsi};
+use rlhf_experiments::{Observer, cot, emergence, format, lmsi};
 
 use crate::common::ConfigArgs;
 
@@ -33,6 +33,11 @@ enum Which {
     /// formats; greedy and self-consistency accuracy before/after, the no-vote and gold-filter
     /// controls, and calibration (writes OUT/e8.md, OUT/results.json, OUT/e8_*.svg/png).
     Lmsi(Common),
+    /// E2, emergence as a metric effect: six model sizes (~7k to ~0.8M parameters) learn 4-digit
+    /// addition from the same data; the same outputs are scored by exact match, per-digit
+    /// accuracy, edit distance and answer likelihood, against parameters and FLOPs (writes
+    /// OUT/e2.md, OUT/results.json, OUT/e2_vs_params.svg/png, OUT/e2_vs_flops.svg/png).
+    Emergence(Common),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -46,6 +51,10 @@ struct Common {
     /// Output directory (created).
     #[arg(long)]
     out: PathBuf,
+    /// Only re-render the report from OUT/results.json of an earlier run with the same config
+    /// (no training); `emergence` only.
+    #[arg(long)]
+    report_only: bool,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -86,8 +95,13 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Cot(c) => (c, "e3.md"),
         Which::Format(c) => (c, "e4.md"),
         Which::Lmsi(c) => (c, "e8.md"),
+        Which::Emergence(c) => (c, "e2.md"),
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
+    anyhow::ensure!(
+        !common.report_only || matches!(args.which, Which::Emergence(_)),
+        "--report-only is implemented for `experiment emergence` only"
+    );
     let seeds: Vec<u64> = (common.first_seed..common.first_seed + common.seeds).collect();
     match &args.which {
         Which::Cot(c) => {
@@ -101,6 +115,14 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Lmsi(c) => {
             let cfg: lmsi::LmsiExperimentConfig = c.config.load()?;
             lmsi::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Emergence(c) => {
+            let cfg: emergence::EmergenceConfig = c.config.load()?;
+            if c.report_only {
+                emergence::report_only(&cfg, &c.out)?;
+            } else {
+                emergence::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+            }
         }
     }
     if let Some(b) = bars.bar.take() {

@@ -14,7 +14,8 @@ use crate::common::ConfigArgs;
 /// Self-improvement without labels (Huang et al. 2022): sample --paths reasoning paths per
 /// unlabelled question at --temperature, keep every path that reaches the majority answer (the
 /// vote share may be required to reach `lmsi.min_share`), fine-tune on them in four mixed
-/// formats (few-shot and zero-shot, with and without the reasoning), and report greedy and
+/// formats (few-shot and zero-shot, with and without the reasoning; `lmsi.formats = "cot"` keeps
+/// only the two with the reasoning, which tiny models need), and report greedy and
 /// self-consistency accuracy before and after on --eval (task-world word problems), with the
 /// vote share's calibration. `lmsi.filter = "no-vote"` and `"gold"` are the experiment's
 /// controls. Writes OUT/lmsi.jsonl (the training data), the checkpoint and OUT/report.json.
@@ -111,7 +112,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             .apply_chat(&msgs, false)
             .is_ok_and(|ids| (ids.len() as i64) < context)
     };
-    let records = lmsi::mixed_formats(&kept, cfg.lmsi.exemplars, fits)?;
+    let records = lmsi::mixed_formats(&kept, cfg.lmsi.exemplars, cfg.lmsi.formats, fits)?;
     let data = args.out.join("lmsi.jsonl");
     write_jsonl(&data, &records)?;
     eprintln!(
