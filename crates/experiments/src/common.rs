@@ -90,6 +90,31 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io("create", dir, e))
 }
 
+/// The loop every experiment shares: creates `out`, runs `one(seed, label, obs)` per seed
+/// (label: "seed 3 (2/3)"), rewrites `out/results.json` after each seed so that a crash loses at
+/// most the seed in progress, and returns the runs with the wall time in seconds.
+pub fn run_seeds<T: Serialize>(
+    seeds: &[u64],
+    out: &Path,
+    obs: &mut dyn Observer,
+    mut one: impl FnMut(u64, &str, &mut dyn Observer) -> Result<T>,
+) -> Result<(Vec<T>, f64)> {
+    if seeds.is_empty() {
+        return Err(ExperimentError::Invalid(
+            "at least one seed is needed".into(),
+        ));
+    }
+    create_dir(out)?;
+    let t0 = std::time::Instant::now();
+    let mut all = Vec::with_capacity(seeds.len());
+    for (i, &seed) in seeds.iter().enumerate() {
+        let label = format!("seed {} ({}/{})", seed, i + 1, seeds.len());
+        all.push(one(seed, &label, obs)?);
+        write_json(&out.join("results.json"), &all)?;
+    }
+    Ok((all, t0.elapsed().as_secs_f64()))
+}
+
 /// Whether a paired-difference interval lies above zero, in the report's words.
 pub fn verdict(ci: &Interval) -> &'static str {
     if ci.lo > 0.0 {

@@ -17,7 +17,7 @@ use rlhf_train::TrainerConfig;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{Observer, create_dir, flops, pct, seeds_ci, write_json, write_text};
+use crate::common::{Observer, flops, pct, run_seeds, seeds_ci, write_text};
 use crate::error::{ExperimentError, Result};
 use crate::format::additions;
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
@@ -163,20 +163,15 @@ pub fn run(
     device: Device,
     obs: &mut dyn Observer,
 ) -> Result<Vec<SeedRun>> {
-    if seeds.is_empty() || cfg.sizes.is_empty() {
+    if cfg.sizes.is_empty() {
         return Err(ExperimentError::Invalid(
-            "at least one seed and one model size are needed".into(),
+            "at least one model size is needed".into(),
         ));
     }
-    create_dir(out)?;
-    let t0 = std::time::Instant::now();
-    let mut all = Vec::new();
-    for (i, &seed) in seeds.iter().enumerate() {
-        let label = format!("seed {} ({}/{})", seed, i + 1, seeds.len());
-        all.push(run_seed(cfg, seed, &label, device, obs)?);
-        write_json(&out.join("results.json"), &all)?;
-    }
-    let text = report(cfg, &all, t0.elapsed().as_secs_f64(), out)?;
+    let (all, seconds) = run_seeds(seeds, out, obs, |seed, label, obs| {
+        run_seed(cfg, seed, label, device, obs)
+    })?;
+    let text = report(cfg, &all, seconds, out)?;
     write_text(&out.join("e2.md"), &text)?;
     Ok(all)
 }

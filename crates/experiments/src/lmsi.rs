@@ -24,10 +24,8 @@ use rlhf_train::lmsi::{self, Accuracy, Filter, Formats, LmsiConfig, Paths};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{
-    Observer, create_dir, flops, paired_diff, pct, seeds_ci, verdict, write_json, write_text,
-};
-use crate::error::{ExperimentError, Result};
+use crate::common::{Observer, flops, paired_diff, pct, run_seeds, seeds_ci, verdict, write_text};
+use crate::error::Result;
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
 
 /// `rlhf experiment lmsi`'s settings.
@@ -224,20 +222,10 @@ pub fn run(
     device: Device,
     obs: &mut dyn Observer,
 ) -> Result<Vec<SeedRun>> {
-    if seeds.is_empty() {
-        return Err(ExperimentError::Invalid(
-            "at least one seed is needed".into(),
-        ));
-    }
-    create_dir(out)?;
-    let t0 = std::time::Instant::now();
-    let mut all = Vec::new();
-    for (i, &seed) in seeds.iter().enumerate() {
-        let label = format!("seed {} ({}/{})", seed, i + 1, seeds.len());
-        all.push(run_seed(cfg, seed, &label, device, obs)?);
-        write_json(&out.join("results.json"), &all)?;
-    }
-    let text = report(cfg, &all, t0.elapsed().as_secs_f64(), out)?;
+    let (all, seconds) = run_seeds(seeds, out, obs, |seed, label, obs| {
+        run_seed(cfg, seed, label, device, obs)
+    })?;
+    let text = report(cfg, &all, seconds, out)?;
     write_text(&out.join("e8.md"), &text)?;
     Ok(all)
 }

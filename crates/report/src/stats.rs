@@ -86,13 +86,18 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, level: f64, seed: u64
         };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| (0..n).map(|_| values[below(&mut rng, n)]).sum::<f64>() / n as f64)
         .collect();
+    percentile_interval(m, means, level)
+}
+
+/// The percentile interval at `level` of resampled means around the point estimate `mean`.
+fn percentile_interval(mean: f64, mut means: Vec<f64>, level: f64) -> Interval {
     means.sort_by(f64::total_cmp);
     let alpha = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
     Interval {
-        mean: m,
+        mean,
         lo: quantile(&means, alpha),
         hi: quantile(&means, 1.0 - alpha),
     }
@@ -131,7 +136,7 @@ pub fn bootstrap_seeds_ci(
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let k = seeds.len();
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| {
             (0..k)
                 .map(|_| {
@@ -143,13 +148,7 @@ pub fn bootstrap_seeds_ci(
                 / k as f64
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    let alpha = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
-    Interval {
-        mean: m,
-        lo: quantile(&means, alpha),
-        hi: quantile(&means, 1.0 - alpha),
-    }
+    percentile_interval(m, means, level)
 }
 
 /// The `q` quantile of sorted values, interpolating between neighbours (numpy's "linear").
