@@ -29,8 +29,15 @@ fn decoder(dir: &std::path::Path) -> Decoder {
         "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
     });
     let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
-    tch::manual_seed(3);
-    Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+    {
+        // libtorch's generator is global and the tests run on parallel threads: without the
+        // lock another test's initialisation can interleave with this one and change the
+        // weights (the penalty test once saw a different model in CI and failed).
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
+    }
     Decoder::new(Pretrained::load(dir, Head::Lm, Device::Cpu).unwrap())
 }
 
