@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rand::RngCore;
-use rlhf_report::{Interval, bootstrap_seeds_ci, fmt_interval};
+use rlhf_report::{Interval, Series, bootstrap_seeds_ci, fmt_interval};
 use serde::Serialize;
 
 use crate::error::{ExperimentError, Result};
@@ -34,6 +34,15 @@ pub const RESAMPLES: usize = 2000;
 /// Mean over seeds with the two-level 95% bootstrap interval (seeds, then test items).
 pub fn seeds_ci(per_seed: &[Vec<f64>]) -> Interval {
     bootstrap_seeds_ci(per_seed, RESAMPLES, 0.95, 0)
+}
+
+/// A plot curve through the intervals' means, with their 95% band.
+pub fn ci_series(name: &str, points: &[(f64, Interval)]) -> Series {
+    Series {
+        name: name.into(),
+        points: points.iter().map(|(x, c)| (*x, c.mean)).collect(),
+        band: Some(points.iter().map(|(x, c)| (*x, c.lo, c.hi)).collect()),
+    }
 }
 
 /// An accuracy interval in percent, e.g. `63.5 [60.0, 66.8]`.

@@ -21,12 +21,14 @@ use rlhf_data::{
     world_rng,
 };
 use rlhf_model::PromptFormat;
-use rlhf_report::{LineChart, Series, md_table};
+use rlhf_report::{LineChart, md_table};
 use rlhf_train::TrainerConfig;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{Observer, flops, paired_diff, pct, run_seeds, seeds_ci, verdict, write_text};
+use crate::common::{
+    Observer, ci_series, flops, paired_diff, pct, run_seeds, seeds_ci, verdict, write_text,
+};
 use crate::error::{ExperimentError, Result};
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
 
@@ -466,11 +468,7 @@ fn report(cfg: &CotConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Result<
                 let cis: Vec<_> = (1..=max)
                     .map(|k| (k as f64, seeds_ci(&per_seed(all, c, Some(k)))))
                     .collect();
-                Series {
-                    name: c.name().into(),
-                    points: cis.iter().map(|(x, ci)| (*x, ci.mean)).collect(),
-                    band: Some(cis.iter().map(|(x, ci)| (*x, ci.lo, ci.hi)).collect()),
-                }
+                ci_series(c.name(), &cis)
             })
             .collect(),
         ..Default::default()

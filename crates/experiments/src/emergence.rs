@@ -12,12 +12,12 @@
 use std::path::Path;
 
 use rlhf_model::PromptFormat;
-use rlhf_report::{LineChart, Series, md_table};
+use rlhf_report::{LineChart, md_table};
 use rlhf_train::TrainerConfig;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{Observer, flops, pct, run_seeds, seeds_ci, write_text};
+use crate::common::{Observer, ci_series, flops, pct, run_seeds, seeds_ci, write_text};
 use crate::error::{ExperimentError, Result};
 use crate::format::additions;
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
@@ -347,11 +347,7 @@ fn report(cfg: &EmergenceConfig, all: &[SeedRun], seconds: f64, out: &Path) -> R
                     let cis: Vec<_> = (0..n_sizes)
                         .map(|i| (xs[i], seeds_ci(&per_seed(i, m))))
                         .collect();
-                    Series {
-                        name: m.0.into(),
-                        points: cis.iter().map(|(x, c)| (*x, c.mean)).collect(),
-                        band: Some(cis.iter().map(|(x, c)| (*x, c.lo, c.hi)).collect()),
-                    }
+                    ci_series(m.0, &cis)
                 })
                 .collect(),
             ..Default::default()

@@ -15,13 +15,13 @@ use std::path::Path;
 
 use rlhf_data::world_rng;
 use rlhf_model::PromptFormat;
-use rlhf_report::{LineChart, Series, md_table};
+use rlhf_report::{LineChart, md_table};
 use rlhf_train::TrainerConfig;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::common::{
-    Observer, flops, paired_diff, pct, run_seeds, seeds_ci, uniform, verdict, write_text,
+    Observer, ci_series, flops, paired_diff, pct, run_seeds, seeds_ci, uniform, verdict, write_text,
 };
 use crate::error::{ExperimentError, Result};
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
@@ -344,11 +344,7 @@ fn report(cfg: &FormatConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
                     .iter()
                     .map(|&n| (n as f64, seeds_ci(&per_seed(all, f, n))))
                     .collect();
-                Series {
-                    name: f.name().into(),
-                    points: cis.iter().map(|(x, c)| (*x, c.mean)).collect(),
-                    band: Some(cis.iter().map(|(x, c)| (*x, c.lo, c.hi)).collect()),
-                }
+                ci_series(f.name(), &cis)
             })
             .collect(),
         ..Default::default()
