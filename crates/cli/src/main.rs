@@ -39,6 +39,8 @@ enum Command {
     Nll(cmd::nll::Args),
     SelfImprove(cmd::self_improve::Args),
     Experiment(cmd::experiment::Args),
+    Distill(cmd::distill::Args),
+    Flan(cmd::flan::Args),
     Import(cmd::import::Args),
 }
 
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
         Command::Nll(args) => cmd::nll::run(args, device),
         Command::SelfImprove(args) => cmd::self_improve::run(args, device),
         Command::Experiment(args) => cmd::experiment::run(args, device),
+        Command::Distill(args) => cmd::distill::run(args, device),
+        Command::Flan(args) => cmd::flan::run(args, device),
         Command::Import(args) => cmd::import::run(args),
     });
     match result {

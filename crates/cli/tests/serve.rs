@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,50 +14,21 @@ use common::tiny_checkpoint;
 use rlhf_client::types::{ChatMessage, ChatRequest, CompletionRequest, Prompt, StopSeq};
 use rlhf_client::{Client, ClientConfig, ClientError};
 
-/// A running `rlhf serve` on a free port, killed on drop.
+/// A running `rlhf serve` of a tiny random model, killed on drop.
 struct Server {
-    child: Child,
+    _proc: common::Served,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
     tiny_checkpoint(&model, 300, 128, 0);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .args([
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "serve",
-            "--port",
-            "0",
-            "--model",
-        ])
-        .arg(&model)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("rlhf serve exited").unwrap();
-        if let Some((_, url)) = line.split_once(" on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let proc = common::serve(&model);
     Server {
-        child,
-        url,
+        url: proc.url.clone(),
+        _proc: proc,
         _dir: dir,
     }
 }

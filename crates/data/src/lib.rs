@@ -43,6 +43,7 @@
 //! ```
 
 mod error;
+pub mod flan;
 mod formats;
 mod jsonl;
 mod labeler;

@@ -15,8 +15,10 @@
 
 pub mod common;
 pub mod cot;
+pub mod distill;
 pub mod emergence;
 pub mod error;
+pub mod flan;
 pub mod format;
 pub mod lmsi;
 pub mod tiny;

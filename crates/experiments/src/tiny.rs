@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use rlhf_data::SftRecord;
 use rlhf_model::{Gpt, Head, ModelConfig, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_tokenizer::{BpeConfig, Tokenizer, train_bpe};
-use rlhf_train::sft::{SftData, SftExample, encode_example, sft_loss};
+use rlhf_train::flan::completion_logprobs;
+use rlhf_train::sft::{SftData, SftExample, encode_pair, sft_loss};
 use rlhf_train::{DataSource, StepOutput, TrainStep, TrainerConfig, run_steps_with};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -125,32 +125,7 @@ impl TinyLm {
 
     /// One training example: loss on the completion and the EOS that ends it, not the prompt.
     pub fn example(&self, prompt: &str, completion: &str) -> Result<SftExample> {
-        let ex = match self.format {
-            PromptFormat::Chat => encode_example(
-                &self.pre,
-                &SftRecord::Completion {
-                    prompt: prompt.into(),
-                    completion: completion.into(),
-                },
-            )?,
-            PromptFormat::Raw => {
-                let tok = &self.pre.tokenizer;
-                let mut ids: Vec<i64> = self.pre.encode_prompt(prompt, PromptFormat::Raw)?;
-                let n_prompt = ids.len();
-                ids.extend(tok.encode(completion, false)?.into_iter().map(i64::from));
-                ids.extend(tok.eos_id().map(i64::from));
-                let labels = (0..ids.len())
-                    .map(|t| {
-                        if t + 1 >= n_prompt && t + 1 < ids.len() {
-                            ids[t + 1]
-                        } else {
-                            -100
-                        }
-                    })
-                    .collect();
-                SftExample { ids, labels }
-            }
-        };
+        let ex = encode_pair(&self.pre, self.format, prompt, completion)?;
         let max = self.pre.model.cfg.max_positions as usize;
         if ex.ids.len() > max {
             return Err(ExperimentError::Invalid(format!(
@@ -283,45 +258,14 @@ impl TinyLm {
     /// `prompt`, teacher-forced: how likely the model finds the right answer, even when it would
     /// not generate it.
     pub fn completion_logprob(&self, pairs: &[(String, String)], rows: usize) -> Result<Vec<f64>> {
-        let _guard = tch::no_grad_guard();
-        let pad = self.pre.tokenizer.pad_id().map_or(0, i64::from);
-        let dev = self.pre.model.device();
-        let mut out = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(rows.max(1)) {
-            let examples = chunk
-                .iter()
-                .map(|(p, c)| self.example(p, c))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&SftExample> = examples.iter().collect();
-            let (ids, labels) = rlhf_train::sft::collate(&refs, pad);
-            let (ids, labels) = (ids.to_device(dev), labels.to_device(dev));
-            let logits = self.pre.model.forward(
-                rlhf_model::Batch {
-                    input_ids: &ids,
-                    attention_mask: None,
-                },
-                None,
-            )?;
-            let mask = labels.ne(-100);
-            let logp = logits
-                .to_kind(tch::Kind::Float)
-                .log_softmax(-1, tch::Kind::Float)
-                .gather(-1, &labels.clamp_min(0).unsqueeze(-1), false)
-                .squeeze_dim(-1)
-                * mask.to_kind(tch::Kind::Float);
-            let sums = Vec::<f64>::try_from(logp.sum_dim_intlist(
-                [1i64].as_slice(),
-                false,
-                tch::Kind::Double,
-            ))?;
-            let counts = Vec::<f64>::try_from(mask.sum_dim_intlist(
-                [1i64].as_slice(),
-                false,
-                tch::Kind::Double,
-            ))?;
-            out.extend(sums.iter().zip(&counts).map(|(s, c)| s / c.max(1.0)));
+        for (p, c) in pairs {
+            // Checks the context with the experiment's message.
+            self.example(p, c)?;
         }
-        Ok(out)
+        Ok(completion_logprobs(&self.pre, self.format, pairs, rows)?
+            .into_iter()
+            .map(|(sum, n)| sum / n.max(1) as f64)
+            .collect())
     }
 }
 

@@ -268,3 +268,89 @@ fn emergence_scores_the_same_outputs_four_ways_per_size() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn flan_experiment_scores_every_condition_on_both_eval_sets() -> Result<()> {
+    use rlhf_data::flan::FlanConfig;
+    use rlhf_experiments::flan::{self, FlanExperimentConfig};
+    let dir = tempfile::tempdir()?;
+    let cfg = FlanExperimentConfig {
+        data: FlanConfig {
+            train_per_cluster: 12,
+            eval_per_cluster: 4,
+            corpus_docs: 40,
+            countries: 8,
+            ..Default::default()
+        },
+        cluster_counts: vec![1, 7],
+        vocab: 300,
+        model: nano(160),
+        pretrain: steps(3, 8),
+        finetune: steps(3, 8),
+        ..Default::default()
+    };
+    let runs = flan::run(&cfg, &[1], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0];
+    let names: Vec<&str> = r.conditions.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["base", "flan-1", "flan-7", "no-template"]);
+    assert_eq!(r.held_out, flan::held_out_for(1, 3));
+    for c in &r.conditions {
+        assert_eq!(c.held_out.len(), 3 * 4);
+        assert_eq!(c.seen.len(), 7 * 4);
+        // Held-out clusters are never trained on; eval sets keep to their clusters.
+        assert!(c.clusters.iter().all(|k| !r.held_out.contains(k)));
+        assert!(c.held_out.iter().all(|s| r.held_out.contains(&s.cluster)));
+        assert!(c.seen.iter().all(|s| !r.held_out.contains(&s.cluster)));
+        assert!(c.held_out.iter().all(|s| s.chance > 0.0 && s.chance <= 0.5));
+    }
+    assert_eq!(r.conditions[1].clusters.len(), 1);
+    assert_eq!(r.conditions[2].clusters.len(), 7);
+    assert_eq!(r.conditions[3].clusters, r.conditions[2].clusters);
+    let md = std::fs::read_to_string(dir.path().join("e5.md"))?;
+    assert!(md.contains("**Verdict:") && md.contains("held-out cluster"));
+    assert!(dir.path().join("e5_vs_clusters.svg").exists());
+    let bad = FlanExperimentConfig {
+        cluster_counts: vec![8],
+        ..cfg
+    };
+    assert!(flan::run(&bad, &[1], dir.path(), Device::Cpu, &mut Quiet).is_err());
+    Ok(())
+}
+
+#[test]
+fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
+    use rlhf_experiments::distill::{self, DistillExperimentConfig};
+    let dir = tempfile::tempdir()?;
+    let cfg = DistillExperimentConfig {
+        people: 40,
+        gold: 10,
+        pool: 200,
+        test: 20,
+        vocab: 300,
+        teacher: TinySpec {
+            hidden: 48,
+            ..nano(96)
+        },
+        student: nano(48),
+        pretrain: steps(3, 8),
+        adapt: steps(2, 4),
+        student_trainer: steps(3, 8),
+        rows: 64,
+        ..Default::default()
+    };
+    let runs = distill::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0];
+    assert_eq!(r.students.len(), 3);
+    assert_eq!(r.students[0].examples, 10);
+    assert_eq!(r.students[1].examples, r.labels_kept);
+    assert!(r.labels_kept <= 200);
+    assert_eq!(r.students[2].examples, 200);
+    assert!(r.teacher_params > r.student_params);
+    for s in r.students.iter().chain([&r.teacher]) {
+        assert_eq!(s.correct.len(), 20);
+    }
+    assert!((0.0..=1.0).contains(&r.label_accuracy));
+    let md = std::fs::read_to_string(dir.path().join("e6.md"))?;
+    assert!(md.contains("**Verdict:") && md.contains("teacher-labelled student"));
+    Ok(())
+}

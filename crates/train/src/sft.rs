@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::{Role, SftRecord, read_jsonl_lines};
-use rlhf_model::{Batch, Gpt, Head, Pretrained};
+use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat};
 use rlhf_tokenizer::Message;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -25,7 +25,7 @@ use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Resume, RunOptions, Trainer};
 
 /// Label of tokens that carry no loss (prompt and padding), as in PyTorch's cross-entropy.
-const IGNORE: i64 = -100;
+pub(crate) const IGNORE: i64 = -100;
 
 /// `rlhf sft`'s configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +112,49 @@ pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample
     let n_prompt = prompt.len();
     prompt.append(&mut answer);
     let ids = prompt;
+    let labels = (0..ids.len())
+        .map(|t| {
+            if t + 1 >= n_prompt && t + 1 < ids.len() {
+                ids[t + 1]
+            } else {
+                IGNORE
+            }
+        })
+        .collect();
+    Ok(SftExample { ids, labels })
+}
+
+/// One (prompt, completion) pair in either prompt format: the chat template's rendering
+/// ([`encode_example`]) or, raw, the prompt's tokens (with BOS) followed directly by the
+/// completion's and EOS. Labels cover the completion and EOS only.
+pub fn encode_pair(
+    pre: &Pretrained,
+    format: PromptFormat,
+    prompt: &str,
+    completion: &str,
+) -> Result<SftExample> {
+    if format == PromptFormat::Chat {
+        return encode_example(
+            pre,
+            &SftRecord::Completion {
+                prompt: prompt.into(),
+                completion: completion.into(),
+            },
+        );
+    }
+    let tok = &pre.tokenizer;
+    let mut ids: Vec<i64> = pre.encode_prompt(prompt, PromptFormat::Raw)?;
+    let n_prompt = ids.len();
+    ids.extend(
+        tok.encode(completion, false)
+            .map_err(tok_err)?
+            .into_iter()
+            .map(i64::from),
+    );
+    ids.extend(tok.eos_id().map(i64::from));
+    if ids.len() == n_prompt {
+        return Err(TrainError::Invalid("empty completion".into()));
+    }
     let labels = (0..ids.len())
         .map(|t| {
             if t + 1 >= n_prompt && t + 1 < ids.len() {

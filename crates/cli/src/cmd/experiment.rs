@@ -1,11 +1,12 @@
-//! `rlhf experiment cot|format|lmsi|emergence`: the paper-table rows E3, E4, E8 and E2.
+//! `rlhf experiment cot|format|lmsi|emergence|flan|distill`: the paper-table rows E3, E4, E8, E2,
+//! E5 and E6.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
 use indicatif::ProgressBar;
-use rlhf_experiments::{Observer, cot, emergence, format, lmsi};
+use rlhf_experiments::{Observer, cot, distill, emergence, flan, format, lmsi};
 
 use crate::common::ConfigArgs;
 
@@ -38,6 +39,17 @@ enum Which {
     /// accuracy, edit distance and answer likelihood, against parameters and FLOPs (writes
     /// OUT/e2.md, OUT/results.json, OUT/e2_vs_params.svg/png, OUT/e2_vs_flops.svg/png).
     Emergence(Common),
+    /// E5, FLAN instruction tuning: a tiny base pretrained on the world's knowledge, then
+    /// instruction-tuned on 1, 3 or 7 of ten synthetic task clusters (or on the same examples
+    /// without instructions); zero-shot accuracy on the three held-out clusters and on seen
+    /// clusters under unseen templates, by rank classification and by generation (writes
+    /// OUT/e5.md, OUT/results.json, OUT/e5_vs_clusters.svg/png).
+    Flan(Common),
+    /// E6, super-teacher distillation: a bigger teacher pretrained on a corpus of facts and
+    /// adapted with 100 gold labels labels a pool of questions; a small student trained on the
+    /// teacher's labels vs on the 100 gold labels vs on gold labels for the whole pool (writes
+    /// OUT/e6.md, OUT/results.json).
+    Distill(Common),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -96,6 +108,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Format(c) => (c, "e4.md"),
         Which::Lmsi(c) => (c, "e8.md"),
         Which::Emergence(c) => (c, "e2.md"),
+        Which::Flan(c) => (c, "e5.md"),
+        Which::Distill(c) => (c, "e6.md"),
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
     anyhow::ensure!(
@@ -123,6 +137,14 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             } else {
                 emergence::run(&cfg, &seeds, &c.out, device, &mut bars)?;
             }
+        }
+        Which::Flan(c) => {
+            let cfg: flan::FlanExperimentConfig = c.config.load()?;
+            flan::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Distill(c) => {
+            let cfg: distill::DistillExperimentConfig = c.config.load()?;
+            distill::run(&cfg, &seeds, &c.out, device, &mut bars)?;
         }
     }
     if let Some(b) = bars.bar.take() {

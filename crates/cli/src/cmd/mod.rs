@@ -3,8 +3,10 @@
 pub mod chat;
 pub mod data;
 pub mod demo;
+pub mod distill;
 pub mod eval;
 pub mod experiment;
+pub mod flan;
 pub mod generate;
 pub mod import;
 pub mod label;

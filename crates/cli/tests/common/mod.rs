@@ -1,8 +1,9 @@
 //! Helpers shared by the CLI integration tests: running the binary and tiny random checkpoints.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use rlhf_model::{Gpt, Head, ModelConfig};
 use rlhf_tokenizer::{BpeConfig, train_bpe};
@@ -60,4 +61,45 @@ pub fn tiny_checkpoint_with_head(dir: &Path, vocab: usize, context: i64, seed: i
     let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
     tch::manual_seed(seed);
     Gpt::new(&cfg, head, Device::Cpu).save(dir).unwrap();
+}
+
+/// A running `rlhf serve` on a free port (its base URL in `url`), killed on drop.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rlhf serve --port 0 --model MODEL` and waits for the line with its URL.
+pub fn serve(model: &Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args([
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+        ])
+        .arg(model)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("rlhf serve exited").unwrap();
+        if let Some((_, url)) = line.split_once(" on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, url }
 }

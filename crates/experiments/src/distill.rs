@@ -1,0 +1,691 @@
+//! E6, super-teacher distillation (Wang et al. 2021; Hsieh et al. 2023): a bigger teacher
+//! pretrained on a corpus that states the world's facts is adapted with 100 gold labels, labels
+//! an unlabelled pool of questions, and a small student trained from scratch on those labels is
+//! compared with the same student trained on the 100 gold labels alone and on the whole pool
+//! with gold labels (the upper bound, and what the teacher's labels replace).
+//!
+//! The world of one seed: invented people, each with a home city and a job, stated in the
+//! corpus only. Questions ask for one of the two under one of several phrasings. Test questions
+//! are (person, attribute, phrasing) triples that appear in neither the pool nor the gold set
+//! (the pool asks about the same facts in other words), and their people are never in the gold
+//! set, so the 100 gold labels cannot teach them.
+//!
+//! Not here: labelling and filtering (`rlhf_train::distill`), the loop (`tiny.rs`).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rand::RngCore;
+use rlhf_model::PromptFormat;
+use rlhf_report::md_table;
+use rlhf_train::TrainerConfig;
+use rlhf_train::distill::{self, DistillConfig};
+use rlhf_train::flan::{answer_matches, prompt_text};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::common::{
+    Observer, flops, paired_diff, pct, run_seeds, seeds_ci, uniform, verdict, write_text,
+};
+use crate::error::{ExperimentError, Result};
+use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
+
+/// `rlhf experiment distill`'s settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillExperimentConfig {
+    pub people: usize,
+    pub cities: usize,
+    pub jobs: usize,
+    pub gold: usize,
+    pub pool: usize,
+    pub test: usize,
+    /// Facts per pretraining document.
+    pub facts_per_doc: usize,
+    pub vocab: usize,
+    pub teacher: TinySpec,
+    pub student: TinySpec,
+    pub pretrain: TrainerConfig,
+    /// Fine-tuning the teacher on the gold labels.
+    pub adapt: TrainerConfig,
+    /// Every student run: the same steps whatever its data.
+    pub student_trainer: TrainerConfig,
+    pub rows: usize,
+}
+
+impl Default for DistillExperimentConfig {
+    fn default() -> Self {
+        Self {
+            people: 1000,
+            cities: 20,
+            jobs: 20,
+            gold: 100,
+            pool: 9000,
+            test: 400,
+            facts_per_doc: 4,
+            vocab: 1024,
+            teacher: TinySpec {
+                hidden: 96,
+                layers: 3,
+                heads: 4,
+                kv_heads: 2,
+                max_positions: 96,
+            },
+            student: TinySpec {
+                hidden: 48,
+                layers: 2,
+                heads: 4,
+                kv_heads: 2,
+                max_positions: 48,
+            },
+            pretrain: TrainerConfig {
+                lr: 3e-3,
+                warmup_steps: 50,
+                max_steps: 1200,
+                batch_size: 32,
+                checkpoint_every: 0,
+                eval_every: 0,
+                ..Default::default()
+            },
+            adapt: TrainerConfig {
+                lr: 5e-4,
+                warmup_steps: 10,
+                max_steps: 100,
+                batch_size: 16,
+                checkpoint_every: 0,
+                eval_every: 0,
+                ..Default::default()
+            },
+            student_trainer: TrainerConfig {
+                lr: 3e-3,
+                warmup_steps: 50,
+                max_steps: 1000,
+                batch_size: 64,
+                checkpoint_every: 0,
+                eval_every: 0,
+                ..Default::default()
+            },
+            rows: 512,
+        }
+    }
+}
+
+const SYLLABLES: [&str; 20] = [
+    "ka", "lo", "mi", "ra", "tu", "ve", "zo", "ni", "pa", "se", "do", "ri", "fu", "ba", "te", "gi",
+    "mo", "ha", "ju", "we",
+];
+const JOBS: [&str; 24] = [
+    "baker", "farmer", "doctor", "teacher", "pilot", "tailor", "singer", "painter", "miner",
+    "nurse", "lawyer", "potter", "sailor", "writer", "cook", "judge", "guard", "clerk", "smith",
+    "driver", "dancer", "weaver", "hunter", "brewer",
+];
+const CITY_PHRASINGS: [&str; 5] = [
+    "Where does {p} live?",
+    "In which city does {p} live?",
+    "What city is {p} from?",
+    "Name the home city of {p}.",
+    "{p} lives in which city?",
+];
+const JOB_PHRASINGS: [&str; 5] = [
+    "What does {p} do for a living?",
+    "What is the job of {p}?",
+    "What work does {p} do?",
+    "Name the occupation of {p}.",
+    "{p} works as what?",
+];
+
+/// One seed's invented people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct People {
+    pub names: Vec<String>,
+    pub cities: Vec<String>,
+    /// Per person: (city index, job index).
+    pub facts: Vec<(usize, usize)>,
+}
+
+impl People {
+    pub fn new(seed: u64, cfg: &DistillExperimentConfig) -> Result<Self> {
+        if cfg.jobs > JOBS.len() || cfg.jobs < 2 || cfg.cities < 2 {
+            return Err(ExperimentError::Invalid(format!(
+                "cities must be at least 2 and jobs between 2 and {}",
+                JOBS.len()
+            )));
+        }
+        let mut rng = rlhf_data::world_rng(seed, 0xE6);
+        let mut seen = HashSet::new();
+        let mut word = |rng: &mut dyn RngCore, n: usize| loop {
+            let mut w: String = (0..n)
+                .map(|_| SYLLABLES[uniform(rng, 0, SYLLABLES.len() as i64 - 1) as usize])
+                .collect();
+            if seen.insert(w.clone()) {
+                w[..1].make_ascii_uppercase();
+                return w;
+            }
+        };
+        let cities = (0..cfg.cities).map(|_| word(&mut rng, 3)).collect();
+        let names = (0..cfg.people)
+            .map(|_| word(&mut rng, 2 + (cfg.people > 300) as usize))
+            .collect();
+        let facts = (0..cfg.people)
+            .map(|_| {
+                (
+                    uniform(&mut rng, 0, cfg.cities as i64 - 1) as usize,
+                    uniform(&mut rng, 0, cfg.jobs as i64 - 1) as usize,
+                )
+            })
+            .collect();
+        Ok(Self {
+            names,
+            cities,
+            facts,
+        })
+    }
+
+    /// The corpus sentence of one fact.
+    fn sentence(&self, person: usize, job: bool) -> String {
+        let (c, j) = self.facts[person];
+        if job {
+            format!("{} works as a {}.", self.names[person], JOBS[j])
+        } else {
+            format!("{} lives in {}.", self.names[person], self.cities[c])
+        }
+    }
+
+    /// A question: (prompt, gold answer).
+    pub fn question(&self, q: Question) -> (String, String) {
+        let (c, j) = self.facts[q.person];
+        let (phrasings, answer) = if q.job {
+            (&JOB_PHRASINGS, JOBS[j].to_string())
+        } else {
+            (&CITY_PHRASINGS, self.cities[c].clone())
+        };
+        (
+            phrasings[q.phrasing].replace("{p}", &self.names[q.person]),
+            answer,
+        )
+    }
+}
+
+/// (person, attribute, phrasing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Question {
+    pub person: usize,
+    pub job: bool,
+    pub phrasing: usize,
+}
+
+/// The gold, pool and test questions of a seed: test triples are in neither of the others, and
+/// test people are never in the gold set.
+pub fn split(
+    seed: u64,
+    cfg: &DistillExperimentConfig,
+) -> Result<(Vec<Question>, Vec<Question>, Vec<Question>)> {
+    let n_phr = CITY_PHRASINGS.len();
+    let mut all: Vec<Question> = (0..cfg.people)
+        .flat_map(|person| {
+            [false, true].into_iter().flat_map(move |job| {
+                (0..n_phr).map(move |phrasing| Question {
+                    person,
+                    job,
+                    phrasing,
+                })
+            })
+        })
+        .collect();
+    if cfg.gold + cfg.pool + cfg.test > all.len() {
+        return Err(ExperimentError::Invalid(format!(
+            "gold + pool + test = {} questions, but {} people × 2 attributes × {n_phr} phrasings \
+             make only {}",
+            cfg.gold + cfg.pool + cfg.test,
+            cfg.people,
+            all.len()
+        )));
+    }
+    let mut rng = rlhf_data::world_rng(seed, 0xE61);
+    for i in (1..all.len()).rev() {
+        all.swap(i, uniform(&mut rng, 0, i as i64) as usize);
+    }
+    let gold: Vec<Question> = all[..cfg.gold].to_vec();
+    let gold_people: HashSet<usize> = gold.iter().map(|q| q.person).collect();
+    let mut test = Vec::with_capacity(cfg.test);
+    let mut rest = Vec::new();
+    for q in &all[cfg.gold..] {
+        if test.len() < cfg.test && !gold_people.contains(&q.person) {
+            test.push(*q);
+        } else {
+            rest.push(*q);
+        }
+    }
+    rest.truncate(cfg.pool);
+    Ok((gold, rest, test))
+}
+
+/// One student (or the teacher) on the test questions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scored {
+    pub name: String,
+    pub correct: Vec<f64>,
+    pub train: TrainStats,
+    pub examples: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRun {
+    pub seed: u64,
+    pub teacher_params: i64,
+    pub student_params: i64,
+    pub pretrain: TrainStats,
+    /// The teacher's labels on the pool that equal the gold label.
+    pub label_accuracy: f64,
+    pub labels_kept: usize,
+    pub labelling_seconds: f64,
+    /// Teacher FLOPs spent labelling (2 × parameters × tokens).
+    pub labelling_flops: f64,
+    pub teacher: Scored,
+    pub students: Vec<Scored>,
+}
+
+/// Runs E6 and writes `out/e6.md` and `out/results.json`.
+pub fn run(
+    cfg: &DistillExperimentConfig,
+    seeds: &[u64],
+    out: &Path,
+    device: Device,
+    obs: &mut dyn Observer,
+) -> Result<Vec<SeedRun>> {
+    let (all, seconds) = run_seeds(seeds, out, obs, |seed, label, obs| {
+        run_seed(cfg, seed, label, device, obs)
+    })?;
+    let text = report(cfg, &all, seconds)?;
+    write_text(&out.join("e6.md"), &text)?;
+    Ok(all)
+}
+
+fn test_accuracy(
+    model: &TinyLm,
+    prompts: &[String],
+    answers: &[String],
+    rows: usize,
+) -> Result<Vec<f64>> {
+    let outputs = distill::label_local(
+        &model.pre,
+        PromptFormat::Raw,
+        prompts,
+        &DistillConfig {
+            max_new_tokens: 8,
+            rows,
+            ..Default::default()
+        },
+        |_, _| {},
+    )?;
+    Ok(outputs
+        .iter()
+        .zip(answers)
+        .map(|(o, a)| f64::from(u8::from(answer_matches(o, a))))
+        .collect())
+}
+
+fn run_seed(
+    cfg: &DistillExperimentConfig,
+    seed: u64,
+    label: &str,
+    device: Device,
+    obs: &mut dyn Observer,
+) -> Result<SeedRun> {
+    let people = People::new(seed, cfg)?;
+    let (gold, pool, test) = split(seed, cfg)?;
+    let qa = |qs: &[Question]| -> Vec<(String, String)> {
+        qs.iter()
+            .map(|q| {
+                let (p, a) = people.question(*q);
+                (prompt_text(&p, PromptFormat::Raw), a)
+            })
+            .collect()
+    };
+    let (gold_qa, pool_qa, test_qa) = (qa(&gold), qa(&pool), qa(&test));
+    let test_prompts: Vec<String> = test.iter().map(|q| people.question(*q).0).collect();
+    let test_answers: Vec<String> = test_qa.iter().map(|(_, a)| a.clone()).collect();
+    // The corpus: every fact, in shuffled documents, repeated as the pretraining steps need.
+    let mut rng = rlhf_data::world_rng(seed, 0xE62);
+    let mut facts: Vec<(usize, bool)> = (0..cfg.people)
+        .flat_map(|p| [(p, false), (p, true)])
+        .collect();
+    let mut docs = Vec::new();
+    for _ in 0..4 {
+        for i in (1..facts.len()).rev() {
+            facts.swap(i, uniform(&mut rng, 0, i as i64) as usize);
+        }
+        for chunk in facts.chunks(cfg.facts_per_doc.max(1)) {
+            docs.push(
+                chunk
+                    .iter()
+                    .map(|&(p, j)| people.sentence(p, j))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    let texts: Vec<String> = docs
+        .iter()
+        .cloned()
+        .chain(pool_qa.iter().map(|(p, a)| format!("{p}{a}")))
+        .collect();
+    let tokenizer = train_tokenizer(&texts, cfg.vocab)?;
+    let mut teacher = TinyLm::new(
+        tokenizer.clone(),
+        &cfg.teacher,
+        PromptFormat::Raw,
+        seed,
+        device,
+    )?;
+    let teacher_params = teacher.params();
+    let mut pretrain = cfg.pretrain.clone();
+    pretrain.seed = seed;
+    obs.phase(
+        &format!(
+            "{label}: pretraining the teacher ({teacher_params} parameters) on {} facts",
+            2 * cfg.people
+        ),
+        pretrain.max_steps,
+    );
+    let doc_pairs: Vec<(String, String)> =
+        docs.iter().map(|d| (String::new(), d.clone())).collect();
+    let pretrain_stats = teacher.train(&doc_pairs, &pretrain, |s| obs.advance(s))?;
+    let mut adapt = cfg.adapt.clone();
+    adapt.seed = seed;
+    obs.phase(
+        &format!(
+            "{label}: adapting the teacher on {} gold labels",
+            gold.len()
+        ),
+        adapt.max_steps,
+    );
+    let adapt_stats = teacher.train(&gold_qa, &adapt, |s| obs.advance(s))?;
+    let teacher_correct = test_accuracy(&teacher, &test_prompts, &test_answers, cfg.rows)?;
+    obs.note(&format!(
+        "{label}: teacher {:.1}% on the test questions",
+        100.0 * mean(&teacher_correct)
+    ));
+    // Label the pool.
+    let pool_prompts: Vec<String> = pool.iter().map(|q| people.question(*q).0).collect();
+    obs.phase(
+        &format!("{label}: the teacher labels {} questions", pool.len()),
+        pool.len() as u64,
+    );
+    let t = std::time::Instant::now();
+    let dcfg = DistillConfig {
+        max_new_tokens: 8,
+        rows: cfg.rows,
+        ..Default::default()
+    };
+    let outputs = distill::label_local(
+        &teacher.pre,
+        PromptFormat::Raw,
+        &pool_prompts,
+        &dcfg,
+        |d, _| obs.advance(d as u64),
+    )?;
+    let labelling_seconds = t.elapsed().as_secs_f64();
+    let label_tokens: usize = pool_qa
+        .iter()
+        .zip(&outputs)
+        .map(|((p, _), o)| {
+            teacher.count_tokens(p).unwrap_or(0) + teacher.count_tokens(o).unwrap_or(0) + 1
+        })
+        .sum();
+    let labelling_flops = 2.0 * teacher_params as f64 * label_tokens as f64;
+    let labels = distill::filter(&pool_prompts, outputs, &dcfg)?;
+    let label_accuracy = labels
+        .iter()
+        .zip(&pool_qa)
+        .filter(|(l, (_, a))| answer_matches(&l.completion, a))
+        .count() as f64
+        / labels.len().max(1) as f64;
+    let teacher_labelled: Vec<(String, String)> = labels
+        .iter()
+        .filter(|l| l.dropped.is_none())
+        .map(|l| {
+            (
+                prompt_text(&l.prompt, PromptFormat::Raw),
+                l.completion.clone(),
+            )
+        })
+        .collect();
+    obs.note(&format!(
+        "{label}: {:.1}% of the teacher's {} labels are right ({} kept)",
+        100.0 * label_accuracy,
+        labels.len(),
+        teacher_labelled.len()
+    ));
+    let mut students = Vec::new();
+    let mut student_params = 0;
+    let mut trainer = cfg.student_trainer.clone();
+    trainer.seed = seed;
+    for (name, data) in [
+        ("student on the 100 gold labels", &gold_qa),
+        ("student on the teacher's labels", &teacher_labelled),
+        ("student on gold labels of the whole pool", &pool_qa),
+    ] {
+        let name = name.replace("100", &gold.len().to_string());
+        let mut student = TinyLm::new(
+            tokenizer.clone(),
+            &cfg.student,
+            PromptFormat::Raw,
+            seed,
+            device,
+        )?;
+        student_params = student.params();
+        obs.phase(&format!("{label}: {name}"), trainer.max_steps);
+        // A teacher whose every label was filtered out leaves its student untrained.
+        let train = if data.is_empty() {
+            obs.note(&format!(
+                "{label}: {name}: no labels; the student stays untrained"
+            ));
+            TrainStats::default()
+        } else {
+            student.train(data, &trainer, |s| obs.advance(s))?
+        };
+        let correct = test_accuracy(&student, &test_prompts, &test_answers, cfg.rows)?;
+        obs.note(&format!("{label}: {name}: {:.1}%", 100.0 * mean(&correct)));
+        students.push(Scored {
+            name,
+            correct,
+            train,
+            examples: data.len(),
+        });
+    }
+    Ok(SeedRun {
+        seed,
+        teacher_params,
+        student_params,
+        pretrain: pretrain_stats,
+        label_accuracy,
+        labels_kept: teacher_labelled.len(),
+        labelling_seconds,
+        labelling_flops,
+        teacher: Scored {
+            name: "teacher (pretrained, adapted on the gold labels)".into(),
+            correct: teacher_correct,
+            train: adapt_stats,
+            examples: gold.len(),
+        },
+        students,
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Result<String> {
+    let k = all.len() as f64;
+    let avg = |f: &dyn Fn(&SeedRun) -> f64| all.iter().map(f).sum::<f64>() / k;
+    let per_seed = |f: &dyn Fn(&SeedRun) -> &Scored| -> Vec<Vec<f64>> {
+        all.iter().map(|s| f(s).correct.clone()).collect()
+    };
+    let mut rows = vec![vec![
+        format!(
+            "teacher ({} parameters, pretrained, adapted on {} gold labels)",
+            all[0].teacher_params, cfg.gold
+        ),
+        pct(&seeds_ci(&per_seed(&|s| &s.teacher))),
+        format!("{} gold", cfg.gold),
+        format!(
+            "{} (pretraining) + {}",
+            flops(avg(&|s| s.pretrain.flops)),
+            flops(avg(&|s| s.teacher.train.flops))
+        ),
+    ]];
+    let n_students = all[0].students.len();
+    for i in 0..n_students {
+        let s0 = &all[0].students[i];
+        let labels = match i {
+            0 => format!("{} gold", cfg.gold),
+            1 => format!(
+                "{} teacher labels ({:.1}% right) + {} gold for the teacher",
+                all[0].labels_kept,
+                100.0 * avg(&|s| s.label_accuracy),
+                cfg.gold
+            ),
+            _ => format!("{} gold", s0.examples),
+        };
+        rows.push(vec![
+            format!("{} ({} parameters)", s0.name, all[0].student_params),
+            pct(&seeds_ci(&per_seed(&|s| &s.students[i]))),
+            labels,
+            flops(avg(&|s| s.students[i].train.flops)),
+        ]);
+    }
+    let table = md_table(
+        &["model", "test accuracy % [95% CI]", "labels", "train FLOPs"],
+        &rows,
+    );
+    let distilled = per_seed(&|s| &s.students[1]);
+    let few = per_seed(&|s| &s.students[0]);
+    let full = per_seed(&|s| &s.students[2]);
+    let teacher = per_seed(&|s| &s.teacher);
+    let gain = seeds_ci(&paired_diff(&distilled, &few));
+    let gap = seeds_ci(&paired_diff(&distilled, &full));
+    let vs_teacher = seeds_ci(&paired_diff(&distilled, &teacher));
+    let comparisons = md_table(
+        &["comparison", "difference, points [95% CI]", "reading"],
+        &[
+            vec![
+                "teacher-labelled student − gold-100 student".replace("100", &cfg.gold.to_string()),
+                pct(&gain),
+                verdict(&gain).into(),
+            ],
+            vec![
+                "teacher-labelled student − full-gold student".into(),
+                pct(&gap),
+                verdict(&gap).into(),
+            ],
+            vec![
+                "teacher-labelled student − teacher".into(),
+                pct(&vs_teacher),
+                verdict(&vs_teacher).into(),
+            ],
+        ],
+    );
+    let reproduced = gain.lo > 0.0;
+    let seeds: Vec<String> = all.iter().map(|s| s.seed.to_string()).collect();
+    let text = format!(
+        "# E6: super-teacher distillation (`rlhf experiment distill`)\n\n\
+         Claim (Wang et al. 2021: labels from GPT-3 cost 50–96% less than human labels for the \
+         same quality; Hsieh et al. 2023: a 770M T5 distilled step by step beats few-shot PaLM \
+         540B): a big model adapted with a few labels can label data to train a small model \
+         cheaply.\n\n\
+         Setup: seeds {}. Per seed a world of {} invented people, each with a home city (of {}) \
+         and a job (of {}), stated only in the teacher's pretraining corpus. Questions ask for \
+         one attribute in one of 5 phrasings. The teacher (d={}, {} layers) is pretrained on the \
+         corpus for {} steps, then fine-tuned on {} gold question–answer pairs for {} steps; it \
+         labels a pool of {} questions (greedy, through `rlhf_train::distill`). Each student \
+         (d={}, {} layers) is trained from scratch for {} steps of {} on its labels. {} test \
+         questions: their (person, attribute, phrasing) never occurs in the pool or the gold \
+         set, and their people never occur in the gold set. Chance is 1/{} or 1/{}. Intervals: \
+         95% two-level bootstrap (seeds, then questions).\n\n{table}\n{comparisons}\n\
+         **Verdict: {}** (Counts as not reproduced: the teacher-labelled student no better than \
+         the gold-{} student.)\n\n\
+         Labelling cost: {:.1} s and {} FLOPs of teacher compute per seed for {} labels, in place \
+         of {} human labels.\n\nWall time: {seconds:.0} s in all.\n",
+        seeds.join(", "),
+        cfg.people,
+        cfg.cities,
+        cfg.jobs,
+        cfg.teacher.hidden,
+        cfg.teacher.layers,
+        cfg.pretrain.max_steps,
+        cfg.gold,
+        cfg.adapt.max_steps,
+        cfg.pool,
+        cfg.student.hidden,
+        cfg.student.layers,
+        cfg.student_trainer.max_steps,
+        cfg.student_trainer.batch_size,
+        cfg.test,
+        cfg.cities,
+        cfg.jobs,
+        if reproduced {
+            format!(
+                "reproduced.** The student trained on the teacher's labels beats the one trained \
+                 on the {} gold labels by {} points{}.",
+                cfg.gold,
+                pct(&gain),
+                if gap.hi < 0.0 {
+                    format!(
+                        ", and stays {} points below the full-gold upper bound",
+                        pct(&gap)
+                    )
+                } else {
+                    ", and matches the full-gold upper bound".to_string()
+                }
+            )
+        } else {
+            "not reproduced at this scale.** The teacher's labels do not beat the gold labels \
+             they came from."
+                .to_string()
+        },
+        cfg.gold,
+        avg(&|s| s.labelling_seconds),
+        flops(avg(&|s| s.labelling_flops)),
+        cfg.pool,
+        cfg.pool,
+    );
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_questions_are_new_and_about_people_without_gold_labels() {
+        let cfg = DistillExperimentConfig {
+            people: 50,
+            gold: 20,
+            pool: 300,
+            test: 40,
+            ..Default::default()
+        };
+        let (gold, pool, test) = split(1, &cfg).unwrap();
+        assert_eq!((gold.len(), pool.len(), test.len()), (20, 300, 40));
+        let gold_people: HashSet<usize> = gold.iter().map(|q| q.person).collect();
+        let seen: HashSet<Question> = gold.iter().chain(&pool).copied().collect();
+        for q in &test {
+            assert!(!seen.contains(q));
+            assert!(!gold_people.contains(&q.person));
+        }
+        // The pool asks about the test facts in other words.
+        let covered = test
+            .iter()
+            .filter(|t| pool.iter().any(|p| p.person == t.person && p.job == t.job))
+            .count();
+        assert!(covered > 30, "{covered} of 40 test facts are in the pool");
+        let people = People::new(1, &cfg).unwrap();
+        let (q, a) = people.question(test[0]);
+        assert!(q.contains(&people.names[test[0].person]));
+        assert!(!a.is_empty());
+        let too_many = DistillExperimentConfig { people: 5, ..cfg };
+        assert!(split(1, &too_many).is_err());
+    }
+}
