@@ -1,14 +1,15 @@
 //! E6, super-teacher distillation (Wang et al. 2021; Hsieh et al. 2023): a bigger teacher
-//! pretrained on a corpus that states the world's facts is adapted with 100 gold labels, labels
+//! pretrained on a corpus that holds the task's knowledge is adapted with 100 gold labels, labels
 //! an unlabelled pool of questions, and a small student trained from scratch on those labels is
 //! compared with the same student trained on the 100 gold labels alone and on the whole pool
 //! with gold labels (the upper bound, and what the teacher's labels replace).
 //!
-//! The world of one seed: invented people, each with a home city and a job, stated in the
-//! corpus only. Questions ask for one of the two under one of several phrasings. Test questions
-//! are (person, attribute, phrasing) triples that appear in neither the pool nor the gold set
-//! (the pool asks about the same facts in other words), and their people are never in the gold
-//! set, so the 100 gold labels cannot teach them.
+//! The world of one seed: a lexicon of invented adjectives, each secretly positive or negative.
+//! The teacher's pretraining corpus uses every word in sentences followed by a reaction that
+//! gives its polarity away ("... I would happily go again."); the task is to classify a short
+//! review. Test reviews (word, thing, sentence frame) occur in neither the pool nor the gold
+//! set; with 100 gold reviews most of the lexicon is never labelled, so a student trained on the
+//! gold set alone must guess for most words, while the pool (unlabelled) covers them all.
 //!
 //! Not here: labelling and filtering (`rlhf_train::distill`), the loop (`tiny.rs`).
 
@@ -34,14 +35,15 @@ use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillExperimentConfig {
-    pub people: usize,
-    pub cities: usize,
-    pub jobs: usize,
+    /// Invented adjectives in the lexicon.
+    pub words: usize,
     pub gold: usize,
     pub pool: usize,
     pub test: usize,
-    /// Facts per pretraining document.
-    pub facts_per_doc: usize,
+    /// Reviews per pretraining document.
+    pub reviews_per_doc: usize,
+    /// Pretraining documents.
+    pub corpus_docs: usize,
     pub vocab: usize,
     pub teacher: TinySpec,
     pub student: TinySpec,
@@ -56,14 +58,13 @@ pub struct DistillExperimentConfig {
 impl Default for DistillExperimentConfig {
     fn default() -> Self {
         Self {
-            people: 1000,
-            cities: 20,
-            jobs: 20,
+            words: 200,
             gold: 100,
-            pool: 9000,
+            pool: 7000,
             test: 400,
-            facts_per_doc: 4,
-            vocab: 1024,
+            reviews_per_doc: 3,
+            corpus_docs: 12000,
+            vocab: 800,
             teacher: TinySpec {
                 hidden: 96,
                 layers: 3,
@@ -76,12 +77,12 @@ impl Default for DistillExperimentConfig {
                 layers: 2,
                 heads: 4,
                 kv_heads: 2,
-                max_positions: 48,
+                max_positions: 64,
             },
             pretrain: TrainerConfig {
                 lr: 3e-3,
                 warmup_steps: 50,
-                max_steps: 1200,
+                max_steps: 1000,
                 batch_size: 32,
                 checkpoint_every: 0,
                 eval_every: 0,
@@ -99,7 +100,7 @@ impl Default for DistillExperimentConfig {
             student_trainer: TrainerConfig {
                 lr: 3e-3,
                 warmup_steps: 50,
-                max_steps: 1000,
+                max_steps: 600,
                 batch_size: 64,
                 checkpoint_every: 0,
                 eval_every: 0,
@@ -114,130 +115,133 @@ const SYLLABLES: [&str; 20] = [
     "ka", "lo", "mi", "ra", "tu", "ve", "zo", "ni", "pa", "se", "do", "ri", "fu", "ba", "te", "gi",
     "mo", "ha", "ju", "we",
 ];
-const JOBS: [&str; 24] = [
-    "baker", "farmer", "doctor", "teacher", "pilot", "tailor", "singer", "painter", "miner",
-    "nurse", "lawyer", "potter", "sailor", "writer", "cook", "judge", "guard", "clerk", "smith",
-    "driver", "dancer", "weaver", "hunter", "brewer",
+const THINGS: [&str; 8] = [
+    "film", "meal", "book", "hotel", "song", "game", "trip", "show",
 ];
-const CITY_PHRASINGS: [&str; 5] = [
-    "Where does {p} live?",
-    "In which city does {p} live?",
-    "What city is {p} from?",
-    "Name the home city of {p}.",
-    "{p} lives in which city?",
+/// The frames of task reviews.
+const FRAMES: [&str; 5] = [
+    "The {t} was {w}.",
+    "What a {w} {t}.",
+    "I found the {t} {w}.",
+    "Such a {w} {t}, honestly.",
+    "Our {t} felt {w}.",
 ];
-const JOB_PHRASINGS: [&str; 5] = [
-    "What does {p} do for a living?",
-    "What is the job of {p}?",
-    "What work does {p} do?",
-    "Name the occupation of {p}.",
-    "{p} works as what?",
+/// The corpus's own frames and reactions (never a task prompt).
+const CORPUS_FRAMES: [&str; 3] = [
+    "Everyone said the {t} was {w}.",
+    "It was a {w} {t}.",
+    "People call that {t} {w}.",
 ];
+const POSITIVE: [&str; 4] = [
+    "I would happily go again.",
+    "We loved every minute.",
+    "Highly recommended.",
+    "A positive experience.",
+];
+const NEGATIVE: [&str; 4] = [
+    "I would never go again.",
+    "We regretted it.",
+    "Avoid it.",
+    "A negative experience.",
+];
+const QUESTION: &str = "Review: {r}\nIs this review positive or negative?";
 
-/// One seed's invented people.
+/// One seed's lexicon: invented words with a hidden polarity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct People {
-    pub names: Vec<String>,
-    pub cities: Vec<String>,
-    /// Per person: (city index, job index).
-    pub facts: Vec<(usize, usize)>,
+pub struct Lexicon {
+    pub words: Vec<String>,
+    pub positive: Vec<bool>,
 }
 
-impl People {
+impl Lexicon {
     pub fn new(seed: u64, cfg: &DistillExperimentConfig) -> Result<Self> {
-        if cfg.jobs > JOBS.len() || cfg.jobs < 2 || cfg.cities < 2 {
+        if cfg.words < 2 || cfg.words > 4000 {
             return Err(ExperimentError::Invalid(format!(
-                "cities must be at least 2 and jobs between 2 and {}",
-                JOBS.len()
+                "words must be between 2 and 4000, found {}",
+                cfg.words
             )));
         }
         let mut rng = rlhf_data::world_rng(seed, 0xE6);
         let mut seen = HashSet::new();
-        let mut word = |rng: &mut dyn RngCore, n: usize| loop {
-            let mut w: String = (0..n)
-                .map(|_| SYLLABLES[uniform(rng, 0, SYLLABLES.len() as i64 - 1) as usize])
+        let mut words = Vec::with_capacity(cfg.words);
+        while words.len() < cfg.words {
+            let w: String = (0..3)
+                .map(|_| SYLLABLES[uniform(&mut rng, 0, SYLLABLES.len() as i64 - 1) as usize])
                 .collect();
             if seen.insert(w.clone()) {
-                w[..1].make_ascii_uppercase();
-                return w;
+                words.push(w);
             }
-        };
-        let cities = (0..cfg.cities).map(|_| word(&mut rng, 3)).collect();
-        let names = (0..cfg.people)
-            .map(|_| word(&mut rng, 2 + (cfg.people > 300) as usize))
-            .collect();
-        let facts = (0..cfg.people)
-            .map(|_| {
-                (
-                    uniform(&mut rng, 0, cfg.cities as i64 - 1) as usize,
-                    uniform(&mut rng, 0, cfg.jobs as i64 - 1) as usize,
-                )
-            })
-            .collect();
-        Ok(Self {
-            names,
-            cities,
-            facts,
-        })
-    }
-
-    /// The corpus sentence of one fact.
-    fn sentence(&self, person: usize, job: bool) -> String {
-        let (c, j) = self.facts[person];
-        if job {
-            format!("{} works as a {}.", self.names[person], JOBS[j])
-        } else {
-            format!("{} lives in {}.", self.names[person], self.cities[c])
         }
+        // Exactly half positive, in a seeded order.
+        let mut positive: Vec<bool> = (0..cfg.words).map(|i| i % 2 == 0).collect();
+        for i in (1..positive.len()).rev() {
+            positive.swap(i, uniform(&mut rng, 0, i as i64) as usize);
+        }
+        Ok(Self { words, positive })
     }
 
-    /// A question: (prompt, gold answer).
-    pub fn question(&self, q: Question) -> (String, String) {
-        let (c, j) = self.facts[q.person];
-        let (phrasings, answer) = if q.job {
-            (&JOB_PHRASINGS, JOBS[j].to_string())
-        } else {
-            (&CITY_PHRASINGS, self.cities[c].clone())
+    /// A corpus sentence using word `w`, then a reaction that shows its polarity.
+    fn sentence(&self, w: usize, rng: &mut dyn RngCore) -> String {
+        let pick = |rng: &mut dyn RngCore, xs: &[&'static str]| -> &'static str {
+            xs[uniform(rng, 0, xs.len() as i64 - 1) as usize]
         };
-        (
-            phrasings[q.phrasing].replace("{p}", &self.names[q.person]),
-            answer,
+        let frame = pick(rng, &CORPUS_FRAMES);
+        let thing = pick(rng, &THINGS);
+        let reaction = pick(
+            rng,
+            if self.positive[w] {
+                &POSITIVE
+            } else {
+                &NEGATIVE
+            },
+        );
+        format!(
+            "{} {reaction}",
+            frame.replace("{t}", thing).replace("{w}", &self.words[w])
         )
     }
+
+    /// A task question: (prompt, gold answer).
+    pub fn question(&self, q: Question) -> (String, String) {
+        let review = FRAMES[q.frame]
+            .replace("{t}", THINGS[q.thing])
+            .replace("{w}", &self.words[q.word]);
+        let answer = if self.positive[q.word] {
+            "positive"
+        } else {
+            "negative"
+        };
+        (QUESTION.replace("{r}", &review), answer.to_string())
+    }
 }
 
-/// (person, attribute, phrasing).
+/// (word, thing, frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Question {
-    pub person: usize,
-    pub job: bool,
-    pub phrasing: usize,
+    pub word: usize,
+    pub thing: usize,
+    pub frame: usize,
 }
 
-/// The gold, pool and test questions of a seed: test triples are in neither of the others, and
-/// test people are never in the gold set.
+/// The gold, pool and test questions of a seed, disjoint.
 pub fn split(
     seed: u64,
     cfg: &DistillExperimentConfig,
 ) -> Result<(Vec<Question>, Vec<Question>, Vec<Question>)> {
-    let n_phr = CITY_PHRASINGS.len();
-    let mut all: Vec<Question> = (0..cfg.people)
-        .flat_map(|person| {
-            [false, true].into_iter().flat_map(move |job| {
-                (0..n_phr).map(move |phrasing| Question {
-                    person,
-                    job,
-                    phrasing,
-                })
+    let mut all: Vec<Question> = (0..cfg.words)
+        .flat_map(|word| {
+            (0..THINGS.len()).flat_map(move |thing| {
+                (0..FRAMES.len()).map(move |frame| Question { word, thing, frame })
             })
         })
         .collect();
     if cfg.gold + cfg.pool + cfg.test > all.len() {
         return Err(ExperimentError::Invalid(format!(
-            "gold + pool + test = {} questions, but {} people × 2 attributes × {n_phr} phrasings \
-             make only {}",
+            "gold + pool + test = {} questions, but {} words × {} things × {} frames make only {}",
             cfg.gold + cfg.pool + cfg.test,
-            cfg.people,
+            cfg.words,
+            THINGS.len(),
+            FRAMES.len(),
             all.len()
         )));
     }
@@ -245,19 +249,10 @@ pub fn split(
     for i in (1..all.len()).rev() {
         all.swap(i, uniform(&mut rng, 0, i as i64) as usize);
     }
-    let gold: Vec<Question> = all[..cfg.gold].to_vec();
-    let gold_people: HashSet<usize> = gold.iter().map(|q| q.person).collect();
-    let mut test = Vec::with_capacity(cfg.test);
-    let mut rest = Vec::new();
-    for q in &all[cfg.gold..] {
-        if test.len() < cfg.test && !gold_people.contains(&q.person) {
-            test.push(*q);
-        } else {
-            rest.push(*q);
-        }
-    }
-    rest.truncate(cfg.pool);
-    Ok((gold, rest, test))
+    let gold = all[..cfg.gold].to_vec();
+    let test = all[cfg.gold..cfg.gold + cfg.test].to_vec();
+    let pool = all[cfg.gold + cfg.test..cfg.gold + cfg.test + cfg.pool].to_vec();
+    Ok((gold, pool, test))
 }
 
 /// One student (or the teacher) on the test questions.
@@ -332,39 +327,32 @@ fn run_seed(
     device: Device,
     obs: &mut dyn Observer,
 ) -> Result<SeedRun> {
-    let people = People::new(seed, cfg)?;
+    let lexicon = Lexicon::new(seed, cfg)?;
     let (gold, pool, test) = split(seed, cfg)?;
     let qa = |qs: &[Question]| -> Vec<(String, String)> {
         qs.iter()
             .map(|q| {
-                let (p, a) = people.question(*q);
+                let (p, a) = lexicon.question(*q);
                 (prompt_text(&p, PromptFormat::Raw), a)
             })
             .collect()
     };
     let (gold_qa, pool_qa, test_qa) = (qa(&gold), qa(&pool), qa(&test));
-    let test_prompts: Vec<String> = test.iter().map(|q| people.question(*q).0).collect();
+    let test_prompts: Vec<String> = test.iter().map(|q| lexicon.question(*q).0).collect();
     let test_answers: Vec<String> = test_qa.iter().map(|(_, a)| a.clone()).collect();
-    // The corpus: every fact, in shuffled documents, repeated as the pretraining steps need.
+    // The corpus: every word in context, the reaction giving its polarity away.
     let mut rng = rlhf_data::world_rng(seed, 0xE62);
-    let mut facts: Vec<(usize, bool)> = (0..cfg.people)
-        .flat_map(|p| [(p, false), (p, true)])
+    let docs: Vec<String> = (0..cfg.corpus_docs)
+        .map(|_| {
+            (0..cfg.reviews_per_doc.max(1))
+                .map(|_| {
+                    let w = uniform(&mut rng, 0, cfg.words as i64 - 1) as usize;
+                    lexicon.sentence(w, &mut rng)
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
-    let mut docs = Vec::new();
-    for _ in 0..4 {
-        for i in (1..facts.len()).rev() {
-            facts.swap(i, uniform(&mut rng, 0, i as i64) as usize);
-        }
-        for chunk in facts.chunks(cfg.facts_per_doc.max(1)) {
-            docs.push(
-                chunk
-                    .iter()
-                    .map(|&(p, j)| people.sentence(p, j))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-        }
-    }
     let texts: Vec<String> = docs
         .iter()
         .cloned()
@@ -383,8 +371,8 @@ fn run_seed(
     pretrain.seed = seed;
     obs.phase(
         &format!(
-            "{label}: pretraining the teacher ({teacher_params} parameters) on {} facts",
-            2 * cfg.people
+            "{label}: pretraining the teacher ({teacher_params} parameters) on {} documents",
+            docs.len()
         ),
         pretrain.max_steps,
     );
@@ -407,7 +395,7 @@ fn run_seed(
         100.0 * mean(&teacher_correct)
     ));
     // Label the pool.
-    let pool_prompts: Vec<String> = pool.iter().map(|q| people.question(*q).0).collect();
+    let pool_prompts: Vec<String> = pool.iter().map(|q| lexicon.question(*q).0).collect();
     obs.phase(
         &format!("{label}: the teacher labels {} questions", pool.len()),
         pool.len() as u64,
@@ -595,23 +583,23 @@ fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Resul
          same quality; Hsieh et al. 2023: a 770M T5 distilled step by step beats few-shot PaLM \
          540B): a big model adapted with a few labels can label data to train a small model \
          cheaply.\n\n\
-         Setup: seeds {}. Per seed a world of {} invented people, each with a home city (of {}) \
-         and a job (of {}), stated only in the teacher's pretraining corpus. Questions ask for \
-         one attribute in one of 5 phrasings. The teacher (d={}, {} layers) is pretrained on the \
-         corpus for {} steps, then fine-tuned on {} gold question–answer pairs for {} steps; it \
-         labels a pool of {} questions (greedy, through `rlhf_train::distill`). Each student \
-         (d={}, {} layers) is trained from scratch for {} steps of {} on its labels. {} test \
-         questions: their (person, attribute, phrasing) never occurs in the pool or the gold \
-         set, and their people never occur in the gold set. Chance is 1/{} or 1/{}. Intervals: \
+         Setup: seeds {}. Per seed a lexicon of {} invented adjectives, half of them \
+         positive; the teacher's pretraining corpus ({} documents) uses each in sentences \
+         followed by a reaction that gives its polarity away. The task: is a one-sentence review \
+         (one word, one of 8 things, one of 5 frames) positive or negative? The teacher (d={}, \
+         {} layers) is pretrained on the corpus for {} steps, then fine-tuned on {} gold reviews \
+         for {} steps; it labels a pool of {} reviews (greedy, through \
+         `rlhf_train::distill`). Each student (d={}, {} layers) is trained from scratch for {} \
+         steps of {} on its labels. {} test reviews, none of them in the pool or the gold set. \
+         Chance is 50%. Intervals: \
          95% two-level bootstrap (seeds, then questions).\n\n{table}\n{comparisons}\n\
          **Verdict: {}** (Counts as not reproduced: the teacher-labelled student no better than \
          the gold-{} student.)\n\n\
          Labelling cost: {:.1} s and {} FLOPs of teacher compute per seed for {} labels, in place \
          of {} human labels.\n\nWall time: {seconds:.0} s in all.\n",
         seeds.join(", "),
-        cfg.people,
-        cfg.cities,
-        cfg.jobs,
+        cfg.words,
+        cfg.corpus_docs,
         cfg.teacher.hidden,
         cfg.teacher.layers,
         cfg.pretrain.max_steps,
@@ -623,8 +611,6 @@ fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Resul
         cfg.student_trainer.max_steps,
         cfg.student_trainer.batch_size,
         cfg.test,
-        cfg.cities,
-        cfg.jobs,
         if reproduced {
             format!(
                 "reproduced.** The student trained on the teacher's labels beats the one trained \
@@ -659,9 +645,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_questions_are_new_and_about_people_without_gold_labels() {
+    fn test_reviews_are_new_and_the_corpus_gives_polarity_away() {
         let cfg = DistillExperimentConfig {
-            people: 50,
+            words: 20,
             gold: 20,
             pool: 300,
             test: 40,
@@ -669,23 +655,25 @@ mod tests {
         };
         let (gold, pool, test) = split(1, &cfg).unwrap();
         assert_eq!((gold.len(), pool.len(), test.len()), (20, 300, 40));
-        let gold_people: HashSet<usize> = gold.iter().map(|q| q.person).collect();
         let seen: HashSet<Question> = gold.iter().chain(&pool).copied().collect();
-        for q in &test {
-            assert!(!seen.contains(q));
-            assert!(!gold_people.contains(&q.person));
+        assert!(test.iter().all(|q| !seen.contains(q)));
+        let lex = Lexicon::new(1, &cfg).unwrap();
+        assert_eq!(lex.positive.iter().filter(|p| **p).count(), 10);
+        let (q, a) = lex.question(test[0]);
+        assert!(q.contains(&lex.words[test[0].word]) && q.starts_with("Review: "));
+        assert_eq!(a == "positive", lex.positive[test[0].word]);
+        let mut rng = rlhf_data::world_rng(0, 0);
+        for w in 0..20 {
+            let s = lex.sentence(w, &mut rng);
+            let cue = if lex.positive[w] {
+                &POSITIVE
+            } else {
+                &NEGATIVE
+            };
+            assert!(cue.iter().any(|c| s.ends_with(c)), "{s}");
+            assert!(!s.contains('?') && !s.contains("Review"));
         }
-        // The pool asks about the test facts in other words.
-        let covered = test
-            .iter()
-            .filter(|t| pool.iter().any(|p| p.person == t.person && p.job == t.job))
-            .count();
-        assert!(covered > 30, "{covered} of 40 test facts are in the pool");
-        let people = People::new(1, &cfg).unwrap();
-        let (q, a) = people.question(test[0]);
-        assert!(q.contains(&people.names[test[0].person]));
-        assert!(!a.is_empty());
-        let too_many = DistillExperimentConfig { people: 5, ..cfg };
+        let too_many = DistillExperimentConfig { words: 2, ..cfg };
         assert!(split(1, &too_many).is_err());
     }
 }

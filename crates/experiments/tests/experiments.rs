@@ -322,7 +322,9 @@ fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
     use rlhf_experiments::distill::{self, DistillExperimentConfig};
     let dir = tempfile::tempdir()?;
     let cfg = DistillExperimentConfig {
-        people: 40,
+        words: 40,
+        reviews_per_doc: 1,
+        corpus_docs: 100,
         gold: 10,
         pool: 200,
         test: 20,
@@ -336,7 +338,6 @@ fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
         adapt: steps(2, 4),
         student_trainer: steps(3, 8),
         rows: 64,
-        ..Default::default()
     };
     let runs = distill::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
     let r = &runs[0];

@@ -92,7 +92,7 @@ pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample
     let target = full.strip_prefix(context.as_str()).ok_or_else(|| {
         TrainError::Invalid("the chat template's prompt is not a prefix of the conversation".into())
     })?;
-    let mut prompt: Vec<i64> = tok
+    let prompt: Vec<i64> = tok
         .encode(&context, false)
         .map_err(tok_err)?
         .into_iter()
@@ -105,10 +105,15 @@ pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample
         .map(i64::from)
         .collect();
     answer.extend(tok.eos_id().map(i64::from));
+    join(prompt, answer)
+}
+
+/// Prompt then answer tokens, with labels on the answer only: labels[t] is the token predicted
+/// at position t, i.e. ids[t + 1] when that is an answer token.
+fn join(mut prompt: Vec<i64>, mut answer: Vec<i64>) -> Result<SftExample> {
     if answer.is_empty() {
         return Err(TrainError::Invalid("empty completion".into()));
     }
-    // labels[t] = the token predicted at position t, i.e. ids[t + 1] when that is a target.
     let n_prompt = prompt.len();
     prompt.append(&mut answer);
     let ids = prompt;
@@ -143,28 +148,15 @@ pub fn encode_pair(
         );
     }
     let tok = &pre.tokenizer;
-    let mut ids: Vec<i64> = pre.encode_prompt(prompt, PromptFormat::Raw)?;
-    let n_prompt = ids.len();
-    ids.extend(
-        tok.encode(completion, false)
-            .map_err(tok_err)?
-            .into_iter()
-            .map(i64::from),
-    );
-    ids.extend(tok.eos_id().map(i64::from));
-    if ids.len() == n_prompt {
-        return Err(TrainError::Invalid("empty completion".into()));
-    }
-    let labels = (0..ids.len())
-        .map(|t| {
-            if t + 1 >= n_prompt && t + 1 < ids.len() {
-                ids[t + 1]
-            } else {
-                IGNORE
-            }
-        })
+    let ids = pre.encode_prompt(prompt, PromptFormat::Raw)?;
+    let mut answer: Vec<i64> = tok
+        .encode(completion, false)
+        .map_err(tok_err)?
+        .into_iter()
+        .map(i64::from)
         .collect();
-    Ok(SftExample { ids, labels })
+    answer.extend(tok.eos_id().map(i64::from));
+    join(ids, answer)
 }
 
 /// Right-pads examples into ids (B, T) and labels (B, T).

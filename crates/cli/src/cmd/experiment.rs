@@ -45,10 +45,10 @@ enum Which {
     /// clusters under unseen templates, by rank classification and by generation (writes
     /// OUT/e5.md, OUT/results.json, OUT/e5_vs_clusters.svg/png).
     Flan(Common),
-    /// E6, super-teacher distillation: a bigger teacher pretrained on a corpus of facts and
-    /// adapted with 100 gold labels labels a pool of questions; a small student trained on the
-    /// teacher's labels vs on the 100 gold labels vs on gold labels for the whole pool (writes
-    /// OUT/e6.md, OUT/results.json).
+    /// E6, super-teacher distillation: a bigger teacher pretrained on a corpus that gives an
+    /// invented lexicon's polarity away, adapted with 100 gold reviews, labels a pool of reviews;
+    /// a small student trained on the teacher's labels vs on the 100 gold labels vs on gold
+    /// labels for the whole pool (writes OUT/e6.md, OUT/results.json).
     Distill(Common),
 }
 
