@@ -505,6 +505,25 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+/// The teacher and the two main students per seed: a mean can hide a teacher that failed.
+fn per_seed_line(all: &[SeedRun]) -> String {
+    let cells: Vec<String> = all
+        .iter()
+        .map(|s| {
+            format!(
+                "seed {}: teacher {:.1}% (labels {:.1}% right), student on its labels {:.1}%, on \
+                 the gold labels {:.1}%",
+                s.seed,
+                100.0 * mean(&s.teacher.correct),
+                100.0 * s.label_accuracy,
+                100.0 * mean(&s.students[1].correct),
+                100.0 * mean(&s.students[0].correct)
+            )
+        })
+        .collect();
+    format!("Per seed: {}.", cells.join("; "))
+}
+
 fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Result<String> {
     let k = all.len() as f64;
     let avg = |f: &dyn Fn(&SeedRun) -> f64| all.iter().map(f).sum::<f64>() / k;
@@ -593,8 +612,8 @@ fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Resul
          steps of {} on its labels. {} test reviews, none of them in the pool or the gold set. \
          Chance is 50%. Intervals: \
          95% two-level bootstrap (seeds, then questions).\n\n{table}\n{comparisons}\n\
-         **Verdict: {}** (Counts as not reproduced: the teacher-labelled student no better than \
-         the gold-{} student.)\n\n\
+         **Verdict: {} (Counts as not reproduced: the teacher-labelled student no better than \
+         the gold-{} student.)\n\n{}\n\n\
          Labelling cost: {:.1} s and {} FLOPs of teacher compute per seed for {} labels, in place \
          of {} human labels.\n\nWall time: {seconds:.0} s in all.\n",
         seeds.join(", "),
@@ -632,6 +651,7 @@ fn report(cfg: &DistillExperimentConfig, all: &[SeedRun], seconds: f64) -> Resul
                 .to_string()
         },
         cfg.gold,
+        per_seed_line(all),
         avg(&|s| s.labelling_seconds),
         flops(avg(&|s| s.labelling_flops)),
         cfg.pool,
