@@ -542,12 +542,8 @@ impl FactWorld {
     pub fn new(seed: u64, countries: usize) -> Self {
         let mut rng = world_rng(seed, 0xF1A4);
         let mut seen = HashSet::new();
-        let mut word = |rng: &mut dyn RngCore, syllables: usize| loop {
-            let mut w: String = (0..syllables).map(|_| *pick(rng, &SYLLABLES)).collect();
-            if seen.insert(w.clone()) {
-                w[..1].make_ascii_uppercase();
-                return w;
-            }
+        let mut word = |rng: &mut dyn RngCore, syllables: usize| {
+            crate::rng::invented_word(rng, &SYLLABLES, syllables, &mut seen)
         };
         let capitals = (0..countries)
             .map(|_| {

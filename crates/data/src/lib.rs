@@ -49,7 +49,7 @@ mod jsonl;
 mod labeler;
 mod oracle;
 mod reasoning;
-mod rng;
+pub mod rng;
 mod world;
 
 pub use error::{DataError, RecordError, Result};

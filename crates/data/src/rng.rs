@@ -20,7 +20,7 @@ pub fn world_rng(seed: u64, stream: u64) -> WorldRng {
 }
 
 /// Uniform in `0..n` by rejection (no modulo bias). `n` must be positive.
-pub(crate) fn below<R: RngCore + ?Sized>(rng: &mut R, n: usize) -> usize {
+pub fn below<R: RngCore + ?Sized>(rng: &mut R, n: usize) -> usize {
     debug_assert!(n > 0, "below(0)");
     let n = n.max(1) as u64;
     // Largest multiple of n that fits; values above it would favour small results.
@@ -34,28 +34,45 @@ pub(crate) fn below<R: RngCore + ?Sized>(rng: &mut R, n: usize) -> usize {
 }
 
 /// Uniform in `lo..=hi` (requires `lo <= hi`).
-pub(crate) fn range<R: RngCore + ?Sized>(rng: &mut R, lo: i64, hi: i64) -> i64 {
+pub fn range<R: RngCore + ?Sized>(rng: &mut R, lo: i64, hi: i64) -> i64 {
     debug_assert!(lo <= hi, "range({lo}, {hi})");
     lo + below(rng, (hi - lo).max(0) as usize + 1) as i64
 }
 
 /// Uniform in `[0, 1)` with 53 bits of precision.
-pub(crate) fn unit<R: RngCore + ?Sized>(rng: &mut R) -> f64 {
+pub fn unit<R: RngCore + ?Sized>(rng: &mut R) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// True with probability `p`.
-pub(crate) fn chance<R: RngCore + ?Sized>(rng: &mut R, p: f64) -> bool {
+pub fn chance<R: RngCore + ?Sized>(rng: &mut R, p: f64) -> bool {
     unit(rng) < p
 }
 
 /// A uniformly chosen element of a non-empty slice.
-pub(crate) fn pick<'a, T, R: RngCore + ?Sized>(rng: &mut R, items: &'a [T]) -> &'a T {
+pub fn pick<'a, T, R: RngCore + ?Sized>(rng: &mut R, items: &'a [T]) -> &'a T {
     &items[below(rng, items.len())]
 }
 
+/// A capitalised invented word of `syllables` syllables drawn from `from`, different from every
+/// word in `seen` (and then added to it): names that no pretrained model can know.
+pub fn invented_word<R: RngCore + ?Sized>(
+    rng: &mut R,
+    from: &[&str],
+    syllables: usize,
+    seen: &mut std::collections::HashSet<String>,
+) -> String {
+    loop {
+        let mut w: String = (0..syllables).map(|_| *pick(rng, from)).collect();
+        if seen.insert(w.to_lowercase()) {
+            w[..1].make_ascii_uppercase();
+            return w;
+        }
+    }
+}
+
 /// Fisher–Yates shuffle.
-pub(crate) fn shuffle<T, R: RngCore + ?Sized>(rng: &mut R, items: &mut [T]) {
+pub fn shuffle<T, R: RngCore + ?Sized>(rng: &mut R, items: &mut [T]) {
     for i in (1..items.len()).rev() {
         items.swap(i, below(rng, i + 1));
     }
@@ -63,7 +80,7 @@ pub(crate) fn shuffle<T, R: RngCore + ?Sized>(rng: &mut R, items: &mut [T]) {
 
 /// FNV-1a over several byte strings, with a separator byte between them so that `("ab", "c")`
 /// and `("a", "bc")` differ. Stable across platforms and Rust versions, unlike `DefaultHasher`.
-pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
@@ -78,14 +95,14 @@ pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 /// Spreads the bits of an FNV hash (SplitMix64 finaliser): FNV's low bits are weak, and splits
 /// compare the hash against a threshold.
-pub(crate) fn mix(mut x: u64) -> u64 {
+pub fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
 
 /// A stable hash of `key` mapped to `[0, 1)`.
-pub(crate) fn hash_unit(key: &str) -> f64 {
+pub fn hash_unit(key: &str) -> f64 {
     (mix(fnv1a(&[key.as_bytes()])) >> 11) as f64 / (1u64 << 53) as f64
 }
 
