@@ -245,7 +245,7 @@ impl<'a> Browser<'a> {
         match Command::parse(text) {
             Ok(cmd) => self.step(&cmd),
             Err(problem) => {
-                self.count(format!("{}", cut(text.trim(), 40)));
+                self.count(cut(text.trim(), 40));
                 self.note = Some(format!("Error: {problem}"));
                 Ok(())
             }

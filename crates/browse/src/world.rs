@@ -353,7 +353,7 @@ impl EntityWorld {
             q.attr
         };
         let line = self.fact_line(q.town, target_attr);
-        let visible = |b: &Browser| b.visible_lines().iter().any(|l| *l == line);
+        let visible = |b: &Browser| b.visible_lines().contains(&line);
         if !visible(&b) {
             if chance(rng, 0.5) {
                 act(&mut b, Command::Find(target_attr.keyword().to_string()))?;

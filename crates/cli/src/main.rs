@@ -42,6 +42,7 @@ enum Command {
     Distill(cmd::distill::Args),
     Flan(cmd::flan::Args),
     Import(cmd::import::Args),
+    Browse(cmd::browse::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         Command::Distill(args) => cmd::distill::run(args, device),
         Command::Flan(args) => cmd::flan::run(args, device),
         Command::Import(args) => cmd::import::run(args),
+        Command::Browse(args) => cmd::browse::run(args, device),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

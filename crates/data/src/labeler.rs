@@ -80,10 +80,27 @@ impl SimulatedLabeler {
     /// Ranks `responses` to `task`, best first. Responses with exactly equal utility (identical
     /// text, or equal scores for the noise-free labeler) form a tied group.
     pub fn rank(&self, task: &Task, responses: &[String]) -> Result<Ranking> {
-        let prompt = task.prompt();
+        let scores: Vec<f64> = responses.iter().map(|r| grade(task, r).score).collect();
+        self.rank_scores(&task.prompt(), responses, &scores)
+    }
+
+    /// Ranks `responses` to `prompt` given an oracle's `scores` for them (any task with its own
+    /// oracle, e.g. the browsing world), with this labeler's noise.
+    pub fn rank_scores(
+        &self,
+        prompt: &str,
+        responses: &[String],
+        scores: &[f64],
+    ) -> Result<Ranking> {
+        if scores.len() != responses.len() {
+            return Err(DataError::Rank {
+                problem: format!("{} scores for {} responses", scores.len(), responses.len()),
+            });
+        }
         let utilities: Vec<f64> = responses
             .iter()
-            .map(|r| self.utility(&prompt, grade(task, r).score, r))
+            .zip(scores)
+            .map(|(r, &s)| self.utility(prompt, s, r))
             .collect();
         let mut order: Vec<usize> = (0..responses.len()).collect();
         // Stable sort: equal utilities keep index order, so the output is deterministic.

@@ -23,6 +23,8 @@ pub enum ExperimentError {
     #[error(transparent)]
     Report(#[from] rlhf_report::ReportError),
     #[error(transparent)]
+    Browse(#[from] rlhf_browse::BrowseError),
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -7,7 +7,10 @@
 //!   training-set sizes;
 //! - [`lmsi`], row E8: self-improvement by majority vote, with the no-vote and gold controls;
 //! - [`emergence`], row E2: a family of model sizes on 4-digit addition, the same outputs scored
-//!   by exact match, per-digit accuracy, edit distance and answer likelihood.
+//!   by exact match, per-digit accuracy, edit distance and answer likelihood;
+//! - [`flan`], row E5, and [`distill`], row E6;
+//! - [`webgpt`], row E7: browsing with citations, behaviour cloning, a reward model and
+//!   best-of-n.
 //!
 //! Each experiment is `run(config, seeds, out_dir, device, observer)`; the CLI's
 //! `rlhf experiment` wraps them. Not here: the tools the experiments exercise (few-shot prompts
@@ -22,6 +25,7 @@ pub mod flan;
 pub mod format;
 pub mod lmsi;
 pub mod tiny;
+pub mod webgpt;
 
 pub use common::{Observer, Quiet};
 pub use error::{ExperimentError, Result};

@@ -355,3 +355,82 @@ fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
     assert!(md.contains("**Verdict:") && md.contains("teacher-labelled student"));
     Ok(())
 }
+
+#[test]
+fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Result<()> {
+    use rlhf_browse::{SearchIndex, check_citations, parse_answer};
+    use rlhf_experiments::webgpt::{self, AgentConfig, WebGptConfig, browse_batch};
+    use rlhf_model::{Head, Pretrained, PromptFormat};
+    let dir = tempfile::tempdir()?;
+    let cfg = WebGptConfig {
+        towns: 30,
+        test_towns: 4,
+        rm_questions: 24,
+        rm_k: 2,
+        best_of: vec![1, 2, 4],
+        vocab: 400,
+        spec: nano(320),
+        bc: steps(3, 8),
+        closed_book: steps(2, 8),
+        reward: TrainerConfig {
+            batch_size: 4,
+            loss_weighting: rlhf_train::LossWeighting::MicroBatch,
+            ..steps(0, 4)
+        },
+        max_action_tokens: 12,
+        rows: 64,
+        ..Default::default()
+    };
+    let runs = webgpt::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0];
+    assert!(r.demonstrations >= 100, "{}", r.demonstrations);
+    assert!(r.demo_correct > 0.6 && r.demo_supported > 0.7);
+    assert_eq!(r.best_of.len(), 3);
+    for o in [&r.closed_book, &r.bc]
+        .into_iter()
+        .chain(r.best_of.iter().map(|(_, o)| o))
+    {
+        assert_eq!(o.correct.len(), 16, "{}", o.name);
+        assert!(
+            o.correct
+                .iter()
+                .chain(&o.supported)
+                .all(|v| (0.0..=1.0).contains(v))
+        );
+    }
+    assert_eq!(r.closed_book.actions, 0.0);
+    assert!(r.bc.actions >= 1.0, "the policy acts at least once");
+    assert!(r.rm_steps >= 1);
+    let md = std::fs::read_to_string(dir.path().join("e7.md"))?;
+    assert!(md.contains("Verdict:") && md.contains("best-of-4") && md.contains("closed book"));
+    assert!(dir.path().join("e7_best_of_n.svg").exists());
+
+    // The saved policy browses the saved index, and whatever it quotes and cites is checked
+    // against the pages: every kept quote occurs on its page.
+    let seed_dir = dir.path().join("seed0");
+    let index = SearchIndex::open(&seed_dir.join("index"))?;
+    let pre = Pretrained::load(&seed_dir.join("bc"), Head::Lm, Device::Cpu)?;
+    let agent = AgentConfig {
+        browse: Default::default(),
+        format: PromptFormat::Raw,
+        max_action_tokens: 12,
+        temperature: 1.0,
+        seed: 3,
+        rows: 32,
+        trace: true,
+    };
+    let qs = vec!["Who is the mayor of Nowhere?".to_string(); 2];
+    let eps = browse_batch(&pre, &index, &qs, 8, &agent, |_, _| {})?;
+    assert_eq!(eps.len(), 2);
+    for e in eps.iter().flatten() {
+        assert_eq!(e.observations.len(), e.actions.len());
+        assert!(e.actions.len() <= 10);
+        for q in &e.quotes {
+            let page = index.get(&q.url)?.expect("a quoted page exists");
+            assert!(rlhf_browse::occurs_in(&q.text, &page.text));
+        }
+        let s = check_citations(&parse_answer(&e.answer), &e.quotes, &index)?;
+        assert!(!s.supported || s.quotes_verified);
+    }
+    Ok(())
+}

@@ -1,12 +1,12 @@
-//! `rlhf experiment cot|format|lmsi|emergence|flan|distill`: the paper-table rows E3, E4, E8, E2,
-//! E5 and E6.
+//! `rlhf experiment cot|format|lmsi|emergence|flan|distill|webgpt`: the paper-table rows E3, E4,
+//! E8, E2, E5, E6 and E7.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
 use indicatif::ProgressBar;
-use rlhf_experiments::{Observer, cot, distill, emergence, flan, format, lmsi};
+use rlhf_experiments::{Observer, cot, distill, emergence, flan, format, lmsi, webgpt};
 
 use crate::common::ConfigArgs;
 
@@ -50,6 +50,13 @@ enum Which {
     /// a small student trained on the teacher's labels vs on the 100 gold labels vs on gold
     /// labels for the whole pool (writes OUT/e6.md, OUT/results.json).
     Distill(Common),
+    /// E7, WebGPT: a tiny policy browses a BM25 index of an invented entity world (re-drawn per
+    /// seed, so closed-book answering is at chance) with WebGPT's commands, quotes pages and
+    /// answers citing its quotes; behaviour cloning on scripted noisy demonstrations, a reward
+    /// model on labeler-ranked episodes, best-of-{1,4,16,64}; accuracy and citation support vs
+    /// closed book (writes OUT/e7.md, OUT/results.json, OUT/e7_best_of_n.svg/png, and the first
+    /// seed's policy and index under OUT/seedN/ for `rlhf browse`).
+    Webgpt(Common),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -110,6 +117,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Emergence(c) => (c, "e2.md"),
         Which::Flan(c) => (c, "e5.md"),
         Which::Distill(c) => (c, "e6.md"),
+        Which::Webgpt(c) => (c, "e7.md"),
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
     anyhow::ensure!(
@@ -145,6 +153,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Distill(c) => {
             let cfg: distill::DistillExperimentConfig = c.config.load()?;
             distill::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Webgpt(c) => {
+            let cfg: webgpt::WebGptConfig = c.config.load()?;
+            webgpt::run(&cfg, &seeds, &c.out, device, &mut bars)?;
         }
     }
     if let Some(b) = bars.bar.take() {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod browse;
 pub mod chat;
 pub mod data;
 pub mod demo;
