@@ -192,25 +192,6 @@ impl TinyLm {
         })
     }
 
-    fn generate_config(
-        &self,
-        max_new_tokens: usize,
-        temperature: f64,
-        seed: u64,
-    ) -> Result<TextGenerateConfig> {
-        let sampling = if temperature > 0.0 {
-            Sampling::new(temperature, None, None)?
-        } else {
-            Sampling::Greedy
-        };
-        Ok(TextGenerateConfig {
-            max_new_tokens,
-            sampling,
-            seed: Some(seed),
-            stop: vec![],
-        })
-    }
-
     /// Greedy completions, `rows` sequences per batch.
     pub fn complete(
         &self,
@@ -218,7 +199,7 @@ impl TinyLm {
         max_new_tokens: usize,
         rows: usize,
     ) -> Result<Vec<String>> {
-        let cfg = self.generate_config(max_new_tokens, 0.0, 0)?;
+        let cfg = generate_config(max_new_tokens, 0.0, 0)?;
         let out = self
             .pre
             .sample_k(prompts, 1, self.format, &cfg, rows, |_, _| {})?;
@@ -242,7 +223,7 @@ impl TinyLm {
         max_new_tokens: usize,
         rows: usize,
     ) -> Result<Vec<Vec<String>>> {
-        let cfg = self.generate_config(max_new_tokens, temperature, seed)?;
+        let cfg = generate_config(max_new_tokens, temperature, seed)?;
         let out = self
             .pre
             .sample_k(prompts, k, self.format, &cfg, rows, |_, _| {})?;
@@ -267,6 +248,25 @@ impl TinyLm {
             .map(|(sum, n)| sum / n.max(1) as f64)
             .collect())
     }
+}
+
+/// Seeded sampling settings: plain sampling at `temperature`, greedy at 0, no stop strings.
+pub fn generate_config(
+    max_new_tokens: usize,
+    temperature: f64,
+    seed: u64,
+) -> Result<TextGenerateConfig> {
+    let sampling = if temperature > 0.0 {
+        Sampling::new(temperature, None, None)?
+    } else {
+        Sampling::Greedy
+    };
+    Ok(TextGenerateConfig {
+        max_new_tokens,
+        sampling,
+        seed: Some(seed),
+        stop: vec![],
+    })
 }
 
 /// The model as a [`TrainStep`]: masked next-token loss on the completion.

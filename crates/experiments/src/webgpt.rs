@@ -26,9 +26,9 @@ use rlhf_browse::{
     BrowseConfig, Browser, DemoNoise, EntityWorld, Grade, Question, Quote, SearchIndex, grade,
 };
 use rlhf_data::{LabelerConfig, SimulatedLabeler};
-use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, TextGenerateConfig};
 use rlhf_report::{LineChart, md_table};
-use rlhf_train::reward::{encode_response, ranking_loss, rewards};
+use rlhf_train::reward::{encode_response, ranking_loss, rewards, trainable_parameters};
 use rlhf_train::{DataPosition, DataSource, StepOutput, TrainStep, TrainerConfig, run_steps_with};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -37,7 +37,7 @@ use crate::common::{
     Observer, ci_series, flops, paired_diff, pct, run_seeds, seeds_ci, verdict, write_text,
 };
 use crate::error::{ExperimentError, Result};
-use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
+use crate::tiny::{TinyLm, TinySpec, TrainStats, generate_config, train_tokenizer};
 
 /// `rlhf experiment webgpt`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +46,8 @@ pub struct WebGptConfig {
     /// Towns in the world; the last `test_towns` are held out (4 questions each).
     pub towns: usize,
     pub test_towns: usize,
-    /// Training questions whose sampled episodes are ranked for the reward model.
+    /// Training questions (at most; the default takes them all) whose sampled episodes are ranked
+    /// for the reward model.
     pub rm_questions: usize,
     /// Episodes per ranked question (K).
     pub rm_k: usize,
@@ -77,10 +78,10 @@ impl Default for WebGptConfig {
         Self {
             towns: 500,
             test_towns: 40,
-            rm_questions: 600,
+            rm_questions: 2000,
             rm_k: 4,
             best_of: vec![1, 4, 16, 64],
-            temperature: 1.0,
+            temperature: 0.7,
             vocab: 700,
             spec: TinySpec {
                 hidden: 64,
@@ -248,16 +249,9 @@ fn generate(
     cfg: &AgentConfig,
     seed: u64,
 ) -> Result<Vec<String>> {
-    let sampling = if cfg.temperature > 0.0 {
-        Sampling::new(cfg.temperature, None, None)?
-    } else {
-        Sampling::Greedy
-    };
     let gen_cfg = TextGenerateConfig {
-        max_new_tokens: cfg.max_action_tokens,
-        sampling,
-        seed: Some(seed),
         stop: vec!["\n".into()],
+        ..generate_config(cfg.max_action_tokens, cfg.temperature, seed)?
     };
     let out = pre.sample_k(prompts, 1, cfg.format, &gen_cfg, cfg.rows, |_, _| {})?;
     Ok(out
@@ -300,6 +294,9 @@ pub struct SeedRun {
     pub demo_supported: f64,
     pub bc_train: TrainStats,
     pub closed_book_train: TrainStats,
+    /// Training questions whose episodes were ranked, and those with an untied pair.
+    pub rm_questions: usize,
+    pub rm_ranked: usize,
     pub rm_steps: u64,
     pub rm_seconds: f64,
     /// Share of untied held-out pairs (episodes of one test question) the reward model orders
@@ -605,6 +602,7 @@ fn run_seed(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let rm_ranked = items.len();
     let mut rm_cfg = cfg.reward.clone();
     rm_cfg.seed = seed;
     rm_cfg.max_steps = (items.len() / rm_cfg.batch_size.max(1)) as u64;
@@ -711,6 +709,8 @@ fn run_seed(
         demo_supported: demo_sup as f64 / demos.max(1) as f64,
         bc_train,
         closed_book_train,
+        rm_questions: rm_qs.len(),
+        rm_ranked,
         rm_steps: records.len() as u64,
         rm_seconds,
         rm_accuracy,
@@ -790,12 +790,7 @@ impl TrainStep for RmStep<'_> {
     type Batch = RmBatch;
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.gpt
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect()
+        trainable_parameters(self.gpt)
     }
 
     fn loss(&mut self, (seqs, groups, pad): &RmBatch) -> rlhf_train::Result<StepOutput> {
@@ -966,7 +961,7 @@ fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
          reduced to the RM's favourite and averaged. Intervals: 95% bootstrap over seeds, then \
          questions.\n\n{table}\n\
          Any of the {n_max} episodes right (a perfect reward model's ceiling): {oracle}. The reward \
-         model orders {rm:.1}% of untied held-out pairs like the noise-free oracle.\n\n\
+         model orders {rm:.1}% of untied held-out pairs like the noise-free oracle. {peak}\n\n\
          {diffs}\n\
          Verdict: {verdict_line}\n\n\
          Per seed:\n\n{per_seed}\n\n\
@@ -988,11 +983,12 @@ fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
         bcs = cfg.bc.max_steps,
         bcb = cfg.bc.batch_size,
         cbs = cfg.closed_book.max_steps,
-        rmq = cfg.rm_questions,
+        rmq = first.rm_questions,
         k = cfg.rm_k,
         t = cfg.temperature,
         oracle = pct(&seeds_ci(&oracle)),
         rm = 100.0 * avg(&|r| r.rm_accuracy),
+        peak = peak_line(cfg, all),
         verdict_line = if reproduced {
             format!(
                 "reproduced: browsing beats closed book (BC by {}, best-of-{n_max} by {} points) \
@@ -1016,6 +1012,37 @@ fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
         per = seconds / all.len() as f64,
         samp = avg(&|r| r.sampling_seconds),
     ))
+}
+
+/// Where best-of-n accuracy peaks, and what that says when it is not at the largest n.
+fn peak_line(cfg: &WebGptConfig, all: &[SeedRun]) -> String {
+    let acc: Vec<f64> = (0..cfg.best_of.len())
+        .map(|k| {
+            all.iter()
+                .map(|r| mean(&r.best_of[k].1.correct))
+                .sum::<f64>()
+                / all.len() as f64
+        })
+        .collect();
+    let k = (0..acc.len())
+        .max_by(|&a, &b| acc[a].total_cmp(&acc[b]))
+        .unwrap_or(0);
+    if k + 1 == acc.len() {
+        format!(
+            "Best-of-n accuracy rises up to the largest n ({}).",
+            cfg.best_of[k]
+        )
+    } else {
+        format!(
+            "Best-of-n accuracy peaks at n = {} ({:.1}%) and falls beyond it ({:.1}% at n = {}): \
+             with more samples the reward model's favourite is more often an episode it \
+             over-rates, the over-optimisation that E1b measures for PPO.",
+            cfg.best_of[k],
+            100.0 * acc[k],
+            100.0 * acc[acc.len() - 1],
+            cfg.best_of[acc.len() - 1]
+        )
+    }
 }
 
 #[cfg(test)]

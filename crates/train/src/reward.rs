@@ -259,6 +259,16 @@ pub struct Accuracy {
     pub oracle_pairs: usize,
 }
 
+/// A reward model's trainable parameters: all but the scalar head's bias, which is fixed during
+/// training (see `Gpt::new`) and set afterwards to centre the rewards.
+pub fn trainable_parameters(gpt: &Gpt) -> Vec<(String, Tensor)> {
+    gpt.vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect()
+}
+
 /// Share of untied pairs the model orders like the labels (and like the oracle).
 pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<Accuracy> {
     let _guard = tch::no_grad_guard();
@@ -290,14 +300,8 @@ pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Re
 impl TrainStep for RewardStep {
     type Batch = (Vec<Vec<i64>>, PairGroups, i64);
 
-    /// Trainable only: the head's bias is fixed during training (see `Gpt::new`).
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.gpt
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect()
+        trainable_parameters(&self.gpt)
     }
 
     fn loss(&mut self, (seqs, groups, pad): &Self::Batch) -> Result<StepOutput> {
