@@ -110,16 +110,7 @@ impl SearchIndex {
                 ),
             });
         }
-        let index = Index::open_in_dir(dir)?;
-        let (url, title, body) = fields(&index, dir)?;
-        let reader = index.reader()?;
-        Ok(Self {
-            index,
-            reader,
-            url,
-            title,
-            body,
-        })
+        Self::wrap(Index::open_in_dir(dir)?, dir)
     }
 
     fn fill(index: Index, docs: &[Document]) -> Result<Self> {
@@ -131,6 +122,13 @@ impl SearchIndex {
             )?;
         }
         writer.commit()?;
+        Self::wrap(index, Path::new("(memory)"))
+    }
+
+    /// The index with its fields and a reader (opened after any commit, so it sees every
+    /// document).
+    fn wrap(index: Index, at: &Path) -> Result<Self> {
+        let (url, title, body) = fields(&index, at)?;
         let reader = index.reader()?;
         Ok(Self {
             index,
