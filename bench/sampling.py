@@ -1,6 +1,7 @@
 """Batched KV-cache sampling: rlhf (Rust, libtorch) vs transformers' generate() vs a plain PyTorch
 sampling loop (the HF model's forward with its cache, no generate() machinery), same weights,
-same threads, interleaved runs. Prints tokens/s and the ratios.
+same threads, interleaved runs. Prints tokens/s and the ratios. rlhf runs twice per round: with
+its decode kernel (the default) and with `RLHF_DECODE_KERNEL=torch` (every product by libtorch).
 
     bench/run-sampling.sh            # builds the Rust side, then runs this
 Models: the tiny GPT (d=128, 4 layers, 4 heads, vocab 128, random weights, made here) and, when
@@ -9,6 +10,7 @@ given with --smollm2 DIR, the imported SmolLM2-135M checkpoint.
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -54,9 +56,12 @@ def plain_loop(model, ids, new):
     return len(toks) * ids.shape[0], time.perf_counter() - t0
 
 
-def rust(binary, model_dir, batch, plen, new, reps, threads):
+def rust(binary, model_dir, batch, plen, new, reps, threads, kernel="auto"):
+    """kernel="torch" turns off rlhf's decode kernel (`RLHF_DECODE_KERNEL`), so every product
+    goes through libtorch's matmul as in the Python runs."""
+    env = dict(os.environ, RLHF_DECODE_KERNEL=kernel)
     res = subprocess.run([binary, str(model_dir), str(batch), str(plen), str(new), str(reps),
-                          str(threads)], check=True, capture_output=True, text=True)
+                          str(threads)], check=True, capture_output=True, text=True, env=env)
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
 
@@ -65,10 +70,12 @@ def bench(name, model_dir, binary, args):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
     hf_generate(model, ids, 4), plain_loop(model, ids, 4)  # warm-up
-    rates = {"rlhf": [], "generate": [], "plain loop": []}
-    for _ in range(args.rounds):  # interleaved: each round runs all three
-        for r in rust(binary, model_dir, args.batch, args.prompt_len, args.new, 1, args.threads):
-            rates["rlhf"].append(r["tokens"] / r["seconds"])
+    rates = {"rlhf": [], "rlhf, torch mm": [], "generate": [], "plain loop": []}
+    for _ in range(args.rounds):  # interleaved: each round runs all four
+        for kernel, key in (("auto", "rlhf"), ("torch", "rlhf, torch mm")):
+            for r in rust(binary, model_dir, args.batch, args.prompt_len, args.new, 1,
+                          args.threads, kernel):
+                rates[key].append(r["tokens"] / r["seconds"])
         n, s = hf_generate(model, ids, args.new)
         rates["generate"].append(n / s)
         n, s = plain_loop(model, ids, args.new)
@@ -77,9 +84,11 @@ def bench(name, model_dir, binary, args):
     print(f"\n## {name}: batch {args.batch}, prompt {args.prompt_len}, {args.new} new tokens, "
           f"{args.threads} threads, {args.rounds} interleaved rounds (median tokens/s)")
     for k, v in med.items():
-        print(f"  {k:11s} {v:10.1f} tok/s   (runs: {', '.join(f'{x:.0f}' for x in rates[k])})")
+        print(f"  {k:15s} {v:10.1f} tok/s   (runs: {', '.join(f'{x:.0f}' for x in rates[k])})")
     print(f"  rlhf / generate   = {med['rlhf'] / med['generate']:.2f}x")
     print(f"  rlhf / plain loop = {med['rlhf'] / med['plain loop']:.2f}x")
+    print(f"  rlhf / rlhf with libtorch's matmul = {med['rlhf'] / med['rlhf, torch mm']:.2f}x"
+          " (the decode kernel's share)")
     return med
 
 

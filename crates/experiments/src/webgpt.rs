@@ -93,7 +93,7 @@ impl Default for WebGptConfig {
             bc: TrainerConfig {
                 lr: 3e-3,
                 warmup_steps: 50,
-                max_steps: 1200,
+                max_steps: 2500,
                 batch_size: 32,
                 checkpoint_every: 0,
                 eval_every: 0,

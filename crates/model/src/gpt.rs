@@ -471,14 +471,17 @@ impl Gpt {
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         match (&self.lm_head, self.head) {
             (Some(head), _) => Ok(head.forward(hidden)),
-            (None, Head::Lm) => Ok(hidden.matmul(&self.wte.tr())),
-            (None, Head::Scalar) if self.cfg.tie_word_embeddings => {
-                Ok(hidden.matmul(&self.wte.tr()))
-            }
+            (None, Head::Lm) => Ok(self.tied_logits(hidden)),
+            (None, Head::Scalar) if self.cfg.tie_word_embeddings => Ok(self.tied_logits(hidden)),
             (None, Head::Scalar) => Err(ModelError::Invalid(
                 "this scalar-head model has no LM head".into(),
             )),
         }
+    }
+
+    fn tied_logits(&self, hidden: &Tensor) -> Tensor {
+        crate::skinny::linear(hidden, &self.wte, None)
+            .unwrap_or_else(|| hidden.matmul(&self.wte.tr()))
     }
 
     /// Scalar outputs (B, T) from hidden states.

@@ -54,7 +54,8 @@ impl Linear {
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match self.layout {
-            Layout::OutIn => x.linear(&self.weight, self.bias.as_ref()),
+            Layout::OutIn => crate::skinny::linear(x, &self.weight, self.bias.as_ref())
+                .unwrap_or_else(|| x.linear(&self.weight, self.bias.as_ref())),
             Layout::InOut => match &self.bias {
                 // addmm on the flattened input is one fused BLAS call (Conv1D's own trick).
                 Some(b) => {

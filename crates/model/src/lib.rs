@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod pretrained;
 pub mod sample;
+pub mod skinny;
 
 pub use checkpoint::{load_weights, save_weights};
 pub use config::{Family, ModelConfig};

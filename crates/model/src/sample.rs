@@ -174,11 +174,15 @@ fn choose(logits: &Tensor, sampling: &Sampling) -> (Tensor, Tensor) {
             top_p,
         } => {
             let logp = (&logits / temperature).log_softmax(-1, Kind::Float);
-            let filtered = filter_logits(&logits, temperature, top_k, top_p);
-            let tok = filtered
-                .softmax(-1, Kind::Float)
-                .multinomial(1, false)
-                .squeeze_dim(1);
+            // One draw: with and without replacement are the same distribution, and "with"
+            // inverts the CDF with one uniform per row, where "without" draws an exponential
+            // per vocabulary entry (a third of a SmolLM2 decoding step).
+            let probs = if top_k.is_none() && top_p.is_none() {
+                logp.exp()
+            } else {
+                filter_logits(&logits, temperature, top_k, top_p).softmax(-1, Kind::Float)
+            };
+            let tok = probs.multinomial(1, true).squeeze_dim(1);
             let lp = logp.gather(1, &tok.unsqueeze(1), false).squeeze_dim(1);
             (tok, lp)
         }
