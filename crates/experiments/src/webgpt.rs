@@ -332,6 +332,26 @@ pub fn run(
     Ok(all)
 }
 
+/// Re-renders `out/e7.md` and the plot from `out/results.json` of an earlier run with the same
+/// config (after a change to the report only, without training again).
+pub fn report_only(cfg: &WebGptConfig, out: &Path) -> Result<Vec<SeedRun>> {
+    let path = out.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ExperimentError::io("read", &path, e))?;
+    let all: Vec<SeedRun> = serde_json::from_str(&text)?;
+    if all.is_empty() || all.iter().any(|r| r.best_of.len() != cfg.best_of.len()) {
+        return Err(ExperimentError::Invalid(format!(
+            "{} does not hold best-of-{:?} for every seed: run the experiment with the same \
+             config first",
+            path.display(),
+            cfg.best_of
+        )));
+    }
+    let seconds = all.iter().map(|r| r.seconds).sum();
+    let text = report(cfg, &all, seconds, out)?;
+    write_text(&out.join("e7.md"), &text)?;
+    Ok(all)
+}
+
 fn validate(cfg: &WebGptConfig) -> Result<()> {
     let bad = |m: String| Err(ExperimentError::Invalid(m));
     if cfg.test_towns == 0 || cfg.test_towns + 10 > cfg.towns {
@@ -896,7 +916,8 @@ fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
     );
     let sup_ci = seeds_ci(&bmax_sup);
     let acc_ci = seeds_ci(&bmax);
-    let reproduced = d_best.lo > 0.0 && d_bc.lo > 0.0 && sup_ci.mean >= 0.9 * acc_ci.mean;
+    let grounded = d_best.lo > 0.0 && d_bc.lo > 0.0 && sup_ci.mean >= 0.9 * acc_ci.mean;
+    let rejection_helps = d_bon.lo > 0.0;
     let per_seed: Vec<String> = all
         .iter()
         .map(|r| {
@@ -989,13 +1010,26 @@ fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Resu
         oracle = pct(&seeds_ci(&oracle)),
         rm = 100.0 * avg(&|r| r.rm_accuracy),
         peak = peak_line(cfg, all),
-        verdict_line = if reproduced {
+        verdict_line = if grounded && rejection_helps {
             format!(
-                "reproduced: browsing beats closed book (BC by {}, best-of-{n_max} by {} points) \
-                 and best-of-{n_max}'s answers are supported by their quotes ({} supported).",
+                "reproduced: browsing beats closed book (BC by {}, best-of-{n_max} by {} points), \
+                 best-of-{n_max}'s answers are supported by their quotes ({} supported), and \
+                 best-of-{n_max} beats best-of-1 by {} points.",
                 pct(&d_bc),
                 pct(&d_best),
-                pct(&sup_ci)
+                pct(&sup_ci),
+                pct(&d_bon)
+            )
+        } else if grounded {
+            format!(
+                "partly reproduced: browsing beats closed book (BC by {}, best-of-{n_max} by {} \
+                 points) and best-of-{n_max}'s answers are supported by their quotes ({} \
+                 supported), but rejection sampling against the reward model does not improve \
+                 on best-of-1 at n = {n_max} ({} points; see where best-of-n peaks above).",
+                pct(&d_bc),
+                pct(&d_best),
+                pct(&sup_ci),
+                pct(&d_bon)
             )
         } else {
             format!(

@@ -404,6 +404,18 @@ fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Re
     let md = std::fs::read_to_string(dir.path().join("e7.md"))?;
     assert!(md.contains("Verdict:") && md.contains("best-of-4") && md.contains("closed book"));
     assert!(dir.path().join("e7_best_of_n.svg").exists());
+    // Re-rendering from results.json alone gives the same report, wall-time line apart.
+    std::fs::remove_file(dir.path().join("e7.md"))?;
+    webgpt::report_only(&cfg, dir.path())?;
+    let again = std::fs::read_to_string(dir.path().join("e7.md"))?;
+    let body = |t: &str| t.split("Wall time").next().unwrap_or_default().to_string();
+    assert_eq!(body(&again), body(&md));
+    let mut other = cfg.clone();
+    other.best_of = vec![1];
+    assert!(
+        webgpt::report_only(&other, dir.path()).is_err(),
+        "a config that does not match"
+    );
 
     // The saved policy browses the saved index, and whatever it quotes and cites is checked
     // against the pages: every kept quote occurs on its page.

@@ -71,7 +71,7 @@ struct Common {
     #[arg(long)]
     out: PathBuf,
     /// Only re-render the report from OUT/results.json of an earlier run with the same config
-    /// (no training); `emergence` only.
+    /// (no training); `emergence` and `webgpt` only.
     #[arg(long)]
     report_only: bool,
     #[command(flatten)]
@@ -121,8 +121,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
     anyhow::ensure!(
-        !common.report_only || matches!(args.which, Which::Emergence(_)),
-        "--report-only is implemented for `experiment emergence` only"
+        !common.report_only || matches!(args.which, Which::Emergence(_) | Which::Webgpt(_)),
+        "--report-only is implemented for `experiment emergence` and `experiment webgpt` only"
     );
     let seeds: Vec<u64> = (common.first_seed..common.first_seed + common.seeds).collect();
     match &args.which {
@@ -156,7 +156,11 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         }
         Which::Webgpt(c) => {
             let cfg: webgpt::WebGptConfig = c.config.load()?;
-            webgpt::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+            if c.report_only {
+                webgpt::report_only(&cfg, &c.out)?;
+            } else {
+                webgpt::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+            }
         }
     }
     if let Some(b) = bars.bar.take() {
