@@ -5,11 +5,12 @@
 //! Why: decoding streams every weight once per new token, so this product is nearly all of a
 //! sampling step. libtorch hands it to MKL's sgemm, which on AMD CPUs takes a generic path: on
 //! the 2-core EPYC this project is measured on, SmolLM2's 49152 × 576 head ran at ~20 GFLOP/s for
-//! 16 rows and the layer projections at 45–65. This kernel keeps a 4 × 3 block of dot products
-//! in AVX2 registers (each loaded weight vector feeds 4 fused multiply-adds) and splits the output
-//! columns over the intra-op threads.
+//! 16 rows and the layer projections at 20–65. This kernel keeps a 4 × 3 block of dot products
+//! in AVX2 registers (each loaded weight vector feeds 4 fused multiply-adds), prefetches weight
+//! rows ahead, and splits the output columns over libtorch's own OpenMP team, so that no second
+//! thread pool competes with OpenMP's waiting workers for the cores.
 //!
-//! It applies only where it is exact to use it: CPU, f32, contiguous weights, at most
+//! It applies only where nothing else is needed of the product: CPU, f32, contiguous weights, at most
 //! [`MAX_ROWS`] rows, and no autograd graph to record (sampling runs under `no_grad`). Anything
 //! else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
 //! `None` and the caller uses libtorch. Results differ from sgemm's only by summation order.
