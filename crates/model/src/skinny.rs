@@ -10,9 +10,9 @@
 //! rows ahead, and splits the output columns over libtorch's own OpenMP team, so that no second
 //! thread pool competes with OpenMP's waiting workers for the cores.
 //!
-//! It applies only where nothing else is needed of the product: CPU, f32, contiguous weights, at most
-//! [`MAX_ROWS`] rows, and no autograd graph to record (sampling runs under `no_grad`). Anything
-//! else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
+//! It applies only where nothing else is needed of the product: CPU, f32, contiguous weights, at
+//! most [`MAX_ROWS`] rows, and no autograd graph to record (sampling runs under `no_grad`).
+//! Anything else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
 //! `None` and the caller uses libtorch. Results differ from sgemm's only by summation order.
 
 use std::ffi::{CStr, c_int, c_uint, c_void};
