@@ -6,6 +6,7 @@ use std::path::Path;
 use rand::RngCore;
 use rlhf_report::{Interval, Series, bootstrap_seeds_ci, fmt_interval};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{ExperimentError, Result};
 
@@ -87,6 +88,15 @@ pub fn flops(x: f64) -> String {
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).map_err(|e| ExperimentError::io("write", path, e))
+}
+
+/// The per-seed results an earlier run wrote to `out/results.json`, and that file's path (for
+/// `--report-only`, which re-renders a report without training again).
+pub fn read_results<T: DeserializeOwned>(out: &Path) -> Result<(std::path::PathBuf, Vec<T>)> {
+    let path = out.join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ExperimentError::io("read", &path, e))?;
+    let all = serde_json::from_str(&text)?;
+    Ok((path, all))
 }
 
 /// Writes a text file.

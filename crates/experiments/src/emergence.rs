@@ -17,7 +17,9 @@ use rlhf_train::TrainerConfig;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{Observer, ci_series, flops, pct, run_seeds, seeds_ci, write_text};
+use crate::common::{
+    Observer, ci_series, flops, pct, read_results, run_seeds, seeds_ci, write_text,
+};
 use crate::error::{ExperimentError, Result};
 use crate::format::additions;
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
@@ -135,9 +137,7 @@ pub struct SeedRun {
 /// Re-renders `out/e2.md` and the plots from `out/results.json` (after a change to the report
 /// only, without training again).
 pub fn report_only(cfg: &EmergenceConfig, out: &Path) -> Result<Vec<SeedRun>> {
-    let path = out.join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ExperimentError::io("read", &path, e))?;
-    let all: Vec<SeedRun> = serde_json::from_str(&text)?;
+    let (path, all): (_, Vec<SeedRun>) = read_results(out)?;
     if all.is_empty() || all.iter().any(|s| s.runs.len() != cfg.sizes.len()) {
         return Err(ExperimentError::Invalid(format!(
             "{} does not hold {} sizes per seed: run the experiment with the same config first",

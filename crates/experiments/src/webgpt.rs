@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::common::{
-    Observer, ci_series, flops, paired_diff, pct, run_seeds, seeds_ci, verdict, write_text,
+    Observer, ci_series, flops, paired_diff, pct, read_results, run_seeds, seeds_ci, verdict,
+    write_text,
 };
 use crate::error::{ExperimentError, Result};
 use crate::tiny::{TinyLm, TinySpec, TrainStats, generate_config, train_tokenizer};
@@ -335,9 +336,7 @@ pub fn run(
 /// Re-renders `out/e7.md` and the plot from `out/results.json` of an earlier run with the same
 /// config (after a change to the report only, without training again).
 pub fn report_only(cfg: &WebGptConfig, out: &Path) -> Result<Vec<SeedRun>> {
-    let path = out.join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ExperimentError::io("read", &path, e))?;
-    let all: Vec<SeedRun> = serde_json::from_str(&text)?;
+    let (path, all): (_, Vec<SeedRun>) = read_results(out)?;
     if all.is_empty() || all.iter().any(|r| r.best_of.len() != cfg.best_of.len()) {
         return Err(ExperimentError::Invalid(format!(
             "{} does not hold best-of-{:?} for every seed: run the experiment with the same \
