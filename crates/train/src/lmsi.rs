@@ -191,12 +191,15 @@ pub fn mixed_formats(
         .collect();
     let mut out = Vec::with_capacity(kept.len() * 4);
     for (i, (q, text, answer)) in kept.iter().enumerate() {
+        // Take only as many as there are demos of other questions: with repeats of `q` among
+        // the kept paths, `demos.len() - 1` can exceed that and the cycle would never end.
+        let others = demos.iter().filter(|e| &e.question != q).count();
         let shots: Vec<Exemplar> = demos
             .iter()
             .cycle()
             .skip(i + 1)
             .filter(|e| &e.question != q)
-            .take(exemplars.min(demos.len().saturating_sub(1)))
+            .take(exemplars.min(others))
             .cloned()
             .collect();
         let direct = rlhf_data::answer_line(*answer);
