@@ -126,16 +126,20 @@ impl Attention {
             None => (k, v),
         };
         let gqa = self.nkv != self.nh;
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            ctx.mask,
-            0.0,
-            ctx.is_causal,
-            None,
-            gqa,
-        ); // (B, nh, T, hs)
+        // One new token per row (decoding): the CPU kernel, when it applies.
+        let one = (t == 1).then(|| crate::skinny::attend_one(&q, &k, &v, ctx.mask));
+        let y = one.flatten().unwrap_or_else(|| {
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                ctx.mask,
+                0.0,
+                ctx.is_causal,
+                None,
+                gqa,
+            )
+        }); // (B, nh, T, hs)
         let y = y.transpose(1, 2).reshape([b, t, self.nh * self.hs]);
         self.out.forward(&y)
     }

@@ -7,6 +7,7 @@
 
 use rand::Rng;
 use rlhf_model::Pretrained;
+use rlhf_model::sample::inverse_cdf;
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::{Params, Row, TokenInfo};
@@ -167,18 +168,12 @@ impl Knobs {
                 let remove = remove_sorted.scatter(1, &idx, &remove_sorted);
                 scaled = scaled.masked_fill(&remove, f64::NEG_INFINITY);
             }
-            let cdf = scaled.softmax(-1, Kind::Float).cumsum(-1, Kind::Float); // (B, V)
-            let v = cdf.size()[1];
             let u: Vec<f32> = active
                 .iter()
                 .map(|&r| rows[r].rng.random::<f32>())
                 .collect();
-            let u =
-                Tensor::from_slice(&u).unsqueeze(1).to_device(x.device()) * cdf.narrow(1, v - 1, 1);
-            let sampled = u
-                .searchsorted(&cdf, false, true, "right", None::<Tensor>)
-                .squeeze_dim(1)
-                .clamp_max(v - 1);
+            let u = Tensor::from_slice(&u).to_device(x.device());
+            let sampled = inverse_cdf(&scaled.softmax(-1, Kind::Float), &u);
             greedy_tok.where_self(&self.greedy, &sampled)
         };
         if self.top_k < 0 {
