@@ -1,7 +1,8 @@
 """Batched KV-cache sampling: rlhf (Rust, libtorch) vs transformers' generate() vs a plain PyTorch
 sampling loop (the HF model's forward with its cache, no generate() machinery), same weights,
 same threads, interleaved runs. Prints tokens/s and the ratios. rlhf runs twice per round: with
-its decode kernel (the default) and with `RLHF_DECODE_KERNEL=torch` (every product by libtorch).
+its decode kernels (the default) and with `RLHF_DECODE_KERNEL=torch` (every product and the
+one-token attention by libtorch).
 
     bench/run-sampling.sh            # builds the Rust side, then runs this
 Models: the tiny GPT (d=128, 4 layers, 4 heads, vocab 128, random weights, made here) and, when
@@ -57,8 +58,8 @@ def plain_loop(model, ids, new):
 
 
 def rust(binary, model_dir, batch, plen, new, reps, threads, kernel="auto"):
-    """kernel="torch" turns off rlhf's decode kernel (`RLHF_DECODE_KERNEL`), so every product
-    goes through libtorch's matmul as in the Python runs."""
+    """kernel="torch" turns off rlhf's decode kernels (`RLHF_DECODE_KERNEL`), so every product
+    and the attention go through libtorch (matmul, SDPA) as in the Python runs."""
     env = dict(os.environ, RLHF_DECODE_KERNEL=kernel)
     res = subprocess.run([binary, str(model_dir), str(batch), str(plen), str(new), str(reps),
                           str(threads)], check=True, capture_output=True, text=True, env=env)
@@ -70,9 +71,9 @@ def bench(name, model_dir, binary, args):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
     hf_generate(model, ids, 4), plain_loop(model, ids, 4)  # warm-up
-    rates = {"rlhf": [], "rlhf, torch mm": [], "generate": [], "plain loop": []}
+    rates = {"rlhf": [], "rlhf, kernels off": [], "generate": [], "plain loop": []}
     for _ in range(args.rounds):  # interleaved: each round runs all four
-        for kernel, key in (("auto", "rlhf"), ("torch", "rlhf, torch mm")):
+        for kernel, key in (("auto", "rlhf"), ("torch", "rlhf, kernels off")):
             for r in rust(binary, model_dir, args.batch, args.prompt_len, args.new, 1,
                           args.threads, kernel):
                 rates[key].append(r["tokens"] / r["seconds"])
@@ -84,11 +85,11 @@ def bench(name, model_dir, binary, args):
     print(f"\n## {name}: batch {args.batch}, prompt {args.prompt_len}, {args.new} new tokens, "
           f"{args.threads} threads, {args.rounds} interleaved rounds (median tokens/s)")
     for k, v in med.items():
-        print(f"  {k:15s} {v:10.1f} tok/s   (runs: {', '.join(f'{x:.0f}' for x in rates[k])})")
+        print(f"  {k:17s} {v:10.1f} tok/s   (runs: {', '.join(f'{x:.0f}' for x in rates[k])})")
     print(f"  rlhf / generate   = {med['rlhf'] / med['generate']:.2f}x")
     print(f"  rlhf / plain loop = {med['rlhf'] / med['plain loop']:.2f}x")
-    print(f"  rlhf / rlhf with libtorch's matmul = {med['rlhf'] / med['rlhf, torch mm']:.2f}x"
-          " (the decode kernel's share)")
+    print(f"  rlhf / rlhf with libtorch's matmul and SDPA = "
+          f"{med['rlhf'] / med['rlhf, kernels off']:.2f}x (the decode kernels' share)")
     return med
 
 

@@ -1,6 +1,7 @@
-//! A skinny f32 product for decoding on x86-64: `y = x Wᵀ (+ b)` where `x` has few rows (the
-//! batch, one new token each, during KV-cache sampling) and `W` is stored (out, in) as in
-//! `nn.Linear` and the tied embedding.
+//! CPU kernels for decoding on x86-64: the skinny f32 product `y = x Wᵀ (+ b)` where `x` has few
+//! rows (the batch, one new token each, during KV-cache sampling) and `W` is stored (out, in) as
+//! in `nn.Linear` and the tied embedding; and the attention of one new token per row against the
+//! KV cache ([`attend_one`]).
 //!
 //! Why: decoding streams every weight once per new token, so this product is nearly all of a
 //! sampling step. libtorch hands it to MKL's sgemm, which on AMD CPUs takes a generic path: on
@@ -10,10 +11,10 @@
 //! rows ahead, and splits the output columns over libtorch's own OpenMP team, so that no second
 //! thread pool competes with OpenMP's waiting workers for the cores.
 //!
-//! It applies only where nothing else is needed of the product: CPU, f32, contiguous weights, at
+//! They apply only where nothing else is needed of the result: CPU, f32, contiguous weights, at
 //! most [`MAX_ROWS`] rows, and no autograd graph to record (sampling runs under `no_grad`).
 //! Anything else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
-//! `None` and the caller uses libtorch. Results differ from sgemm's only by summation order.
+//! `None` and the caller uses libtorch. Results differ from libtorch's only by summation order.
 
 use std::ffi::{CStr, c_int, c_uint, c_void};
 use std::sync::OnceLock;
@@ -33,7 +34,7 @@ const PREFETCH: usize = 2;
 /// Below this many multiply-adds a product runs on the calling thread only.
 const PARALLEL_WORK: i64 = 1 << 18;
 
-/// Whether the kernel is available and not switched off (`RLHF_DECODE_KERNEL=torch`).
+/// Whether the kernels are available and not switched off (`RLHF_DECODE_KERNEL=torch`).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
