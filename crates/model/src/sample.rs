@@ -315,17 +315,13 @@ mod tests {
     }
 
     #[test]
-    fn draw_follows_the_probabilities_and_is_seeded() {
+    fn draw_follows_the_probabilities() {
+        // Seeded reproducibility is checked end to end by the CLI tests, in their own processes:
+        // here libtorch's global generator is shared with tests running on other threads.
         let p = [0.05f32, 0.0, 0.5, 0.25, 0.2];
         let rows = 40_000;
         let probs = Tensor::from_slice(&p).view([1, -1]).repeat([rows, 1]);
-        tch::manual_seed(7);
         let a = draw(&probs);
-        tch::manual_seed(7);
-        assert!(
-            a.equal(&draw(&probs)),
-            "the same seed draws the same tokens"
-        );
         let counts = Vec::<i64>::try_from(a.bincount(None::<Tensor>, 5)).unwrap();
         for (i, (&c, &q)) in counts.iter().zip(&p).enumerate() {
             let q = q as f64;
