@@ -54,6 +54,11 @@ fn cpu_supported() -> bool {
     }
 }
 
+/// Whether autograd would record a graph through any of `inputs` (the kernels record none).
+fn records_graph(inputs: &[&Tensor]) -> bool {
+    inputs.iter().any(|t| t.requires_grad()) && grad_enabled()
+}
+
 fn grad_enabled() -> bool {
     // libtorch has no getter in tch; setting returns the previous mode, which we restore.
     unsafe {
@@ -83,9 +88,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     if m == 0 || m > MAX_ROWS {
         return None;
     }
-    let needs_graph =
-        x.requires_grad() || w.requires_grad() || bias.is_some_and(Tensor::requires_grad);
-    if needs_graph && grad_enabled() {
+    if records_graph(&[x, w]) || bias.is_some_and(|b| records_graph(&[b])) {
         return None;
     }
     let bias = match bias {
@@ -146,8 +149,7 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
     {
         return None;
     }
-    let needs_graph = q.requires_grad() || k.requires_grad() || v.requires_grad();
-    if needs_graph && grad_enabled() {
+    if records_graph(&[q, k, v]) {
         return None;
     }
     let allowed = match allowed {
@@ -159,7 +161,7 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
     let y = Tensor::empty([b, nh, 1, hs], (Kind::Float, Device::Cpu));
     let (ks, vs) = (k.stride(), v.stride());
     let rep = (nh / nkv) as usize;
-    let (nkv, l, hs) = (nkv as usize, l as usize, hs as usize);
+    let (nh, nkv, l, hs) = (nh as usize, nkv as usize, l as usize, hs as usize);
     // Addresses as integers, so the closure is Sync; the tensors live until `parallel` returns.
     let (qp, kp, vp, yp) = (
         q.data_ptr() as usize,
@@ -183,8 +185,8 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
                 let mask = mp.map(|p| (p as *const bool).add(row * l));
                 for j in 0..rep {
                     let h = g * rep + j;
-                    let qh = (qp as *const f32).add((row * nkv * rep + h) * hs);
-                    let yh = (yp as *mut f32).add((row * nkv * rep + h) * hs);
+                    let qh = (qp as *const f32).add((row * nh + h) * hs);
+                    let yh = (yp as *mut f32).add((row * nh + h) * hs);
                     attend_head(
                         qh,
                         kb,
@@ -192,7 +194,6 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
                         vb,
                         vs[2] as isize,
                         mask,
-                        l,
                         hs,
                         scale,
                         &mut scores,
@@ -205,7 +206,7 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
     Some(y)
 }
 
-/// One query head: softmax(scale · q·kᵢ over the allowed i) · v into `y`.
+/// One query head: softmax(scale · q·kᵢ over the allowed i < scores.len()) · v into `y`.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
 unsafe fn attend_head(
@@ -215,14 +216,13 @@ unsafe fn attend_head(
     v: *const f32,
     v_step: isize,
     mask: Option<*const bool>,
-    l: usize,
     hs: usize,
     scale: f32,
     scores: &mut [f32],
     y: *mut f32,
 ) {
     let mut max = f32::NEG_INFINITY;
-    for (i, s) in scores.iter_mut().enumerate().take(l) {
+    for (i, s) in scores.iter_mut().enumerate() {
         let ok = mask.is_none_or(|m| unsafe { *m.add(i) });
         *s = if ok {
             scale * unsafe { dot(q, k.offset(i as isize * k_step), hs) }
@@ -232,13 +232,13 @@ unsafe fn attend_head(
         max = max.max(*s);
     }
     let mut total = 0f32;
-    for s in scores.iter_mut().take(l) {
+    for s in scores.iter_mut() {
         *s = (*s - max).exp();
         total += *s;
     }
     let y = unsafe { std::slice::from_raw_parts_mut(y, hs) };
     y.fill(0.0);
-    for (i, s) in scores.iter().enumerate().take(l) {
+    for (i, s) in scores.iter().enumerate() {
         if *s != 0.0 {
             unsafe { axpy(*s / total, v.offset(i as isize * v_step), y) };
         }
@@ -272,7 +272,14 @@ unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
             s0,
         );
     }
-    let v = _mm256_add_ps(s0, s1);
+    hsum(_mm256_add_ps(s0, s1))
+}
+
+/// The sum of the 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
     let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
@@ -484,10 +491,7 @@ impl Job {
         for (row, a) in acc.iter().enumerate() {
             for (c, v) in a.iter().enumerate() {
                 // Horizontal sum of the 8 lanes, then the K % 8 tail.
-                let s4 = _mm_add_ps(_mm256_castps256_ps128(*v), _mm256_extractf128_ps(*v, 1));
-                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-                let mut s = _mm_cvtss_f32(s1);
+                let mut s = hsum(*v);
                 for t in k8..k {
                     s += unsafe { *x.add(row * k + t) * *w.add(c * k + t) };
                 }
