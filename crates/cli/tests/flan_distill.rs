@@ -268,13 +268,13 @@ fn a_local_teacher_is_adapted_on_the_gold_labels_first() {
         out.to_str().unwrap(),
         "--label-only",
         "--set",
-        "adapt.trainer.max_steps=30",
+        "adapt.trainer.max_steps=60",
         "--set",
         "adapt.trainer.batch_size=4",
         "--set",
         "adapt.trainer.warmup_steps=0",
         "--set",
-        "adapt.trainer.lr=1e-2",
+        "adapt.trainer.lr=3e-3",
         "--set",
         "distill.max_new_tokens=8",
     ]);
@@ -284,13 +284,18 @@ fn a_local_teacher_is_adapted_on_the_gold_labels_first() {
         !out.join("student").exists(),
         "--label-only trains no student"
     );
-    // Thirty steps on one answer: the adapted teacher gives it to the pool.
+    // Sixty steps at 3e-3 on one answer (30 at 1e-2 overshot now and then: the trained prompts came back empty): the adapted teacher gives it to the pool.
     let kept = lines(&out.join("labels.jsonl"));
     let right = kept
         .iter()
         .filter(|l| l["completion"] == "The answer is 7.")
         .count();
-    assert!(right >= 4, "{kept:?}");
+    assert!(
+        right >= 4,
+        "kept {kept:?}\ndropped {:?}\n{}",
+        std::fs::read_to_string(out.join("dropped.jsonl")),
+        stderr(&o)
+    );
     // Bad inputs: a chat record as gold, a bad teacher URL.
     let bad = dir.path().join("bad.jsonl");
     write(
