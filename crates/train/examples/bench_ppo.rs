@@ -35,7 +35,8 @@ fn main() -> anyhow::Result<()> {
     let batch: usize = arg(&a, "--batch", 32);
     let prompt_len: usize = arg(&a, "--prompt-len", 16);
     let response_len: usize = arg(&a, "--response-len", 32);
-    tch::set_num_threads(threads);
+    // Allocator tuning and thread count, as every `rlhf` command sets them.
+    rlhf_model::device::set_threads(Some(threads as usize));
     let cfg = ModelConfig::from_json(
         &serde_json::json!({
             "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     );
     let (b, t, steps, threads): (i64, i64, u64, i32) =
         (a[2].parse()?, a[3].parse()?, a[4].parse()?, a[5].parse()?);
-    tch::set_num_threads(threads);
+    rlhf_model::device::set_threads(Some(threads as usize));
     let gpt = Gpt::load(&PathBuf::from(&a[1]), Head::Lm, tch::Device::Cpu)?;
     let vocab = gpt.cfg.vocab_size;
     let mut step = Step(gpt);
