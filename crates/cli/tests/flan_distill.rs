@@ -284,7 +284,8 @@ fn a_local_teacher_is_adapted_on_the_gold_labels_first() {
         !out.join("student").exists(),
         "--label-only trains no student"
     );
-    // Sixty steps at 3e-3 on one answer (30 at 1e-2 overshot now and then: the trained prompts came back empty): the adapted teacher gives it to the pool.
+    // Sixty steps at 3e-3 on one answer: the adapted teacher gives it to the pool. (Thirty at
+    // 1e-2 overshot now and then, and the trained prompts came back empty.)
     let kept = lines(&out.join("labels.jsonl"));
     let right = kept
         .iter()
