@@ -145,6 +145,54 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// Attention for the queries at positions `from..from + n` only, against the keys and values
+    /// of all T positions: x (B, T, C) -> (B, n, C). No cache (a full forward pass).
+    fn forward_window(&self, x: &Tensor, ctx: &LayerCtx<'_>, from: i64, n: i64) -> Tensor {
+        let (b, t, _) = x.size3().unwrap_or_default();
+        let heads = |y: Tensor, rows: i64, h: i64| y.view([b, rows, h, self.hs]).transpose(1, 2);
+        let (mut q, mut k, v) = match &self.qkv {
+            // Separate projections: the query one runs on the window's rows only.
+            Qkv::Split { q, k, v } => (
+                heads(q.forward(&x.narrow(1, from, n)), n, self.nh),
+                heads(k.forward(x), t, self.nkv),
+                heads(v.forward(x), t, self.nkv),
+            ),
+            Qkv::Fused(_) => {
+                let (q, k, v) = self.project(x);
+                (q.narrow(2, from, n), k, v)
+            }
+        };
+        if let Some((cos, sin)) = ctx.rope {
+            q = Rope::apply(&q, &cos.narrow(2, from, n), &sin.narrow(2, from, n));
+            k = Rope::apply(&k, cos, sin);
+        }
+        // The window's rows of the (B, 1, T, T) mask; SDPA's `is_causal` would align a shorter
+        // query block to the first keys, so plain causal attention gets an explicit mask too.
+        let mask = match ctx.mask {
+            Some(m) => m.narrow(2, from, n),
+            None => {
+                let dev = x.device();
+                let q_pos = Tensor::arange_start(from, from + n, (Kind::Int64, dev)).unsqueeze(1);
+                let k_pos = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0);
+                k_pos.le_tensor(&q_pos).view([1, 1, n, t])
+            }
+        };
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&mask),
+            0.0,
+            false,
+            None,
+            self.nkv != self.nh,
+        ); // (B, nh, n, hs)
+        let y = y.transpose(1, 2).reshape([b, n, self.nh * self.hs]);
+        self.out.forward(&y)
+    }
+}
+
 #[derive(Debug)]
 enum Mlp {
     /// GPT-2: c_proj(gelu_tanh(c_fc(x))).
@@ -224,6 +272,15 @@ impl Block {
 
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_>, layer: usize) -> Tensor {
         let x = x + self.attn.forward(&self.norm1.forward(x), ctx, layer);
+        &x + self.mlp.forward(&self.norm2.forward(&x))
+    }
+
+    /// The block's output at positions `from..from + n` only: (B, T, C) -> (B, n, C).
+    fn forward_window(&self, x: &Tensor, ctx: &LayerCtx<'_>, from: i64, n: i64) -> Tensor {
+        let a = self
+            .attn
+            .forward_window(&self.norm1.forward(x), ctx, from, n);
+        let x = x.narrow(1, from, n) + a;
         &x + self.mlp.forward(&self.norm2.forward(&x))
     }
 }
@@ -383,10 +440,32 @@ impl Gpt {
     ///
     /// With a cache, `input_ids` are the new tokens and their keys/values are appended; the mask
     /// (if any) covers only the new tokens. Position ids follow the mask (left padding).
-    pub fn forward_hidden(
+    pub fn forward_hidden(&self, batch: Batch<'_>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.hidden(batch, cache, None)
+    }
+
+    /// Final hidden states (B, n, C) of positions `from..from + n` only: the same values as
+    /// `forward_hidden(batch, None)?.narrow(1, from, n)`, but the last layer computes its query
+    /// projection, attention output, MLP and the final norm for those rows alone (every other
+    /// layer still runs over all T positions, whose keys and values the window attends to).
+    /// PPO reads only the positions that predict response tokens; with a 16-token prompt and
+    /// 32-token responses this skips a third of the last layer's rows.
+    pub fn forward_hidden_window(&self, batch: Batch<'_>, from: i64, n: i64) -> Result<Tensor> {
+        let t = batch.input_ids.size().get(1).copied().unwrap_or(0);
+        if from < 0 || n < 1 || from + n > t {
+            return Err(ModelError::Invalid(format!(
+                "window of positions {from}..{} is not inside the {t} input positions",
+                from + n
+            )));
+        }
+        self.hidden(batch, None, Some((from, n)))
+    }
+
+    fn hidden(
         &self,
         batch: Batch<'_>,
         mut cache: Option<&mut KvCache>,
+        window: Option<(i64, i64)>,
     ) -> Result<Tensor> {
         let ids = batch.input_ids;
         let (b, t) = ids.size2().map_err(|_| {
@@ -433,8 +512,15 @@ impl Gpt {
             rope: tables.as_ref().map(|(c, s)| (c, s)),
             cache: cache.as_deref_mut(),
         };
+        let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &mut ctx, i);
+            x = match window {
+                Some((from, n)) if i == last => block.forward_window(&x, &ctx, from, n),
+                _ => block.forward(&x, &mut ctx, i),
+            };
+        }
+        if let (Some((from, n)), true) = (window, self.blocks.is_empty()) {
+            x = x.narrow(1, from, n);
         }
         if let Some(c) = cache {
             if batch.attention_mask.is_some() {

@@ -186,3 +186,76 @@ fn save_and_reload_round_trips_names_and_values() {
         assert_eq!(max_abs_diff(&a, &b), 0.0);
     }
 }
+
+/// `forward_hidden_window` (the last layer on a window of rows only) gives transformers' logits
+/// at those rows, padded or not, and the same parameter gradients as narrowing the full pass.
+#[test]
+fn a_window_of_positions_matches_the_full_forward() {
+    for name in FAMILIES {
+        let (model, r) = (load(name), reference(name));
+        let t = r["input_ids"].size()[1];
+        for (from, n) in [(0, t), (1, t - 2), (t - 1, 1)] {
+            let batch = Batch {
+                input_ids: &r["input_ids"],
+                attention_mask: None,
+            };
+            let hidden = model.forward_hidden_window(batch, from, n).unwrap();
+            let logits = model.lm_logits(&hidden).unwrap();
+            let d = max_abs_diff(&logits, &r["logits"].narrow(1, from, n));
+            assert!(d <= TOL, "{name} window {from}+{n}: max |dlogit| = {d:e}");
+        }
+        // Left padding: the window's rows of the padded pass, and the same gradients.
+        let (ids, mask) = (&r["padded_ids"], &r["padded_mask"]);
+        let batch = Batch {
+            input_ids: ids,
+            attention_mask: Some(mask),
+        };
+        let t = ids.size()[1];
+        let (from, n) = (t / 2, t - t / 2 - 1);
+        let grads = |hidden: Tensor| {
+            for (_, mut v) in model.vs.variables() {
+                v.zero_grad();
+            }
+            let loss = model
+                .lm_logits(&hidden)
+                .unwrap()
+                .pow_tensor_scalar(2)
+                .sum(Kind::Float);
+            loss.backward();
+            let mut named = model.vs.variables().into_iter().collect::<Vec<_>>();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            (
+                hidden.detach(),
+                named
+                    .into_iter()
+                    .map(|(k, v)| (k, v.grad().copy()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (full, g_full) = grads(
+            model
+                .forward_hidden(batch, None)
+                .unwrap()
+                .narrow(1, from, n),
+        );
+        let (win, g_win) = grads(model.forward_hidden_window(batch, from, n).unwrap());
+        let d = max_abs_diff(&win, &full);
+        assert!(d <= 1e-5, "{name} padded window: max |dhidden| = {d:e}");
+        assert_eq!(g_full.len(), g_win.len());
+        for ((k, a), (_, b)) in g_full.iter().zip(&g_win) {
+            let scale = f64::try_from(a.abs().max()).unwrap().max(1e-6);
+            let d = max_abs_diff(a, b) / scale;
+            assert!(
+                d <= 1e-4,
+                "{name}: gradient of {k} differs by {d:e} (relative)"
+            );
+        }
+        // A window outside the input is an error, not a libtorch abort.
+        let batch = Batch {
+            input_ids: ids,
+            attention_mask: Some(mask),
+        };
+        let err = model.forward_hidden_window(batch, t - 1, 2).unwrap_err();
+        assert!(err.to_string().contains("not inside"), "{err}");
+    }
+}

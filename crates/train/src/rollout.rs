@@ -82,14 +82,12 @@ pub fn response_hidden(
     p: i64,
     r: i64,
 ) -> Result<Tensor> {
-    let hidden = gpt.forward_hidden(
-        Batch {
-            input_ids: seqs,
-            attention_mask: Some(attention),
-        },
-        None,
-    )?;
-    Ok(hidden.narrow(1, p - 1, r))
+    // The last layer runs on these R rows only (`forward_hidden_window`).
+    let batch = Batch {
+        input_ids: seqs,
+        attention_mask: Some(attention),
+    };
+    Ok(gpt.forward_hidden_window(batch, p - 1, r)?)
 }
 
 /// Log-probs (B, R) of `responses` under an LM at `temperature`, and the logits (B, R, V).
