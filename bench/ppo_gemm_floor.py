@@ -15,7 +15,8 @@ prompts of 16 tokens, 32 new tokens, 4 epochs x 2 minibatches):
   on all T positions);
 - "rlhf": what `rlhf ppo` multiplies: the same generation, policy + reference + value + reward
   scoring forwards (LM heads on the R response positions only), and per minibatch the policy and
-  value forward + backward (LM head on the R response positions only).
+  value forward + backward (LM head on the R response positions only); in every pass but the
+  reward model's, the last layer's query side and MLP run on the R response positions only.
 Each linear layer's forward is one (M, in) x (in, out) product; its backward two more (dX and
 dW). Attention counts its two batched products forward and four backward (KV-cache decoding:
 its two small products per step).
@@ -59,17 +60,21 @@ class Products:
         if backward:
             self.ops += [("mm", m, d_out, d_in), ("mm", d_out, m, d_in)]  # dX, dW
 
-    def trunk(self, b, t, backward, keys=None):
-        """Every layer of the decoder over b rows of t new tokens attending to `keys` keys."""
+    def trunk(self, b, t, backward, keys=None, last_rows=None):
+        """Every layer of the decoder over b rows of t new tokens attending to `keys` keys; with
+        `last_rows`, the last layer's queries, attention output and MLP cover only that many
+        positions per row (rlhf's `forward_hidden_window`)."""
         a = self.a
         c, hs = a.hidden, a.hidden // a.heads
         group, keys = a.heads // a.kv_heads, keys or t
-        for _ in range(a.layers):
-            for d_in, d_out in [(c, a.heads * hs), (c, a.kv_heads * hs), (c, a.kv_heads * hs),
-                                (a.heads * hs, c), (c, a.intermediate), (c, a.intermediate),
-                                (a.intermediate, c)]:
-                self.linear(b * t, d_in, d_out, backward)
-            bh, gq = b * a.kv_heads, group * t
+        for layer in range(a.layers):
+            q_rows = last_rows if last_rows and layer == a.layers - 1 else t
+            for d_in, d_out, rows in [(c, a.heads * hs, q_rows), (c, a.kv_heads * hs, t),
+                                      (c, a.kv_heads * hs, t), (a.heads * hs, c, q_rows),
+                                      (c, a.intermediate, q_rows), (c, a.intermediate, q_rows),
+                                      (a.intermediate, c, q_rows)]:
+                self.linear(b * rows, d_in, d_out, backward)
+            bh, gq = b * a.kv_heads, group * q_rows
             self.ops += [("bmm", bh, gq, hs, keys), ("bmm", bh, gq, keys, hs)]  # scores, context
             if backward:
                 self.ops += [("bmm", bh, gq, hs, keys), ("bmm", bh, keys, gq, hs),  # dP, dV
@@ -124,15 +129,16 @@ def phases(args, impl):
     gen, score, update = Products(a), Products(a), Products(a)
     gen.generate()
     lm_rows = t if impl == "trl" else a.response_len
+    window = None if impl == "trl" else a.response_len  # rlhf: the last layer on R rows
     scored_lms = 1 if impl == "trl" else 2  # TRL reuses generate()'s logits for the policy
     for _ in range(scored_lms):
-        score.trunk(a.batch, t, False)
+        score.trunk(a.batch, t, False, last_rows=window)
         score.lm_head(a.batch * lm_rows, False)
-    score.trunk(a.batch, t, False)  # value
+    score.trunk(a.batch, t, False, last_rows=window)  # value
     score.trunk(a.batch, t, False)  # reward
-    update.trunk(mb, t, True)  # policy
+    update.trunk(mb, t, True, last_rows=window)  # policy
     update.lm_head(mb * lm_rows, True)
-    update.trunk(mb, t, True)  # value
+    update.trunk(mb, t, True, last_rows=window)  # value
     steps = a.ppo_epochs * a.minibatches
     return gen, score, update, steps
 
