@@ -3,7 +3,7 @@
 # task world's noise-free oracle? Over several seeds of the RLHF stages (samples, labels, reward
 # model, PPO, evaluation) on one shared SFT model, as InstructGPT compares against a fixed SFT.
 #
-#   bench/e1-rlhf.sh OUT [SEED...]        (default seeds: 0 1 2; ~15 min per seed on 2 cores)
+#   bench/e1-rlhf.sh OUT [SEED...]        (default seeds: 0 1 2; ~23 min per seed on 2 cores, PPO-ptx included)
 #
 # Shared base: task world (3000 RL prompts, 300 held-out eval problems) → pretrain 600 steps → SFT
 # 300 steps. Per seed: 8 samples for each of the 3000 prompts → simulated labelers rank them →
