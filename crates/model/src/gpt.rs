@@ -125,27 +125,33 @@ impl Attention {
             Some(cache) => cache.append(layer, &k, &v), // (B, nkv, L, hs)
             None => (k, v),
         };
-        let gqa = self.nkv != self.nh;
         // One new token per row (decoding): the CPU kernel, when it applies.
         let one = (t == 1).then(|| crate::skinny::attend_one(&q, &k, &v, ctx.mask));
-        let y = one.flatten().unwrap_or_else(|| {
-            Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                ctx.mask,
-                0.0,
-                ctx.is_causal,
-                None,
-                gqa,
-            )
-        }); // (B, nh, T, hs)
-        let y = y.transpose(1, 2).reshape([b, t, self.nh * self.hs]);
-        self.out.forward(&y)
+        let y = one
+            .flatten()
+            .unwrap_or_else(|| self.sdpa(&q, &k, &v, ctx.mask, ctx.is_causal)); // (B, nh, T, hs)
+        self.merge_heads(&y, b, t)
     }
-}
 
-impl Attention {
+    /// libtorch's attention, q (B, nh, n, hs) against k, v (B, nkv, L, hs).
+    fn sdpa(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+    ) -> Tensor {
+        let gqa = self.nkv != self.nh;
+        Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, gqa)
+    }
+
+    /// y (B, nh, n, hs) -> the output projection of the merged heads (B, n, C).
+    fn merge_heads(&self, y: &Tensor, b: i64, n: i64) -> Tensor {
+        self.out
+            .forward(&y.transpose(1, 2).reshape([b, n, self.nh * self.hs]))
+    }
+
     /// Attention for the queries at positions `from..from + n` only, against the keys and values
     /// of all T positions: x (B, T, C) -> (B, n, C). No cache (a full forward pass).
     fn forward_window(&self, x: &Tensor, ctx: &LayerCtx<'_>, from: i64, n: i64) -> Tensor {
@@ -178,18 +184,8 @@ impl Attention {
                 k_pos.le_tensor(&q_pos).view([1, 1, n, t])
             }
         };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(&mask),
-            0.0,
-            false,
-            None,
-            self.nkv != self.nh,
-        ); // (B, nh, n, hs)
-        let y = y.transpose(1, 2).reshape([b, n, self.nh * self.hs]);
-        self.out.forward(&y)
+        let y = self.sdpa(&q, &k, &v, Some(&mask), false); // (B, nh, n, hs)
+        self.merge_heads(&y, b, n)
     }
 }
 
@@ -519,7 +515,8 @@ impl Gpt {
                 _ => block.forward(&x, &mut ctx, i),
             };
         }
-        if let (Some((from, n)), true) = (window, self.blocks.is_empty()) {
+        // A model without layers still returns only the window's rows.
+        if let Some((from, n)) = window.filter(|_| self.blocks.is_empty()) {
             x = x.narrow(1, from, n);
         }
         if let Some(c) = cache {

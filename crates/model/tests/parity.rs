@@ -251,10 +251,6 @@ fn a_window_of_positions_matches_the_full_forward() {
             );
         }
         // A window outside the input is an error, not a libtorch abort.
-        let batch = Batch {
-            input_ids: ids,
-            attention_mask: Some(mask),
-        };
         let err = model.forward_hidden_window(batch, t - 1, 2).unwrap_err();
         assert!(err.to_string().contains("not inside"), "{err}");
     }
