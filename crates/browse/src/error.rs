@@ -16,6 +16,9 @@ pub enum BrowseError {
     BadIndex { path: PathBuf, problem: String },
     #[error("{0}")]
     Invalid(String),
+    /// The policy's model failed (tokenizing an observation, generating a command).
+    #[error("the policy: {0}")]
+    Model(#[from] rlhf_model::ModelError),
 }
 
 impl BrowseError {

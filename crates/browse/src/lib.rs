@@ -5,8 +5,8 @@
 //! - [`env`]: the [`Browser`] and its commands, the text observation, verified [`Quote`]s, and
 //!   cited answers ([`parse_answer`], [`check_citations`]).
 //! - [`world`]: the seeded entity world of experiment E7, its scripted demonstrations and oracle.
-//!
-//! No libtorch here: the policy that types the commands lives in `rlhf-experiments` and the CLI.
+//! - [`agent`]: a [`Policy`] (a checkpoint through [`ModelPolicy`], or a script) typing the
+//!   commands, many episodes stepped together ([`browse_batch`]).
 //!
 //! ```
 //! use rlhf_browse::{BrowseConfig, Browser, Document, SearchIndex};
@@ -26,11 +26,13 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod env;
 pub mod error;
 pub mod index;
 pub mod world;
 
+pub use agent::{ANSWER_ROUND, AgentConfig, Episode, ModelPolicy, Policy, browse_batch};
 pub use env::{
     BrowseConfig, Browser, CitedAnswer, Command, Quote, Support, answer_prompt, check_citations,
     occurs_in, parse_answer,

@@ -103,3 +103,70 @@ pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     )
 }
+
+/// Progress bars on stderr, one per phase, and result lines as they come: how the CLI shows a
+/// library's `Observer` calls.
+#[derive(Default)]
+pub struct Bars {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl rlhf_eval::Observer for Bars {
+    fn phase(&mut self, name: &str, total: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let bar = progress_bar(total as usize, name);
+        if bar.is_hidden() {
+            // Not a terminal (a log file, CI): one line per phase instead of a bar.
+            eprintln!("{name} ...");
+        }
+        self.bar = Some(bar);
+    }
+    fn advance(&mut self, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+    }
+    fn note(&mut self, line: &str) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// How to reach an LLM judge behind `--judge openai:URL` (`rlhf eval`, `rlhf label`); the
+/// defaults are `rlhf_client::Endpoint`'s, shared by every command that calls an endpoint.
+#[derive(Debug, Args)]
+pub struct JudgeEndpointArgs {
+    /// Model name sent to an openai: judge [default: the first model the server lists].
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// Seconds before a request to an openai: judge fails.
+    #[arg(long, default_value_t = rlhf_client::endpoint::DEFAULT_TIMEOUT_S)]
+    pub judge_timeout: u64,
+    /// Retries of a failed judge request (no connection, 408/409/429/5xx), with exponential
+    /// backoff from 0.5 s.
+    #[arg(long, default_value_t = rlhf_client::endpoint::DEFAULT_RETRIES)]
+    pub judge_retries: u32,
+}
+
+impl JudgeEndpointArgs {
+    /// The endpoint with these settings.
+    pub fn apply(&self, endpoint: rlhf_client::Endpoint) -> rlhf_client::Endpoint {
+        endpoint.with(
+            self.judge_model.clone(),
+            Some(self.judge_timeout),
+            Some(self.judge_retries),
+        )
+    }
+}

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::formats::Ranking;
+use crate::formats::{Ranking, RankingRecord, SampleRecord};
 use crate::oracle::grade;
 use crate::rng::{fnv1a, pick, unit, world_rng};
 use crate::world::{Family, Quality, Split, Task, respond};
@@ -134,6 +134,58 @@ impl SimulatedLabeler {
         // Uniform on the open interval (0, 1), so both logarithms are finite.
         let u = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         score / self.tau - (-u.ln()).ln()
+    }
+}
+
+/// A panel of `n` simulated labelers (labeler j seeded `seed · 1000 + j`, so two panels with
+/// different seeds share no labeler), taking prompts in turn as a labeling team would.
+#[derive(Debug, Clone)]
+pub struct LabelerPanel {
+    labelers: Vec<SimulatedLabeler>,
+}
+
+impl LabelerPanel {
+    pub fn new(n: u64, seed: u64, cfg: &LabelerConfig) -> Result<Self> {
+        if n == 0 {
+            return Err(DataError::Config {
+                field: "labelers",
+                problem: "expected at least 1 labeler, found 0".into(),
+            });
+        }
+        let labelers = (0..n)
+            .map(|i| SimulatedLabeler::new(seed.wrapping_mul(1000) + i, cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self { labelers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labelers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labelers.is_empty()
+    }
+
+    /// Ranks every sample (sample i by labeler i mod n) into a rankings record; an error names
+    /// the record (1-based) that could not be ranked.
+    pub fn rank_samples(&self, samples: Vec<SampleRecord>) -> Result<Vec<RankingRecord>> {
+        let mut out = Vec::with_capacity(samples.len());
+        for (i, s) in samples.into_iter().enumerate() {
+            let labeler = &self.labelers[i % self.labelers.len()];
+            let ranking =
+                labeler
+                    .rank_prompt(&s.prompt, &s.responses)
+                    .map_err(|e| DataError::Rank {
+                        problem: format!("record {}: {e}", i + 1),
+                    })?;
+            let record = RankingRecord::new(s.prompt, s.responses, ranking).map_err(|e| {
+                DataError::Rank {
+                    problem: format!("record {}: {e}", i + 1),
+                }
+            })?;
+            out.push(record);
+        }
+        Ok(out)
     }
 }
 

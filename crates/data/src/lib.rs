@@ -61,7 +61,7 @@ pub use jsonl::{
     Fields, JsonlRecord, parse_jsonl, read_jsonl, read_jsonl_lines, write_jsonl, write_text,
 };
 pub use labeler::{
-    CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, LabelerConfig, SimulatedLabeler,
+    CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, LabelerConfig, LabelerPanel, SimulatedLabeler,
     TARGET_AGREEMENT, agreement, calibrate_tau, calibration_pairs, expected_agreement,
 };
 pub use oracle::{
@@ -69,7 +69,8 @@ pub use oracle::{
     extract_answer, grade, length_budget, score,
 };
 pub use reasoning::{
-    AnswerPattern, Exemplar, ExemplarFormat, Vote, few_shot_prompt, lmsi_keep, majority_vote,
+    AnswerPattern, Exemplar, ExemplarFormat, Vote, answer_matches, few_shot_prompt, lmsi_keep,
+    majority_vote,
 };
 pub use rng::{WorldRng, world_rng};
 pub use world::{

@@ -161,9 +161,24 @@ pub fn few_shot_prompt(exemplars: &[Exemplar], format: ExemplarFormat, question:
     out
 }
 
+/// Whether a generated answer matches the expected one: the same after trimming, case and a
+/// final full stop (FLAN's generation protocol, and any short-answer check).
+pub fn answer_matches(output: &str, answer: &str) -> bool {
+    let norm = |s: &str| s.trim().trim_end_matches('.').trim().to_lowercase();
+    norm(output) == norm(answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_match_up_to_case_space_and_full_stop() {
+        assert!(answer_matches(" Yes. ", "yes"));
+        assert!(answer_matches("42", "42"));
+        assert!(!answer_matches("420", "42"));
+        assert!(!answer_matches("", "no"));
+    }
 
     #[test]
     fn default_and_custom_answer_patterns() {

@@ -10,24 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ExperimentError, Result};
 
-/// Receives progress from a long experiment (the CLI draws bars; tests ignore it).
-pub trait Observer {
-    /// A new phase of `total` units begins (e.g. "seed 1: training cot", 800 steps).
-    fn phase(&mut self, name: &str, total: u64);
-    /// `done` units of the current phase are finished.
-    fn advance(&mut self, done: u64);
-    /// A line worth keeping in the log (a result as soon as it is known).
-    fn note(&mut self, line: &str);
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn phase(&mut self, _: &str, _: u64) {}
-    fn advance(&mut self, _: u64) {}
-    fn note(&mut self, _: &str) {}
-}
+pub use rlhf_eval::{Observer, Quiet};
 
 /// Bootstrap resamples for every interval in the reports.
 pub const RESAMPLES: usize = 2000;

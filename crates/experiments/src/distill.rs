@@ -21,7 +21,6 @@ use rlhf_model::PromptFormat;
 use rlhf_report::md_table;
 use rlhf_train::TrainerConfig;
 use rlhf_train::distill::{self, DistillConfig};
-use rlhf_train::flan::{answer_matches, prompt_text};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -316,7 +315,7 @@ fn test_accuracy(
     Ok(outputs
         .iter()
         .zip(answers)
-        .map(|(o, a)| f64::from(u8::from(answer_matches(o, a))))
+        .map(|(o, a)| f64::from(u8::from(rlhf_data::answer_matches(o, a))))
         .collect())
 }
 
@@ -333,7 +332,7 @@ fn run_seed(
         qs.iter()
             .map(|q| {
                 let (p, a) = lexicon.question(*q);
-                (prompt_text(&p, PromptFormat::Raw), a)
+                (PromptFormat::Raw.prompt_text(&p), a)
             })
             .collect()
     };
@@ -426,7 +425,7 @@ fn run_seed(
     let label_accuracy = labels
         .iter()
         .zip(&pool_qa)
-        .filter(|(l, (_, a))| answer_matches(&l.completion, a))
+        .filter(|(l, (_, a))| rlhf_data::answer_matches(&l.completion, a))
         .count() as f64
         / labels.len().max(1) as f64;
     let teacher_labelled: Vec<(String, String)> = labels
@@ -434,7 +433,7 @@ fn run_seed(
         .filter(|l| l.dropped.is_none())
         .map(|l| {
             (
-                prompt_text(&l.prompt, PromptFormat::Raw),
+                PromptFormat::Raw.prompt_text(&l.prompt),
                 l.completion.clone(),
             )
         })

@@ -25,6 +25,8 @@ pub enum ExperimentError {
     #[error(transparent)]
     Browse(#[from] rlhf_browse::BrowseError),
     #[error(transparent)]
+    Eval(#[from] rlhf_eval::EvalError),
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -16,7 +16,7 @@ use rlhf_data::flan::{self, Cluster, FlanConfig, FlanData, FlanEval, FlanRecord}
 use rlhf_model::PromptFormat;
 use rlhf_report::{LineChart, md_table};
 use rlhf_train::TrainerConfig;
-use rlhf_train::flan::{ItemScore, evaluate, prompt_text};
+use rlhf_train::flan::{ItemScore, evaluate};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -170,7 +170,7 @@ fn pairs(records: &[&FlanRecord]) -> Vec<(String, String)> {
         .iter()
         .map(|r| {
             (
-                prompt_text(&r.prompt, PromptFormat::Raw),
+                PromptFormat::Raw.prompt_text(&r.prompt),
                 r.completion.clone(),
             )
         })

@@ -18,6 +18,7 @@
 
 pub mod common;
 pub mod cot;
+pub mod demo;
 pub mod distill;
 pub mod emergence;
 pub mod error;

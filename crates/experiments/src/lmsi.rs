@@ -304,16 +304,12 @@ fn run_seed(
         .filter(|a| a.is_some())
         .count() as f64
         / total.max(1) as f64;
-    let base_dir =
-        std::env::temp_dir().join(format!("rlhf-lmsi-base-{}-{seed}", std::process::id()));
-    base.save(&base_dir)?;
     let mut runs = Vec::new();
     for variant in Variant::ALL {
         runs.push(finetune(
-            cfg, &base_dir, &paths, variant, &eval, &base_acc, &lcfg, seed, label, device, obs,
+            cfg, &base, &paths, variant, &eval, &base_acc, &lcfg, seed, label, obs,
         )?);
     }
-    let _ = std::fs::remove_dir_all(&base_dir);
     let (base_greedy, base_vote) = outcomes(&base_acc);
     Ok(SeedRun {
         seed,
@@ -332,24 +328,20 @@ fn run_seed(
 #[allow(clippy::too_many_arguments)]
 fn finetune(
     cfg: &LmsiExperimentConfig,
-    base_dir: &Path,
+    base: &TinyLm,
     paths: &[Paths],
     variant: Variant,
     eval: &[EvalRecord],
-    base: &Accuracy,
+    base_acc: &Accuracy,
     lcfg: &LmsiConfig,
     seed: u64,
     label: &str,
-    device: Device,
     obs: &mut dyn Observer,
 ) -> Result<FilterRun> {
     let (filter, formats) = (variant.filter(), variant.formats(lcfg.formats));
-    let kept = lmsi::keep(paths, filter, lcfg.min_share);
-    let kept_questions = kept
-        .iter()
-        .map(|k| &k.0)
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    // The pipeline `rlhf self-improve` runs: keep, then write in the formats.
+    let set = lmsi::training_set(&base.pre, paths, filter, formats, lcfg)?;
+    let (kept, kept_questions, records) = (set.kept, set.kept_questions, set.records);
     let kept_correct = kept
         .iter()
         .filter(|(q, _, a)| lmsi::gold_answer(q) == Some(*a))
@@ -361,7 +353,7 @@ fn finetune(
         obs.note(&format!(
             "{label}: {name}: no path kept; the base model stands"
         ));
-        let (greedy, vote) = outcomes(base);
+        let (greedy, vote) = outcomes(base_acc);
         return Ok(FilterRun {
             variant,
             filter,
@@ -371,15 +363,12 @@ fn finetune(
             kept_correct: 0.0,
             records: 0,
             train: TrainStats::default(),
-            accuracy: base.clone(),
+            accuracy: base_acc.clone(),
             greedy,
             vote,
         });
     }
-    let mut model = TinyLm::load(base_dir, PromptFormat::Chat, device)?;
-    let context = model.pre.model.cfg.max_positions as usize;
-    let fits = |p: &str, c: &str| model.example(p, c).is_ok_and(|e| e.ids.len() <= context);
-    let records = lmsi::mixed_formats(&kept, lcfg.exemplars, formats, fits)?;
+    let mut model = base.try_clone()?;
     let pairs: Vec<(String, String)> = records
         .iter()
         .map(|r| match r {

@@ -2,20 +2,20 @@
 //! every experiment repeats per condition and seed.
 //!
 //! A [`TinyLm`] is an ordinary checkpoint in the making (a Llama-family `Gpt` plus a tokenizer
-//! trained on the experiment's own texts), so it can be saved and then used by the library's
-//! stages (`rlhf_train::sft`, `rlhf_train::lmsi`) exactly as a user's model would be.
+//! trained on the experiment's own texts): it trains through the library's in-memory SFT core
+//! (`rlhf_train::sft::fit`) and is evaluated by the library's functions (`rlhf_train::lmsi`,
+//! `Pretrained::completion_logprobs`) exactly as a user's model would be.
 //!
-//! Not here: the tasks (each experiment's module), the loop itself (`rlhf_train::run_steps_with`).
+//! Not here: the tasks (each experiment's module), the training step (`rlhf_train::sft`).
 
 use std::path::Path;
 
 use rlhf_model::{Gpt, Head, ModelConfig, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_tokenizer::{BpeConfig, Tokenizer, train_bpe};
-use rlhf_train::flan::completion_logprobs;
-use rlhf_train::sft::{SftData, SftExample, encode_pair, sft_loss};
-use rlhf_train::{DataSource, StepOutput, TrainStep, TrainerConfig, run_steps_with};
+use rlhf_train::TrainerConfig;
+use rlhf_train::sft::{self, SftExample, encode_pair};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::error::{ExperimentError, Result};
 
@@ -106,6 +106,17 @@ impl TinyLm {
         })
     }
 
+    /// An independent copy in memory (to fine-tune one copy and keep the other).
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Self {
+            pre: Pretrained {
+                model: self.pre.model.copy_with_head(Head::Lm)?,
+                tokenizer: self.pre.tokenizer.clone(),
+            },
+            format: self.format,
+        })
+    }
+
     /// Writes config.json, model.safetensors and the tokenizer to `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.pre.model.save(dir)?;
@@ -152,30 +163,19 @@ impl TinyLm {
         self.train_examples(examples, cfg, on_step)
     }
 
-    /// [`Self::train`] on examples already encoded.
+    /// [`Self::train`] on examples already encoded (`rlhf_train::sft::fit`).
     pub fn train_examples(
         &mut self,
         examples: Vec<SftExample>,
         cfg: &TrainerConfig,
         mut on_step: impl FnMut(u64),
     ) -> Result<TrainStats> {
-        if examples.is_empty() {
-            return Err(ExperimentError::Invalid("no training examples".into()));
-        }
         let n = examples.len();
-        let pad = self.pre.tokenizer.pad_id().map_or(0, i64::from);
-        let data = SftData::new(examples, cfg.batch_size, pad, cfg.seed);
-        let mut data = CountingData {
-            inner: data,
-            tokens: 0,
-        };
-        let mut step = PairStep {
-            gpt: &self.pre.model,
-        };
         let t0 = std::time::Instant::now();
-        let records = run_steps_with(cfg, &mut step, &mut data, cfg.max_steps, |r| {
+        let fit = sft::fit(&self.pre.model, examples, self.pre.pad_id(), cfg, |r| {
             on_step(r.step)
         })?;
+        let records = fit.records;
         let tail = (records.len() / 10).max(1);
         let final_loss = records[records.len().saturating_sub(tail)..]
             .iter()
@@ -185,8 +185,8 @@ impl TinyLm {
         Ok(TrainStats {
             steps: records.len() as u64,
             examples: n,
-            tokens: data.tokens,
-            flops: 6.0 * self.params() as f64 * data.tokens as f64,
+            tokens: fit.tokens,
+            flops: 6.0 * self.params() as f64 * fit.tokens as f64,
             seconds: t0.elapsed().as_secs_f64(),
             final_loss,
         })
@@ -243,9 +243,11 @@ impl TinyLm {
             // Checks the context with the experiment's message.
             self.example(p, c)?;
         }
-        Ok(completion_logprobs(&self.pre, self.format, pairs, rows)?
-            .into_iter()
-            .map(|(sum, n)| sum / n.max(1) as f64)
+        Ok(self
+            .pre
+            .completion_logprobs(self.format, pairs, rows)?
+            .iter()
+            .map(|s| s.mean())
             .collect())
     }
 }
@@ -256,70 +258,10 @@ pub fn generate_config(
     temperature: f64,
     seed: u64,
 ) -> Result<TextGenerateConfig> {
-    let sampling = if temperature > 0.0 {
-        Sampling::new(temperature, None, None)?
-    } else {
-        Sampling::Greedy
-    };
     Ok(TextGenerateConfig {
         max_new_tokens,
-        sampling,
+        sampling: Sampling::new(temperature, None, None)?,
         seed: Some(seed),
         stop: vec![],
     })
-}
-
-/// The model as a [`TrainStep`]: masked next-token loss on the completion.
-struct PairStep<'a> {
-    gpt: &'a Gpt,
-}
-
-impl TrainStep for PairStep<'_> {
-    type Batch = (Tensor, Tensor);
-
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.gpt.vs.variables().into_iter().collect()
-    }
-
-    fn loss(&mut self, (ids, labels): &(Tensor, Tensor)) -> rlhf_train::Result<StepOutput> {
-        let dev = self.gpt.device();
-        let (loss, n) = sft_loss(self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
-        Ok(StepOutput::new(loss, n))
-    }
-
-    fn save(&self, dir: &Path) -> rlhf_train::Result<()> {
-        Ok(self.gpt.save(dir)?)
-    }
-
-    fn load(&mut self, _dir: &Path) -> rlhf_train::Result<()> {
-        Err(rlhf_train::TrainError::Invalid(
-            "in-memory experiment runs do not resume".into(),
-        ))
-    }
-}
-
-/// Counts the token positions of every batch drawn (for the FLOPs estimate).
-struct CountingData {
-    inner: SftData,
-    tokens: u64,
-}
-
-impl DataSource for CountingData {
-    type Batch = (Tensor, Tensor);
-
-    fn next_batch(&mut self) -> rlhf_train::Result<Option<(Tensor, Tensor)>> {
-        let batch = self.inner.next_batch()?;
-        if let Some((ids, _)) = &batch {
-            self.tokens += ids.numel() as u64;
-        }
-        Ok(batch)
-    }
-
-    fn position(&self) -> rlhf_train::DataPosition {
-        self.inner.position()
-    }
-
-    fn seek(&mut self, pos: &rlhf_train::DataPosition) -> rlhf_train::Result<()> {
-        self.inner.seek(pos)
-    }
 }

@@ -23,22 +23,24 @@ use std::path::Path;
 
 use rand::RngCore;
 use rlhf_browse::{
-    BrowseConfig, Browser, DemoNoise, EntityWorld, Grade, Question, Quote, SearchIndex, grade,
+    AgentConfig, BrowseConfig, Browser, DemoNoise, EntityWorld, Episode, Grade, ModelPolicy,
+    Question, SearchIndex, browse_batch, grade,
 };
 use rlhf_data::{LabelerConfig, SimulatedLabeler};
-use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, TextGenerateConfig};
+use rlhf_eval::best_indices;
+use rlhf_model::{Head, PromptFormat, last_token_scalars};
 use rlhf_report::{LineChart, md_table};
-use rlhf_train::reward::{encode_response, ranking_loss, rewards, trainable_parameters};
-use rlhf_train::{DataPosition, DataSource, StepOutput, TrainStep, TrainerConfig, run_steps_with};
+use rlhf_train::TrainerConfig;
+use rlhf_train::reward::{self, EncodedComparison};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::common::{
     Observer, ci_series, flops, paired_diff, pct, read_results, run_seeds, seeds_ci, verdict,
     write_text,
 };
 use crate::error::{ExperimentError, Result};
-use crate::tiny::{TinyLm, TinySpec, TrainStats, generate_config, train_tokenizer};
+use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
 
 /// `rlhf experiment webgpt`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,143 +128,6 @@ impl Default for WebGptConfig {
             save_models: true,
         }
     }
-}
-
-/// One browsing episode of a policy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Episode {
-    pub question: String,
-    /// The commands as the policy wrote them.
-    pub actions: Vec<String>,
-    /// The observation before each action (kept only when tracing).
-    pub observations: Vec<String>,
-    /// Actions the browser rejected (not a command, or one that could not apply).
-    pub rejected: usize,
-    pub quotes: Vec<Quote>,
-    pub answer_prompt: String,
-    pub answer: String,
-}
-
-/// How a policy samples its commands and answers.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub browse: BrowseConfig,
-    pub format: PromptFormat,
-    pub max_action_tokens: usize,
-    /// 0: greedy.
-    pub temperature: f64,
-    pub seed: u64,
-    pub rows: usize,
-    /// Keep every observation in the episodes.
-    pub trace: bool,
-}
-
-/// Runs `n` episodes for each question with `pre` as the policy, all episodes stepped together
-/// (one generation batch per round of actions). An observation that would not leave room for a
-/// command in the context ends that episode's browsing (as `End: Answer`).
-pub fn browse_batch(
-    pre: &Pretrained,
-    index: &SearchIndex,
-    questions: &[String],
-    n: usize,
-    cfg: &AgentConfig,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<Vec<Episode>>> {
-    let mut envs: Vec<Browser> = questions
-        .iter()
-        .flat_map(|q| (0..n).map(move |_| q))
-        .map(|q| Browser::new(index, q, cfg.browse))
-        .collect();
-    let mut eps: Vec<Episode> = envs
-        .iter()
-        .map(|b| Episode {
-            question: b.question().to_string(),
-            actions: Vec::new(),
-            observations: Vec::new(),
-            rejected: 0,
-            quotes: Vec::new(),
-            answer_prompt: String::new(),
-            answer: String::new(),
-        })
-        .collect();
-    let ctx = pre.model.cfg.max_positions as usize;
-    let total = envs.len();
-    for round in 0..=cfg.browse.max_actions {
-        let mut active = Vec::new();
-        let mut prompts = Vec::new();
-        for (i, b) in envs.iter_mut().enumerate() {
-            if b.is_done() {
-                continue;
-            }
-            let obs = b.render();
-            if pre.encode_prompt(&obs, cfg.format)?.len() + cfg.max_action_tokens > ctx {
-                b.step(&rlhf_browse::Command::Answer)?;
-                continue;
-            }
-            active.push(i);
-            prompts.push(obs);
-        }
-        if active.is_empty() {
-            break;
-        }
-        let outs = generate(
-            pre,
-            &prompts,
-            cfg,
-            cfg.seed.wrapping_mul(7919) + round as u64,
-        )?;
-        for ((&i, obs), text) in active.iter().zip(prompts).zip(outs) {
-            let b = &mut envs[i];
-            b.act(&text)?;
-            let e = &mut eps[i];
-            e.rejected += usize::from(b.note().is_some_and(|n| n.starts_with("Error")));
-            e.actions.push(text);
-            if cfg.trace {
-                e.observations.push(obs);
-            }
-        }
-        progress(total - active.len(), total);
-    }
-    let prompts: Vec<String> = envs.iter().map(|b| b.answer_prompt()).collect();
-    let answers = generate(pre, &prompts, cfg, cfg.seed.wrapping_mul(7919) + 1000)?;
-    for ((e, b), (p, a)) in eps
-        .iter_mut()
-        .zip(&envs)
-        .zip(prompts.into_iter().zip(answers))
-    {
-        e.quotes = b.quotes().to_vec();
-        e.answer_prompt = p;
-        e.answer = a;
-    }
-    progress(total, total);
-    let mut out = Vec::with_capacity(questions.len());
-    let mut it = eps.into_iter();
-    for _ in questions {
-        out.push(it.by_ref().take(n).collect());
-    }
-    Ok(out)
-}
-
-/// One line of text per prompt (cut at the first newline).
-fn generate(
-    pre: &Pretrained,
-    prompts: &[String],
-    cfg: &AgentConfig,
-    seed: u64,
-) -> Result<Vec<String>> {
-    let gen_cfg = TextGenerateConfig {
-        stop: vec!["\n".into()],
-        ..generate_config(cfg.max_action_tokens, cfg.temperature, seed)?
-    };
-    let out = pre.sample_k(prompts, 1, cfg.format, &gen_cfg, cfg.rows, |_, _| {})?;
-    Ok(out
-        .into_iter()
-        .map(|mut g| {
-            g.pop()
-                .map(|g| g.text.trim().to_string())
-                .unwrap_or_default()
-        })
-        .collect())
 }
 
 /// What the reward model reads: the question, the quotes and the answer (as WebGPT's did).
@@ -495,17 +360,7 @@ fn run_seed(
         .iter()
         .zip(cb_answers)
         .zip(&cb_prompts)
-        .map(|((q, a), p)| {
-            vec![Episode {
-                question: q.text.clone(),
-                actions: vec![],
-                observations: vec![],
-                rejected: 0,
-                quotes: vec![],
-                answer_prompt: p.clone(),
-                answer: a,
-            }]
-        })
+        .map(|((q, a), p)| vec![Episode::closed_book(&q.text, p, a)])
         .collect();
     let cb_grades = grades(&test_q, &cb_eps, &index)?;
     let closed_book = outcomes("closed book", &pick_all(&cb_eps, &cb_grades));
@@ -515,21 +370,25 @@ fn run_seed(
         100.0 * world.chance()
     ));
 
-    let agent = |temperature: f64, seed: u64| AgentConfig {
+    let agent = AgentConfig {
         browse: cfg.browse,
-        format: PromptFormat::Raw,
         max_action_tokens: cfg.max_action_tokens,
+        trace: false,
+    };
+    let policy = |temperature: f64, seed: u64| ModelPolicy {
+        pre: &bc.pre,
+        format: PromptFormat::Raw,
+        max_tokens: cfg.max_action_tokens,
         temperature,
         seed,
         rows: cfg.rows,
-        trace: false,
     };
     let test_text: Vec<String> = test_q.iter().map(|q| q.text.clone()).collect();
     obs.phase(
         &format!("{label}: BC browses the held-out questions"),
         test_q.len() as u64,
     );
-    let bc_eps = browse_batch(&bc.pre, &index, &test_text, 1, &agent(0.0, seed), |d, _| {
+    let bc_eps = browse_batch(&policy(0.0, seed), &index, &test_text, 1, &agent, |d, _| {
         obs.advance(d as u64)
     })?;
     let bc_grades = grades(&test_q, &bc_eps, &index)?;
@@ -557,11 +416,11 @@ fn run_seed(
         (rm_qs.len() * cfg.rm_k) as u64,
     );
     let rm_eps = browse_batch(
-        &bc.pre,
+        &policy(cfg.temperature, seed + 1),
         &index,
         &rm_text_q,
         cfg.rm_k,
-        &agent(cfg.temperature, seed + 1),
+        &agent,
         |d, _| obs.advance(d as u64),
     )?;
     let rm_grades = grades(&rm_qs, &rm_eps, &index)?;
@@ -585,39 +444,33 @@ fn run_seed(
         (test_q.len() * n_max) as u64,
     );
     let test_eps = browse_batch(
-        &bc.pre,
+        &policy(cfg.temperature, seed + 2),
         &index,
         &test_text,
         n_max,
-        &agent(cfg.temperature, seed + 2),
+        &agent,
         |d, _| obs.advance(d as u64),
     )?;
     let sampling_seconds = t_sample.elapsed().as_secs_f64();
     let test_grades = grades(&test_q, &test_eps, &index)?;
 
-    // The reward model: the BC model with a scalar head.
-    let dir = match save {
-        Some(d) => d.join("bc"),
-        None => std::env::temp_dir().join(format!("rlhf-e7-bc-{}-{seed}", std::process::id())),
-    };
-    bc.save(&dir)?;
-    tch::manual_seed(seed as i64);
-    let rm = Gpt::load_with_head(&dir, Head::Scalar, device)?;
-    if save.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    if let Some(d) = save {
+        // The BC policy, for `rlhf browse` (with the index written below).
+        bc.save(&d.join("bc"))?;
     }
-    let tok = &bc.pre.tokenizer;
-    let pad = tok.pad_id().or(tok.eos_id()).map_or(0, i64::from);
-    let encode = |t: &str| -> Result<Vec<i64>> {
-        let bos = bc.pre.encode_prompt("", PromptFormat::Raw)?;
-        Ok(encode_response(tok, &bos, t)?)
-    };
+    // The reward model: the BC model with a fresh scalar head, trained by the library's core.
+    tch::manual_seed(seed as i64);
+    let rm = bc.pre.model.copy_with_head(Head::Scalar)?;
+    let pad = bc.pre.pad_id();
+    let bos = bc.pre.encode_prompt("", PromptFormat::Raw)?;
+    let encode = |t: &str| -> Result<Vec<i64>> { Ok(bc.pre.encode_response(&bos, t)?) };
     let items = comparisons
         .iter()
         .map(|(texts, pairs)| {
-            Ok(Group {
+            Ok(EncodedComparison {
                 seqs: texts.iter().map(|t| encode(t)).collect::<Result<_>>()?,
                 pairs: pairs.clone(),
+                oracle_pairs: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -637,16 +490,7 @@ fn run_seed(
         rm_cfg.max_steps,
     );
     let t_rm = std::time::Instant::now();
-    let mut step = RmStep { gpt: &rm };
-    let mut data = Groups {
-        items,
-        batch: rm_cfg.batch_size,
-        next: 0,
-        pad,
-    };
-    let records = run_steps_with(&rm_cfg, &mut step, &mut data, rm_cfg.max_steps, |r| {
-        obs.advance(r.step)
-    })?;
+    let records = reward::fit(&rm, items, pad, &rm_cfg, |r| obs.advance(r.step))?.records;
     let rm_seconds = t_rm.elapsed().as_secs_f64();
 
     // Score every held-out episode; best-of-n.
@@ -660,7 +504,7 @@ fn run_seed(
                 .collect::<Result<Vec<_>>>()?;
             let mut s = Vec::with_capacity(seqs.len());
             for chunk in seqs.chunks(64) {
-                let r = rewards(&rm, chunk, pad)?.to_device(Device::Cpu);
+                let r = last_token_scalars(&rm, chunk, pad)?.to_device(Device::Cpu);
                 s.extend(Vec::<f32>::try_from(&r)?.into_iter().map(f64::from));
             }
             scores.push(s);
@@ -689,13 +533,9 @@ fn run_seed(
             .zip(&test_grades)
             .zip(&scores)
             .map(|((es, gs), s)| {
-                (0..n_max / n)
-                    .map(|k| {
-                        let best = (k * n..(k + 1) * n)
-                            .max_by(|&a, &b| s[a].total_cmp(&s[b]))
-                            .expect("n > 0");
-                        (&es[best], &gs[best])
-                    })
+                best_indices(&s[..n_max], n)
+                    .into_iter()
+                    .map(|best| (&es[best], &gs[best]))
                     .collect()
             })
             .collect();
@@ -755,80 +595,6 @@ fn pick_all<'a>(
 
 fn shuffle<T>(rng: &mut dyn RngCore, items: &mut [T]) {
     rlhf_data::rng::shuffle(rng, items)
-}
-
-/// A ranked question: its K encoded episodes and the labelers' (winner, loser) pairs.
-struct Group {
-    seqs: Vec<Vec<i64>>,
-    pairs: Vec<(usize, usize)>,
-}
-
-/// Batches of ranked questions in order (one epoch; the questions were shuffled already).
-struct Groups {
-    items: Vec<Group>,
-    batch: usize,
-    next: usize,
-    pad: i64,
-}
-
-type RmBatch = (Vec<Vec<i64>>, Vec<Vec<(usize, usize)>>, i64);
-
-impl DataSource for Groups {
-    type Batch = RmBatch;
-
-    fn next_batch(&mut self) -> rlhf_train::Result<Option<RmBatch>> {
-        if self.next >= self.items.len() {
-            self.next = 0;
-        }
-        let end = (self.next + self.batch).min(self.items.len());
-        let (mut seqs, mut groups) = (Vec::new(), Vec::new());
-        for g in &self.items[self.next..end] {
-            let base = seqs.len();
-            seqs.extend(g.seqs.iter().cloned());
-            groups.push(g.pairs.iter().map(|&(w, l)| (base + w, base + l)).collect());
-        }
-        self.next = end;
-        Ok(Some((seqs, groups, self.pad)))
-    }
-
-    fn position(&self) -> DataPosition {
-        DataPosition::default()
-    }
-
-    fn seek(&mut self, _: &DataPosition) -> rlhf_train::Result<()> {
-        Ok(())
-    }
-}
-
-/// The grouped K-way ranking loss on the reward model.
-struct RmStep<'a> {
-    gpt: &'a Gpt,
-}
-
-impl TrainStep for RmStep<'_> {
-    type Batch = RmBatch;
-
-    fn parameters(&self) -> Vec<(String, Tensor)> {
-        trainable_parameters(self.gpt)
-    }
-
-    fn loss(&mut self, (seqs, groups, pad): &RmBatch) -> rlhf_train::Result<StepOutput> {
-        let r = rewards(self.gpt, seqs, *pad)?;
-        Ok(StepOutput::new(
-            ranking_loss(&r, groups)?,
-            groups.len() as i64,
-        ))
-    }
-
-    fn save(&self, dir: &Path) -> rlhf_train::Result<()> {
-        Ok(self.gpt.save(dir)?)
-    }
-
-    fn load(&mut self, _dir: &Path) -> rlhf_train::Result<()> {
-        Err(rlhf_train::TrainError::Invalid(
-            "in-memory experiment runs do not resume".into(),
-        ))
-    }
 }
 
 fn report(cfg: &WebGptConfig, all: &[SeedRun], seconds: f64, out: &Path) -> Result<String> {

@@ -358,8 +358,10 @@ fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
 
 #[test]
 fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Result<()> {
-    use rlhf_browse::{SearchIndex, check_citations, parse_answer};
-    use rlhf_experiments::webgpt::{self, AgentConfig, WebGptConfig, browse_batch};
+    use rlhf_browse::{
+        AgentConfig, ModelPolicy, SearchIndex, browse_batch, check_citations, parse_answer,
+    };
+    use rlhf_experiments::webgpt::{self, WebGptConfig};
     use rlhf_model::{Head, Pretrained, PromptFormat};
     let dir = tempfile::tempdir()?;
     let cfg = WebGptConfig {
@@ -424,15 +426,19 @@ fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Re
     let pre = Pretrained::load(&seed_dir.join("bc"), Head::Lm, Device::Cpu)?;
     let agent = AgentConfig {
         browse: Default::default(),
-        format: PromptFormat::Raw,
         max_action_tokens: 12,
+        trace: true,
+    };
+    let policy = ModelPolicy {
+        pre: &pre,
+        format: PromptFormat::Raw,
+        max_tokens: 12,
         temperature: 1.0,
         seed: 3,
         rows: 32,
-        trace: true,
     };
     let qs = vec!["Who is the mayor of Nowhere?".to_string(); 2];
-    let eps = browse_batch(&pre, &index, &qs, 8, &agent, |_, _| {})?;
+    let eps = browse_batch(&policy, &index, &qs, 8, &agent, |_, _| {})?;
     assert_eq!(eps.len(), 2);
     for e in eps.iter().flatten() {
         assert_eq!(e.observations.len(), e.actions.len());

@@ -9,8 +9,8 @@
 //!
 //! Not here: the HTTP client (`rlhf-client`).
 
-use rlhf_client::Client;
-use rlhf_client::types::{ChatMessage, ChatRequest};
+use rlhf_client::types::ChatMessage;
+use rlhf_client::{Ask, Llm};
 use rlhf_data::{Ranking, RankingRecord, SampleRecord};
 
 use crate::error::{LabelError, Result};
@@ -113,10 +113,9 @@ pub struct Judged {
     pub unparsed: Vec<(usize, String)>,
 }
 
-/// Asks `model` on `client` to rank each sample's responses; `progress(done)` after each.
+/// Asks the judge `llm` to rank each sample's responses; `progress(done)` after each.
 pub fn rank_all(
-    client: &Client,
-    model: &str,
+    llm: &Llm,
     samples: &[SampleRecord],
     mut progress: impl FnMut(usize),
 ) -> Result<Judged> {
@@ -132,18 +131,17 @@ pub fn rank_all(
                 s.responses.len()
             )));
         }
-        let req = ChatRequest {
-            model: model.to_string(),
-            messages: vec![
-                ChatMessage::system("You are a careful, impartial judge of answers."),
-                ChatMessage::user(judge_prompt(&s.prompt, &s.responses)),
-            ],
-            temperature: Some(0.0),
-            max_tokens: Some(32 + 4 * s.responses.len() as u32),
-            ..Default::default()
+        let messages = vec![
+            ChatMessage::system("You are a careful, impartial judge of answers."),
+            ChatMessage::user(judge_prompt(&s.prompt, &s.responses)),
+        ];
+        let ask = Ask {
+            max_tokens: 32 + 4 * s.responses.len() as u32,
+            temperature: 0.0,
+            seed: None,
         };
-        let resp = match client.chat(&req) {
-            Ok(resp) => resp,
+        let answer = match llm.ask(messages, ask) {
+            Ok(answer) => answer,
             // The judge refused this request (e.g. too long for its context): skip the sample,
             // keep going; server and network failures still stop the run.
             Err(e @ rlhf_client::ClientError::Status { status: 400, .. }) => {
@@ -153,11 +151,6 @@ pub fn rank_all(
             }
             Err(e) => return Err(e.into()),
         };
-        let answer = resp
-            .choices
-            .first()
-            .and_then(|c| c.message.content.clone())
-            .unwrap_or_default();
         match parse_ranking(&answer, s.responses.len()) {
             Some(ranking) => {
                 let record = RankingRecord::new(s.prompt.clone(), s.responses.clone(), ranking)

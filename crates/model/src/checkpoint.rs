@@ -72,14 +72,14 @@ fn candidates(name: &str, family: Family) -> Vec<String> {
 
 /// Copies every variable of `vs` from the checkpoint in `dir`. Missing tensors, wrong shapes and
 /// unsupported dtypes are errors; extra tensors (e.g. GPT-2's cached causal-mask buffers) are not.
-pub fn load_weights(vs: &mut VarStore, dir: &Path, family: Family) -> Result<()> {
+pub fn load_weights(vs: &VarStore, dir: &Path, family: Family) -> Result<()> {
     load_weights_except(vs, dir, family, |_| false)
 }
 
 /// As [`load_weights`], but variables for which `fresh(name)` holds may be absent from the
 /// checkpoint and keep their initialisation (a new head on a trained body).
 pub fn load_weights_except(
-    vs: &mut VarStore,
+    vs: &VarStore,
     dir: &Path,
     family: Family,
     fresh: impl Fn(&str) -> bool,

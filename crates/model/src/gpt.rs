@@ -381,6 +381,38 @@ impl Gpt {
         Ok(model)
     }
 
+    /// An in-memory copy of this model carrying `head`: every weight both models hold is copied
+    /// (in this model's dtype); a scalar head this model lacks starts fresh from libtorch's
+    /// generator, exactly as [`Self::load_with_head`] would start it from a saved copy. An SFT
+    /// model becomes a reward model this way, or a model is duplicated (same head) so that one
+    /// copy can be fine-tuned while the other stays.
+    pub fn copy_with_head(&self, head: Head) -> Result<Gpt> {
+        let mut model = Self::new(&self.cfg, head, self.device());
+        if self.kind() != model.kind() {
+            model.set_kind(self.kind());
+        }
+        let source = self.vs.variables();
+        let fresh_head = head != self.head;
+        tch::no_grad(|| {
+            for (name, mut var) in model.vs.variables() {
+                match source.get(&name) {
+                    Some(t) if !(fresh_head && name.starts_with("score.")) => {
+                        var.f_copy_(t)?;
+                    }
+                    _ if name.starts_with("score.") => {}
+                    _ => {
+                        return Err(ModelError::Invalid(format!(
+                            "cannot copy the model with a {head:?} head: it has no '{name}' to \
+                             copy from"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(model)
+    }
+
     /// Adds `delta` to the scalar head's bias (e.g. to centre rewards at 0).
     pub fn shift_scalar_bias(&mut self, delta: f64) -> Result<()> {
         let score = self

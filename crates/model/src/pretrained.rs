@@ -1,16 +1,19 @@
 //! A checkpoint directory as users see it: the model plus its tokenizer, checked against each
-//! other, with text-level generation (chat template, stop strings) and per-token NLL.
+//! other, with text-level encoding (chat template, prompt/answer splits), generation (stop
+//! strings) and teacher-forced scores of texts (completion log-probs, per-token NLL).
 //!
-//! Not here: batching for training (the train crate), serving (the serve crate).
+//! Not here: batching for training (the train crate), serving (the serve crate), the tensor
+//! maths of scoring (`score.rs`).
 
 use std::path::Path;
 
 use rlhf_tokenizer::{Message, Tokenizer};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 use crate::error::{ModelError, Result};
-use crate::gpt::{Batch, Gpt, Head};
+use crate::gpt::{Gpt, Head};
 use crate::sample::{self, GenerateConfig, Generation, Sampling};
+use crate::score::{SequenceLogprob, sequence_logprobs};
 
 /// How a prompt string becomes token ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,18 @@ pub enum PromptFormat {
     Raw,
     /// Wrap it as one user message with the chat template and the generation prompt.
     Chat,
+}
+
+impl PromptFormat {
+    /// The prompt text a model in this format answers: a raw prompt ends with a newline before
+    /// its answer (the convention of the task world's corpus and of every experiment that trains
+    /// raw models); a chat prompt is the message itself.
+    pub fn prompt_text(self, prompt: &str) -> String {
+        match self {
+            PromptFormat::Raw => format!("{prompt}\n"),
+            PromptFormat::Chat => prompt.to_string(),
+        }
+    }
 }
 
 /// Sampling settings at the text level.
@@ -76,6 +91,90 @@ impl Pretrained {
         Ok(ids.into_iter().map(i64::from).collect())
     }
 
+    /// The id batches are padded with (`Tokenizer::padding_id`).
+    pub fn pad_id(&self) -> i64 {
+        self.tokenizer.padding_id()
+    }
+
+    /// Token ids of `text` alone, without special tokens.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<i64>> {
+        let ids = self.tokenizer.encode(text, false).map_err(tok_err)?;
+        Ok(ids.into_iter().map(i64::from).collect())
+    }
+
+    /// Prompt ids followed by `response`'s tokens and EOS: the sequence a reward model scores
+    /// (it reads its reward at that EOS).
+    pub fn encode_response(&self, prompt_ids: &[i64], response: &str) -> Result<Vec<i64>> {
+        let mut ids = prompt_ids.to_vec();
+        ids.extend(self.encode_text(response)?);
+        ids.extend(self.tokenizer.eos_id().map(i64::from));
+        Ok(ids)
+    }
+
+    /// A conversation split for training and scoring: (context ids, answer ids). The context is
+    /// every message before the last assistant turn, rendered with the chat template and its
+    /// generation prompt; the answer is the rest of the rendered conversation followed by EOS.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<(Vec<i64>, Vec<i64>)> {
+        let last = messages
+            .iter()
+            .rposition(|m| m.role == "assistant")
+            .ok_or_else(|| {
+                ModelError::Invalid("a conversation must end with an assistant message".into())
+            })?;
+        let tok = &self.tokenizer;
+        let context = tok.render_chat(&messages[..last], true).map_err(tok_err)?;
+        let full = tok
+            .render_chat(&messages[..=last], false)
+            .map_err(tok_err)?;
+        let target = full.strip_prefix(context.as_str()).ok_or_else(|| {
+            ModelError::Invalid(
+                "the chat template's prompt is not a prefix of the conversation".into(),
+            )
+        })?;
+        let mut answer = self.encode_text(target)?;
+        answer.extend(tok.eos_id().map(i64::from));
+        Ok((self.encode_text(&context)?, answer))
+    }
+
+    /// One (prompt, completion) pair split as (prompt ids, completion ids + EOS): with the chat
+    /// template ([`Self::encode_chat`]) or, raw, the prompt's tokens (with the tokenizer's
+    /// special tokens, e.g. BOS) followed directly by the completion's.
+    pub fn encode_pair(
+        &self,
+        format: PromptFormat,
+        prompt: &str,
+        completion: &str,
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
+        match format {
+            PromptFormat::Chat => {
+                self.encode_chat(&[Message::user(prompt), Message::assistant(completion)])
+            }
+            PromptFormat::Raw => {
+                let mut answer = self.encode_text(completion)?;
+                answer.extend(self.tokenizer.eos_id().map(i64::from));
+                Ok((self.encode_prompt(prompt, PromptFormat::Raw)?, answer))
+            }
+        }
+    }
+
+    /// Teacher-forced log-probability of each completion (its EOS included) after its prompt, in
+    /// `format` ([`Self::encode_pair`]), `rows` pairs per forward pass: rank classification and
+    /// "how likely is the right answer" both read this.
+    pub fn completion_logprobs(
+        &self,
+        format: PromptFormat,
+        pairs: &[(String, String)],
+        rows: usize,
+    ) -> Result<Vec<SequenceLogprob>> {
+        let (prompts, answers): (Vec<Vec<i64>>, Vec<Vec<i64>>) = pairs
+            .iter()
+            .map(|(p, c)| self.encode_pair(format, p, c))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        sequence_logprobs(&self.model, &prompts, &answers, self.pad_id(), 1.0, rows)
+    }
+
     /// Tokens that end generation: the tokenizer's EOS and the config's.
     pub fn eos_ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.tokenizer.eos_id().map(i64::from).into_iter().collect();
@@ -98,17 +197,12 @@ impl Pretrained {
         prompts: &[Vec<i64>],
         cfg: &TextGenerateConfig,
     ) -> Result<Vec<TextGeneration>> {
-        let pad = self
-            .tokenizer
-            .pad_id()
-            .or(self.tokenizer.eos_id())
-            .map_or(0, i64::from);
         let low = GenerateConfig {
             max_new_tokens: cfg.max_new_tokens,
             sampling: cfg.sampling,
             seed: cfg.seed,
             eos_token_ids: self.eos_ids(),
-            pad_token_id: pad,
+            pad_token_id: self.pad_id(),
         };
         let stop_hit = |ids: &[i64]| {
             !cfg.stop.is_empty()
@@ -164,49 +258,17 @@ impl Pretrained {
         Ok(out)
     }
 
-    /// Sum of next-token NLL (natural log) and number of predicted tokens over `texts`, each
-    /// encoded with the tokenizer's default special tokens. Batches of similar length are
-    /// right-padded, which is exact for a causal model: padding only follows real tokens.
+    /// Sum of next-token NLL (natural log) and number of predicted tokens over `texts` (token
+    /// ids, e.g. from [`Self::encode_prompt`] in raw format): every token after the first is
+    /// scored, `batch_size` texts per forward pass.
     pub fn nll(&self, texts: &[Vec<i64>], batch_size: usize) -> Result<(f64, usize)> {
-        let _guard = tch::no_grad_guard();
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].len());
-        let (mut total, mut count) = (0.0, 0usize);
-        for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<&Vec<i64>> = chunk
-                .iter()
-                .map(|&i| &texts[i])
-                .filter(|r| r.len() > 1)
-                .collect();
-            let Some(t) = rows.iter().map(|r| r.len()).max() else {
-                continue;
-            };
-            let mut ids = Vec::with_capacity(rows.len() * t);
-            let mut weight = Vec::with_capacity(rows.len() * t);
-            for r in &rows {
-                ids.extend(r.iter().copied().chain(std::iter::repeat_n(0, t - r.len())));
-                weight.extend((1..=t).map(|j| f32::from(u8::from(j < r.len()))));
-            }
-            let shape = [rows.len() as i64, t as i64];
-            let dev = self.model.device();
-            let ids = Tensor::from_slice(&ids).view(shape).to_device(dev);
-            let weight = Tensor::from_slice(&weight).view(shape).to_device(dev);
-            let logits = self.model.forward(
-                Batch {
-                    input_ids: &ids,
-                    attention_mask: None,
-                },
-                None,
-            )?;
-            let logp = logits
-                .narrow(1, 0, t as i64 - 1)
-                .log_softmax(-1, Kind::Float);
-            let target = ids.narrow(1, 1, t as i64 - 1).unsqueeze(-1);
-            let nll = -logp.gather(-1, &target, false).squeeze_dim(-1); // (B, T-1)
-            let w = weight.narrow(1, 0, t as i64 - 1);
-            total += f64::try_from((nll * &w).sum(Kind::Double))?;
-            count += rows.iter().map(|r| r.len() - 1).sum::<usize>();
-        }
-        Ok((total, count))
+        let texts: Vec<&Vec<i64>> = texts.iter().filter(|t| t.len() > 1).collect();
+        let firsts: Vec<&[i64]> = texts.iter().map(|t| &t[..1]).collect();
+        let rests: Vec<&[i64]> = texts.iter().map(|t| &t[1..]).collect();
+        let scores =
+            sequence_logprobs(&self.model, &firsts, &rests, self.pad_id(), 1.0, batch_size)?;
+        Ok(scores
+            .iter()
+            .fold((0.0, 0), |(s, n), x| (s - x.sum, n + x.tokens)))
     }
 }

@@ -9,6 +9,7 @@
 
 use tch::{Kind, Tensor};
 
+use crate::batch;
 use crate::error::{ModelError, Result};
 use crate::gpt::{Batch, Gpt};
 
@@ -110,26 +111,16 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Left-pads prompts into ids (B, P) and mask (B, P).
+/// Left-pads prompts into ids (B, P) and mask (B, P) on `device` (`batch::pad`), refusing an
+/// empty batch or an empty prompt (the last prompt token predicts the first new one).
 pub fn left_pad(prompts: &[Vec<i64>], pad: i64, device: tch::Device) -> Result<(Tensor, Tensor)> {
-    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(ModelError::Invalid(
             "every prompt needs at least one token".into(),
         ));
     }
-    let mut ids = Vec::with_capacity(prompts.len() * p);
-    let mut mask = Vec::with_capacity(prompts.len() * p);
-    for prompt in prompts {
-        let n = p - prompt.len();
-        ids.extend(std::iter::repeat_n(pad, n).chain(prompt.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, n).chain(std::iter::repeat_n(1, prompt.len())));
-    }
-    let shape = [prompts.len() as i64, p as i64];
-    Ok((
-        Tensor::from_slice(&ids).view(shape).to_device(device),
-        Tensor::from_slice(&mask).view(shape).to_device(device),
-    ))
+    let (ids, mask) = batch::pad(prompts, pad, batch::Side::Left);
+    Ok((ids.to_device(device), mask.to_device(device)))
 }
 
 /// Applies temperature, top-k and top-p (in transformers' order) to logits (B, V).

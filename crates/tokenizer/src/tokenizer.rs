@@ -29,7 +29,7 @@ pub struct Tokenizer {
     origin: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct SpecialIds {
     bos: Option<u32>,
     eos: Option<u32>,
@@ -150,6 +150,13 @@ impl Tokenizer {
         self.ids.pad
     }
 
+    /// The id to pad batches with: the pad token, else EOS (many checkpoints, GPT-2 and Llama
+    /// among them, define no pad token and transformers then pads with EOS), else 0. Padding is
+    /// never attended to or trained on, so any valid id would do; this one is always in range.
+    pub fn padding_id(&self) -> i64 {
+        self.ids.pad.or(self.ids.eos).map_or(0, i64::from)
+    }
+
     pub fn unk_id(&self) -> Option<u32> {
         self.ids.unk
     }
@@ -183,6 +190,14 @@ impl Tokenizer {
     /// The underlying HF tokenizer, for what this wrapper does not expose (offsets, pairs).
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// Whether `other` reads and writes token ids exactly as this one does: the same
+    /// `tokenizer.json` (vocabulary, merges, normalisation, added tokens) and the same special
+    /// ids. Models compared by log-probs, or a policy scored by a reward model, must share one.
+    pub fn same_as(&self, other: &Tokenizer) -> bool {
+        let json = |t: &Tokenizer| t.inner.to_string(false).ok();
+        self.ids == other.ids && json(self).is_some() && json(self) == json(other)
     }
 
     /// The "default" chat template, if any.

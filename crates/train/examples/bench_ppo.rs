@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let dev = Device::Cpu;
     tch::manual_seed(0);
-    let mut policy = Gpt::new(&cfg, Head::Lm, dev);
+    let policy = Gpt::new(&cfg, Head::Lm, dev);
     tch::manual_seed(0);
     let reference = Gpt::new(&cfg, Head::Lm, dev);
     let value = Gpt::new(&cfg, Head::Scalar, dev);
@@ -91,17 +91,7 @@ fn main() -> anyhow::Result<()> {
         assert!(ro.response_ids.iter().all(|r| r.len() == response_len));
         let t1 = t0.elapsed().as_secs_f64();
         let (adv, ret, _) = ppo::advantages(&ro, &pcfg, pcfg.kl_coef)?;
-        ppo::update(
-            &mut policy,
-            &value,
-            &mut opt,
-            &ro,
-            &adv,
-            &ret,
-            &pcfg,
-            None,
-            it as u64,
-        )?;
+        ppo::update(&models, &mut opt, &ro, &adv, &ret, &pcfg, None, it as u64)?;
         let t2 = t0.elapsed().as_secs_f64();
         if it >= warmup {
             total.push(t2);

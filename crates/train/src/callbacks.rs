@@ -100,7 +100,9 @@ impl MetricsLog {
         }
     }
 
-    fn open(&mut self, resumed_at: u64) -> Result<()> {
+    /// Opens the log for appending, first dropping lines of steps after `resumed_at` (a crash
+    /// after the last checkpoint leaves them; the resumed run writes them again).
+    pub fn open(&mut self, resumed_at: u64) -> Result<()> {
         let io = |op, e| TrainError::io(op, &self.path, e);
         if self.path.exists() {
             let text = fs::read_to_string(&self.path).map_err(|e| io("read", e))?;
@@ -125,7 +127,8 @@ impl MetricsLog {
         Ok(())
     }
 
-    fn append(&mut self, value: &impl Serialize) -> Result<()> {
+    /// Appends one JSON line (after [`Self::open`]).
+    pub fn append(&mut self, value: &impl Serialize) -> Result<()> {
         let line = serde_json::to_string(value)
             .map_err(|e| TrainError::Invalid(format!("cannot serialise a metrics line: {e}")))?;
         if let Some(file) = &mut self.file {

@@ -39,6 +39,9 @@ pub struct CheckpointInfo {
     pub data_position: DataPosition,
     /// The command's resolved configuration.
     pub config: serde_json::Value,
+    /// The models and data files the run was started from (absent in older checkpoints).
+    #[serde(default)]
+    pub inputs: Vec<crate::run::RunInput>,
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -181,7 +184,7 @@ fn sync_path(path: &Path) -> Result<()> {
 /// Loads a checkpoint written by `Gpt::save` into `gpt` in place, refusing one of another
 /// architecture with a message that lists the differences (instead of a shape error on the
 /// first tensor that happens to differ).
-pub fn load_gpt(gpt: &mut Gpt, dir: &Path) -> Result<()> {
+pub fn load_gpt(gpt: &Gpt, dir: &Path) -> Result<()> {
     let saved = ModelConfig::from_file(&dir.join("config.json"))?;
     let diffs = architecture_diff(&saved, &gpt.cfg);
     if !diffs.is_empty() {
@@ -194,7 +197,7 @@ pub fn load_gpt(gpt: &mut Gpt, dir: &Path) -> Result<()> {
             ),
         ));
     }
-    rlhf_model::load_weights(&mut gpt.vs, dir, gpt.cfg.family)?;
+    rlhf_model::load_weights(&gpt.vs, dir, gpt.cfg.family)?;
     Ok(())
 }
 

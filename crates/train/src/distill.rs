@@ -5,17 +5,18 @@
 //!
 //! A local teacher (a checkpoint) is adapted by fine-tuning on the gold labels and labels the
 //! pool in batches here ([`label_local`]); a remote one behind an OpenAI-compatible endpoint is
-//! adapted by few-shot prompting ([`few_shot_messages`]; the requests are the CLI's). Either way
-//! [`filter`] decides what the student sees.
+//! adapted by few-shot prompting ([`few_shot_messages`]) and asked several prompts at a time
+//! ([`label_remote`]). Either way [`filter`] decides what the student sees.
 //!
-//! Not here: the fine-tuning itself (`sft`), the HTTP client (`rlhf-client`).
+//! Not here: the fine-tuning itself (`sft`), the HTTP client and endpoint defaults
+//! (`rlhf_client::Endpoint`).
 
+use rlhf_client::{Ask, ChatMessage, Endpoint};
 use rlhf_data::AnswerPattern;
 use rlhf_model::{Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::flan::prompt_text;
 
 /// How the teacher labels and what is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +84,7 @@ pub fn few_shot_messages(
 /// answer cannot be extracted.
 pub fn filter(prompts: &[String], outputs: Vec<String>, cfg: &DistillConfig) -> Result<Vec<Label>> {
     let pattern = AnswerPattern::new(cfg.answer_pattern.as_deref())
-        .map_err(|e| TrainError::Invalid(format!("answer_pattern: {e}")))?;
+        .map_err(|e| TrainError::from(e).context("distill config: answer_pattern"))?;
     Ok(prompts
         .iter()
         .zip(outputs)
@@ -129,12 +130,63 @@ pub fn label_local(
             vec![]
         },
     };
-    let shown: Vec<String> = prompts.iter().map(|p| prompt_text(p, format)).collect();
+    let shown: Vec<String> = prompts.iter().map(|p| format.prompt_text(p)).collect();
     let out = teacher.sample_k(&shown, 1, format, &generation, cfg.rows.max(1), progress)?;
     Ok(out
         .into_iter()
         .map(|mut g| g.pop().map(|g| g.text).unwrap_or_default())
         .collect())
+}
+
+/// Labels `prompts` with a teacher behind an OpenAI-compatible endpoint: each request shows
+/// the first `cfg.shots` gold pairs as turns before the prompt ([`few_shot_messages`]);
+/// `concurrency` requests are in flight at a time; `progress(done)` after each group. The first
+/// failure (after the endpoint's retries) stops the labelling, naming the prompt.
+pub fn label_remote(
+    endpoint: &Endpoint,
+    gold: &[(String, String)],
+    prompts: &[String],
+    cfg: &DistillConfig,
+    concurrency: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<String>> {
+    if concurrency == 0 {
+        return Err(TrainError::Config("concurrency must be at least 1".into()));
+    }
+    let llm = endpoint.connect()?;
+    let ask = Ask {
+        max_tokens: cfg.max_new_tokens as u32,
+        temperature: cfg.temperature,
+        seed: Some(cfg.seed as i64),
+    };
+    let label = |q: &str| -> Result<String> {
+        let messages = few_shot_messages(gold, cfg.shots, q)
+            .into_iter()
+            .map(|(role, text)| ChatMessage::new(role, text))
+            .collect();
+        llm.ask(messages, ask).map_err(|e| {
+            TrainError::from(e).context(format!("the teacher at {endpoint} failed on {q:?}"))
+        })
+    };
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(concurrency) {
+        let results: Vec<Result<String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|q| s.spawn(|| label(q))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(TrainError::Invalid("a labelling thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            out.push(r?);
+        }
+        progress(out.len());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

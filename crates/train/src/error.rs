@@ -43,11 +43,35 @@ pub enum TrainError {
     /// Misuse of the API that a caller can fix (mixed dtypes, a parameter replaced mid-run, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A record of a data file that cannot be used: `file:line: field 'x'`, with the cause.
+    #[error("{path}:{line}: field '{field}'")]
+    Record {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        #[source]
+        source: Box<TrainError>,
+    },
+    /// What was being done when `source` happened.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<TrainError>,
+    },
     /// An error raised by a `TrainStep` or `DataSource` implementation.
     #[error("{0}")]
     Step(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Model(#[from] rlhf_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] rlhf_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Data(#[from] rlhf_data::DataError),
+    #[error(transparent)]
+    Eval(#[from] rlhf_eval::EvalError),
+    #[error(transparent)]
+    Client(#[from] rlhf_client::ClientError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -65,6 +89,24 @@ impl TrainError {
         Self::Checkpoint {
             path: path.as_ref().to_path_buf(),
             msg: msg.into(),
+        }
+    }
+
+    /// This error as the cause of `context`.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Self::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// This error as the cause of a bad record at `path:line`, field `field`.
+    pub fn at(self, path: impl AsRef<Path>, line: usize, field: impl Into<String>) -> Self {
+        Self::Record {
+            path: path.as_ref().to_path_buf(),
+            line,
+            field: field.into(),
+            source: Box::new(self),
         }
     }
 

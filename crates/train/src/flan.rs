@@ -2,69 +2,18 @@
 //! answer with the highest log-likelihood after the prompt wins) and generation (the greedy
 //! output must equal the answer), per item and per task cluster.
 //!
-//! Raw prompts are followed by a newline before the answer ([`prompt_text`]), the format the
-//! FLAN experiment trains in; chat prompts go through the model's chat template.
+//! Raw prompts are followed by a newline before the answer (`PromptFormat::prompt_text`), the
+//! format the FLAN experiment trains in; chat prompts go through the model's chat template.
 //!
-//! Not here: the data (`rlhf_data::flan`).
+//! Not here: the data (`rlhf_data::flan`), the teacher-forced scores
+//! (`Pretrained::completion_logprobs`).
 
+use rlhf_data::answer_matches;
 use rlhf_data::flan::{Cluster, FlanEval};
-use rlhf_model::{Batch, Pretrained, PromptFormat, TextGenerateConfig};
+use rlhf_model::{Pretrained, PromptFormat, TextGenerateConfig};
 use serde::{Deserialize, Serialize};
-use tch::Kind;
 
 use crate::error::{Result, TrainError};
-use crate::sft::{SftExample, collate, encode_pair};
-
-/// The prompt as the model sees it: raw prompts end with a newline before the answer.
-pub fn prompt_text(prompt: &str, format: PromptFormat) -> String {
-    match format {
-        PromptFormat::Raw => format!("{prompt}\n"),
-        PromptFormat::Chat => prompt.to_string(),
-    }
-}
-
-/// Total log-probability of each completion (its EOS included) after its prompt, teacher-forced,
-/// with the number of tokens it covers; `rows` pairs per forward pass.
-pub fn completion_logprobs(
-    pre: &Pretrained,
-    format: PromptFormat,
-    pairs: &[(String, String)],
-    rows: usize,
-) -> Result<Vec<(f64, usize)>> {
-    let _guard = tch::no_grad_guard();
-    let pad = pre.tokenizer.pad_id().map_or(0, i64::from);
-    let dev = pre.model.device();
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(rows.max(1)) {
-        let examples = chunk
-            .iter()
-            .map(|(p, c)| encode_pair(pre, format, p, c))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&SftExample> = examples.iter().collect();
-        let (ids, labels) = collate(&refs, pad);
-        let (ids, labels) = (ids.to_device(dev), labels.to_device(dev));
-        let logits = pre.model.forward(
-            Batch {
-                input_ids: &ids,
-                attention_mask: None,
-            },
-            None,
-        )?;
-        let mask = labels.ne(crate::sft::IGNORE);
-        let logp = logits
-            .to_kind(Kind::Float)
-            .log_softmax(-1, Kind::Float)
-            .gather(-1, &labels.clamp_min(0).unsqueeze(-1), false)
-            .squeeze_dim(-1)
-            * mask.to_kind(Kind::Float);
-        let sums =
-            Vec::<f64>::try_from(logp.sum_dim_intlist([1i64].as_slice(), false, Kind::Double))?;
-        let counts =
-            Vec::<i64>::try_from(mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64))?;
-        out.extend(sums.into_iter().zip(counts).map(|(s, c)| (s, c as usize)));
-    }
-    Ok(out)
-}
 
 /// Index of the option with the highest total log-likelihood for each item (ties: the first).
 pub fn rank_classify(
@@ -82,17 +31,17 @@ pub fn rank_classify(
                 item.cluster.name()
             )));
         }
-        let prompt = prompt_text(&item.prompt, format);
+        let prompt = format.prompt_text(&item.prompt);
         pairs.extend(item.options.iter().map(|o| (prompt.clone(), o.clone())));
     }
-    let scores = completion_logprobs(pre, format, &pairs, rows)?;
+    let scores = pre.completion_logprobs(format, &pairs, rows)?;
     let mut at = 0;
     Ok(items
         .iter()
         .map(|item| {
             let s = &scores[at..at + item.options.len()];
             at += item.options.len();
-            argmax(s.iter().map(|(l, _)| *l))
+            argmax(s.iter().map(|l| l.sum))
         })
         .collect())
 }
@@ -105,12 +54,6 @@ fn argmax(xs: impl Iterator<Item = f64>) -> usize {
         }
     }
     best.0
-}
-
-/// Whether a generated answer matches: the same after trimming, case and a final full stop.
-pub fn answer_matches(output: &str, answer: &str) -> bool {
-    let norm = |s: &str| s.trim().trim_end_matches('.').trim().to_lowercase();
-    norm(output) == norm(answer)
 }
 
 /// One item's outcome under both protocols.
@@ -138,7 +81,7 @@ pub fn evaluate(
     let chosen = rank_classify(pre, format, items, rows)?;
     let prompts: Vec<String> = items
         .iter()
-        .map(|i| prompt_text(&i.prompt, format))
+        .map(|i| format.prompt_text(&i.prompt))
         .collect();
     let cfg = TextGenerateConfig {
         max_new_tokens,
@@ -209,14 +152,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_match_up_to_case_space_and_full_stop() {
-        assert!(answer_matches(" Yes. ", "yes"));
-        assert!(answer_matches("42", "42"));
-        assert!(!answer_matches("420", "42"));
-        assert!(!answer_matches("", "no"));
-    }
-
-    #[test]
     fn argmax_takes_the_first_of_ties() {
         assert_eq!(argmax([-3.0, -1.0, -1.0].into_iter()), 1);
         assert_eq!(argmax([-0.5].into_iter()), 0);
@@ -225,9 +160,9 @@ mod tests {
     #[test]
     fn raw_prompts_end_with_a_newline() {
         assert_eq!(
-            prompt_text("Add 1 and 2.", PromptFormat::Raw),
+            PromptFormat::Raw.prompt_text("Add 1 and 2."),
             "Add 1 and 2.\n"
         );
-        assert_eq!(prompt_text("Hi", PromptFormat::Chat), "Hi");
+        assert_eq!(PromptFormat::Chat.prompt_text("Hi"), "Hi");
     }
 }

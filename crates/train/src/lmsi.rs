@@ -96,6 +96,70 @@ fn err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Invalid(e.to_string())
 }
 
+/// What LMSI trains on, built from sampled paths.
+#[derive(Debug, Clone)]
+pub struct TrainingSet {
+    /// The kept paths: (question, path, its answer).
+    pub kept: Vec<(String, String, i64)>,
+    /// Distinct questions with a kept path.
+    pub kept_questions: usize,
+    /// The SFT records, one per kept path and format (empty when nothing was kept).
+    pub records: Vec<SftRecord>,
+}
+
+/// The LMSI pipeline after sampling, shared by `rlhf self-improve` and experiment E8: keep the
+/// paths `filter` selects ([`keep`]), then write each in `formats` ([`mixed_formats`]) with as
+/// many exemplars as fit `pre`'s context once rendered for fine-tuning (chat template + EOS).
+pub fn training_set(
+    pre: &Pretrained,
+    paths: &[Paths],
+    filter: Filter,
+    formats: Formats,
+    cfg: &LmsiConfig,
+) -> Result<TrainingSet> {
+    let kept = keep(paths, filter, cfg.min_share);
+    let kept_questions = kept
+        .iter()
+        .map(|k| &k.0)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let context = pre.model.cfg.max_positions as usize;
+    let fits = |prompt: &str, completion: &str| {
+        crate::sft::encode_pair(pre, PromptFormat::Chat, prompt, completion)
+            .is_ok_and(|e| e.ids.len() <= context)
+    };
+    let records = if kept.is_empty() {
+        Vec::new()
+    } else {
+        mixed_formats(&kept, cfg.exemplars, formats, fits)?
+    };
+    Ok(TrainingSet {
+        kept,
+        kept_questions,
+        records,
+    })
+}
+
+impl LmsiConfig {
+    /// Checks every value before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(format!("lmsi config: {m}")));
+        if self.paths == 0 || self.eval_paths == 0 || self.batch == 0 {
+            return bad("paths, eval_paths and batch must be at least 1");
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad("temperature must be > 0 to sample paths");
+        }
+        if self.max_new_tokens == 0 {
+            return bad("max_new_tokens must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_share) {
+            return bad("min_share must be in [0, 1]");
+        }
+        Ok(())
+    }
+}
+
 /// Samples `n` paths per question (chat format).
 pub fn sample_paths(
     pre: &Pretrained,
@@ -311,7 +375,7 @@ pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Resu
 
 /// Reads `{"prompt"}` questions (any answer field is ignored: LMSI uses no labels).
 pub fn read_questions(path: &Path) -> Result<Vec<String>> {
-    let records: Vec<rlhf_data::PromptRecord> = rlhf_data::read_jsonl(path).map_err(err)?;
+    let records: Vec<rlhf_data::PromptRecord> = rlhf_data::read_jsonl(path)?;
     Ok(records.into_iter().map(|r| r.prompt).collect())
 }
 

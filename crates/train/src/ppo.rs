@@ -6,33 +6,39 @@
 //! batch to every minibatch. The value model starts from the reward model. The defaults follow
 //! InstructGPT and "The N Implementation Details of RLHF with PPO" (Huang et al., 2024).
 //!
-//! Not here: the maths (`rl.rs`), sampling and scoring (`rollout.rs`), evaluation by win rate
-//! (`rlhf eval`).
+//! Two levels: [`Ppo`] is the algorithm in memory (models in, one [`Ppo::step`] per iteration:
+//! rollout, advantages, update); [`ppo`] runs it over paths and a run folder in named phases:
+//! open the run (resume checks), load, resume, then per iteration rollout + update, evaluate,
+//! checkpoint, and finally export.
+//!
+//! Not here: the maths (`rl.rs`), sampling and scoring (`rollout.rs`), the judges and the
+//! comparison that the held-out evaluation produces (`rlhf-eval`), the run folder (`run.rs`).
 //!
 //! Shapes as in `rollout.rs`: B rollouts, M minibatch rows, R response tokens.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rlhf_data::{PromptRecord, read_jsonl_lines};
-use rlhf_model::{Gpt, Head, Pretrained, PromptFormat};
+use rlhf_eval::{Comparison, RewardModel, Scorer, scored_verdicts, summarize};
+use rlhf_model::score::response_scalars;
+use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, TextGenerateConfig, response_logprobs};
 use rlhf_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{self, CheckpointInfo, FORMAT_VERSION, OPTIMIZER_FILE};
+use crate::checkpoint::{self, OPTIMIZER_FILE};
 use crate::config;
-use crate::data::{DataPosition, DataRng, DataSource, Epochs};
+use crate::data::{DataRng, DataSource, Epochs};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use crate::pretrain::{CorpusWindows, lm_loss};
 use crate::reward::RewardStats;
 use crate::rl::{self, KlControl, KlEstimator};
 use crate::rollout::{self, Models, Rollout, RolloutConfig};
+use crate::run::{self, Resume, RunDir, RunInput, RunOptions};
 use crate::step::Metrics;
-use crate::trainer::Resume;
 
 /// `rlhf ppo`'s configuration (`--config FILE`, `--set key=value`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,10 +141,16 @@ impl Default for PpoConfig {
 }
 
 impl PpoConfig {
+    /// Checks every value, before any model is loaded (the maths in `rl.rs` would refuse the
+    /// same values, but only after minutes of loading and sampling).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(TrainError::Config(format!("ppo config: {m}")));
-        if self.rollout_batch == 0 || self.minibatches == 0 {
-            return bad("rollout_batch and minibatches must be at least 1");
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if self.iterations == 0 {
+            return bad("iterations must be at least 1");
+        }
+        if self.rollout_batch == 0 || self.minibatches == 0 || self.ppo_epochs == 0 {
+            return bad("rollout_batch, minibatches and ppo_epochs must be at least 1");
         }
         if self.rollout_batch % self.minibatches != 0 {
             return bad("rollout_batch must be a multiple of minibatches");
@@ -146,7 +158,7 @@ impl PpoConfig {
         if self.rollout_batch / self.minibatches < 2 {
             return bad("minibatches must hold at least 2 rows each (advantages are whitened)");
         }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad("temperature must be > 0 (PPO samples)");
         }
         if self.max_new_tokens == 0 {
@@ -155,18 +167,45 @@ impl PpoConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr must be positive");
         }
-        if self.kl_coef < 0.0 || self.kl_target < 0.0 {
+        if !(self.betas.iter().all(|&b| (0.0..1.0).contains(&b)) && self.eps > 0.0) {
+            return bad("betas must lie in [0, 1) and eps must be > 0");
+        }
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return bad("grad_clip must be >= 0 (0 disables it)");
+        }
+        if !(self.kl_coef >= 0.0 && self.kl_target >= 0.0 && self.kl_coef.is_finite()) {
             return bad("kl_coef and kl_target must be >= 0");
         }
-        if self.ptx_coef < 0.0 {
+        if self.kl_target > 0.0 && !(self.kl_horizon > 0.0 && self.kl_horizon.is_finite()) {
+            return bad("kl_horizon must be > 0 when kl_target is set");
+        }
+        if !unit(self.gamma) || !unit(self.lambda) {
+            return bad("gamma and lambda must lie in [0, 1]");
+        }
+        if !(self.clip > 0.0 && self.clip.is_finite() && self.value_clip > 0.0) {
+            return bad("clip and value_clip must be > 0");
+        }
+        if !(self.vf_coef >= 0.0 && self.vf_coef.is_finite()) {
+            return bad("vf_coef must be >= 0");
+        }
+        if !(self.missing_eos_penalty >= 0.0 && self.missing_eos_penalty.is_finite()) {
+            return bad("missing_eos_penalty must be >= 0");
+        }
+        if !(self.ptx_coef >= 0.0 && self.ptx_coef.is_finite()) {
             return bad("ptx_coef must be >= 0");
+        }
+        if self.ptx_coef > 0.0 && (self.ptx_batch == 0 || self.ptx_seq_len < 2) {
+            return bad("ptx_batch must be at least 1 and ptx_seq_len at least 2");
+        }
+        if self.eval_every > 0 && self.eval_prompts == 0 {
+            return bad("eval_prompts must be at least 1 when eval_every is set");
         }
         Ok(())
     }
 }
 
 /// The inputs of a PPO run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PpoInputs {
     /// SFT checkpoint: the initial policy and the frozen reference.
     pub policy: PathBuf,
@@ -174,11 +213,15 @@ pub struct PpoInputs {
     pub reward: PathBuf,
     /// Training prompts JSONL ({"prompt"}).
     pub prompts: PathBuf,
-    /// Held-out prompts for the periodic evaluation (task-world prompts get oracle scores).
+    /// Held-out prompts for the periodic evaluation against the SFT policy.
     pub eval_prompts: Option<PathBuf>,
     /// PPO-ptx corpus: text (documents separated by blank lines) or JSONL {"text"}.
     pub ptx_data: Option<PathBuf>,
     pub out: PathBuf,
+    /// The gold judge of rollouts and held-out responses, besides the reward model (e.g. the
+    /// task world's oracle, `rlhf_eval::Oracle`): logged as `<key>_score` and
+    /// `eval/<key>_win_rate`. It must know every training and held-out prompt.
+    pub gold: Option<Box<dyn Scorer>>,
 }
 
 /// One iteration's log line (`metrics.jsonl`).
@@ -194,430 +237,8 @@ pub struct PpoSummary {
     pub out: PathBuf,
 }
 
-/// Prompts tokenized with the chat template; errors name file:line.
-fn load_prompts(
-    pre: &Pretrained,
-    path: &Path,
-    max_new: usize,
-) -> Result<(Vec<String>, Vec<Vec<i64>>)> {
-    let records: Vec<(usize, PromptRecord)> =
-        read_jsonl_lines(path).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    if records.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "{}: no prompts",
-            path.display()
-        )));
-    }
-    let max = pre.model.cfg.max_positions as usize;
-    let (mut texts, mut ids) = (Vec::new(), Vec::new());
-    for (line, r) in records {
-        let q = pre.encode_prompt(&r.prompt, PromptFormat::Chat)?;
-        if q.len() + max_new > max {
-            return Err(TrainError::Invalid(format!(
-                "{}:{line}: field 'prompt': {} tokens + max_new_tokens {max_new} exceed the \
-                 model's context of {max}; shorten the prompt or lower max_new_tokens",
-                path.display(),
-                q.len()
-            )));
-        }
-        texts.push(r.prompt);
-        ids.push(q);
-    }
-    Ok((texts, ids))
-}
-
-/// Documents of a ptx corpus: JSONL {"text"} or plain text split at blank lines.
-fn ptx_stream(tok: &Tokenizer, path: &Path) -> Result<Vec<i64>> {
-    let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
-        rlhf_data::read_jsonl::<rlhf_data::TextRecord>(path)
-            .map_err(|e| TrainError::Invalid(e.to_string()))?
-            .into_iter()
-            .map(|r| r.text)
-            .collect()
-    } else {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainError::io("read the corpus", path, e))?;
-        text.split("\n\n")
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    crate::pretrain::token_stream(tok, &docs)
-}
-
-/// Refuses a reward model whose tokenizer differs from the policy's: its scores would be read
-/// from token ids it does not understand.
-fn check_same_tokenizer(policy: &Tokenizer, rm: &Tokenizer, rm_dir: &Path) -> Result<()> {
-    let probe = "Compare: 12 + 7 = 19. The answer is 19.\n<|im_end|> héllo";
-    let a = policy
-        .encode(probe, false)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    let b = rm
-        .encode(probe, false)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    if policy.vocab_size() != rm.vocab_size() || a != b || policy.eos_id() != rm.eos_id() {
-        return Err(TrainError::Invalid(format!(
-            "the reward model {} uses a different tokenizer from the policy ({} vs {} tokens, \
-             or different ids for the same text); train the reward model from the policy's SFT \
-             checkpoint",
-            rm_dir.display(),
-            rm.vocab_size(),
-            policy.vocab_size()
-        )));
-    }
-    Ok(())
-}
-
-/// The trainable state that checkpoints carry besides weights and optimizer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PpoState {
-    kl: KlControl,
-    log: Vec<IterationLog>,
-    ptx_position: Option<DataPosition>,
-}
-
-const STATE_FILE: &str = "ppo_state.json";
-
-/// Rows of a rollout (a minibatch), on the rollout's device.
-fn rows(t: &Tensor, idx: &Tensor) -> Tensor {
-    t.index_select(0, idx)
-}
-
-/// Mean of a device scalar as f64 (one host sync).
-fn scalar(t: &Tensor) -> f64 {
-    f64::try_from(t.to_kind(Kind::Double)).unwrap_or(f64::NAN)
-}
-
-/// Runs PPO; `out` receives the final policy (a checkpoint dir for `rlhf eval`/`rlhf generate`),
-/// `out/value/`, `metrics.jsonl` and `checkpoints/`.
-pub fn ppo(
-    inputs: &PpoInputs,
-    cfg: &PpoConfig,
-    resume: Resume,
-    device: Device,
-    progress: bool,
-) -> Result<PpoSummary> {
-    cfg.validate()?;
-    let out = &inputs.out;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
-    let t0 = Instant::now();
-
-    // Models: the policy and its frozen copy, the reward model, the value model from it.
-    let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
-    let reference = Gpt::load(&inputs.policy, Head::Lm, device)?;
-    let reward = Gpt::load(&inputs.reward, Head::Scalar, device)?;
-    let rm_tok =
-        Tokenizer::from_dir(&inputs.reward).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    check_same_tokenizer(&policy.tokenizer, &rm_tok, &inputs.reward)?;
-    let mut value = Gpt::load(&inputs.reward, Head::Scalar, device)?;
-    for (_, t) in reference
-        .vs
-        .variables()
-        .iter()
-        .chain(reward.vs.variables().iter())
-    {
-        let _ = t.shallow_clone().set_requires_grad(false);
-    }
-    let stats = RewardStats::read(&inputs.reward)?;
-    let score_scale = stats.map_or(1.0, |s| s.std).max(1e-6);
-
-    let (prompt_texts, prompt_ids) = load_prompts(&policy, &inputs.prompts, cfg.max_new_tokens)?;
-    let eval = match &inputs.eval_prompts {
-        Some(p) if cfg.eval_every > 0 => {
-            let (t, i) = load_prompts(&policy, p, cfg.max_new_tokens)?;
-            let n = cfg.eval_prompts.min(t.len());
-            Some((t[..n].to_vec(), i[..n].to_vec()))
-        }
-        _ => None,
-    };
-    let tok = &policy.tokenizer;
-    let pad_id = tok.pad_id().or(tok.eos_id()).map_or(0, i64::from);
-    let rm_eos_id = tok.eos_id().map(i64::from).ok_or_else(|| {
-        TrainError::Invalid("the policy's tokenizer has no EOS token for the reward model".into())
-    })?;
-    let rcfg = RolloutConfig {
-        temperature: cfg.temperature,
-        max_new_tokens: cfg.max_new_tokens,
-        stop_ids: policy.eos_ids(),
-        pad_id,
-        rm_eos_id,
-        score_scale,
-        missing_eos_penalty: cfg.missing_eos_penalty,
-    };
-    let mut ptx = match (&inputs.ptx_data, cfg.ptx_coef > 0.0) {
-        (Some(path), true) => {
-            let stream = ptx_stream(tok, path)?;
-            Some(CorpusWindows::new(
-                Tensor::from_slice(&stream),
-                cfg.ptx_batch as i64,
-                cfg.ptx_seq_len,
-                cfg.seed,
-            )?)
-        }
-        (None, true) => {
-            return Err(TrainError::Config(
-                "ptx_coef > 0 needs a pretraining corpus (--ptx-data)".into(),
-            ));
-        }
-        _ => None,
-    };
-
-    let mut opt = optimizer(&policy.model, &value, cfg)?;
-    let mut kl = KlControl::new(
-        cfg.kl_coef,
-        (cfg.kl_target > 0.0).then_some(cfg.kl_target),
-        cfg.kl_horizon,
-    )?;
-    let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7);
-    let mut log: Vec<IterationLog> = Vec::new();
-    let mut start = 0u64;
-    let config_json = serde_json::to_value(config::to_table(cfg)?)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
-
-    if matches!(resume, Resume::No) && checkpoint::latest(out)?.is_some() {
-        return Err(TrainError::checkpoint(
-            out,
-            "already holds PPO checkpoints; pass --resume to continue that run or choose a new \
-             --out"
-                .to_string(),
-        ));
-    }
-    if let Resume::Latest | Resume::From(_) = resume {
-        let dir = match &resume {
-            Resume::From(d) => Some(d.clone()),
-            _ => checkpoint::latest(out)?,
-        };
-        let dir = dir.ok_or_else(|| {
-            TrainError::checkpoint(out, "no checkpoint to resume from".to_string())
-        })?;
-        let info = checkpoint::read_info(&dir)?;
-        if info.stage != "ppo" {
-            return Err(TrainError::checkpoint(
-                &dir,
-                format!("was written by '{}', not 'ppo'", info.stage),
-            ));
-        }
-        checkpoint::load_gpt(&mut policy.model, &dir.join("policy"))?;
-        checkpoint::load_gpt(&mut value, &dir.join("value"))?;
-        let path = dir.join(OPTIMIZER_FILE);
-        let state = Tensor::read_safetensors(&path).map_err(|e| {
-            TrainError::checkpoint(&path, format!("cannot read optimizer state: {e}"))
-        })?;
-        opt.load_state(state, &path)?;
-        let spath = dir.join(STATE_FILE);
-        let text =
-            std::fs::read_to_string(&spath).map_err(|e| TrainError::io("read", &spath, e))?;
-        let st: PpoState = serde_json::from_str(&text)
-            .map_err(|e| TrainError::checkpoint(&spath, e.to_string()))?;
-        kl = st.kl.clone();
-        log = st.log.clone();
-        order.seek(&info.data_position);
-        if let (Some(p), Some(pos)) = (ptx.as_mut(), &st.ptx_position) {
-            p.seek(pos)?;
-        }
-        start = info.step;
-    }
-
-    let metrics_path = out.join("metrics.jsonl");
-    rewrite_metrics(&metrics_path, &log)?;
-    let bar = progress.then(|| {
-        let style = ProgressStyle::with_template(
-            "ppo {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let b = ProgressBar::new(cfg.iterations).with_style(style);
-        b.set_position(start);
-        b.reset_eta();
-        b
-    });
-
-    // Baseline responses for the win rate: the reference (SFT) policy, sampled once.
-    let eval_base = match &eval {
-        Some((texts, ids)) => {
-            Some(eval_responses(&reference, tok, ids, &rcfg, cfg.seed)?).map(|r| (texts.clone(), r))
-        }
-        None => None,
-    };
-    let evaluate = |policy: &Pretrained, it: u64| -> Result<Metrics> {
-        let (Some((texts, ids)), Some((_, base))) = (&eval, &eval_base) else {
-            return Ok(Metrics::new());
-        };
-        let resp = eval_responses(&policy.model, &policy.tokenizer, ids, &rcfg, cfg.seed)?;
-        let mut m = Metrics::new();
-        let rm = |rs: &[String]| -> Result<Vec<f64>> {
-            let seqs: Vec<Vec<i64>> = ids
-                .iter()
-                .zip(rs)
-                .map(|(q, r)| crate::reward::encode_response(&policy.tokenizer, q, r))
-                .collect::<Result<_>>()?;
-            let _g = tch::no_grad_guard();
-            let r = crate::reward::rewards(&reward, &seqs, pad_id)?.to_device(Device::Cpu);
-            Ok(Vec::<f32>::try_from(&r)?
-                .into_iter()
-                .map(f64::from)
-                .collect())
-        };
-        let (rm_a, rm_b) = (rm(&resp)?, rm(base)?);
-        m.insert("eval/rm_score".into(), mean(&rm_a));
-        m.insert("eval/rm_win_rate".into(), win_rate(&rm_a, &rm_b));
-        let oracle = |rs: &[String]| -> Option<Vec<f64>> {
-            texts
-                .iter()
-                .zip(rs)
-                .map(|(p, r)| rlhf_data::score(p, r).ok())
-                .collect()
-        };
-        if let (Some(a), Some(b)) = (oracle(&resp), oracle(base)) {
-            m.insert("eval/oracle_score".into(), mean(&a));
-            m.insert("eval/oracle_win_rate".into(), win_rate(&a, &b));
-            m.insert("eval/baseline_oracle_score".into(), mean(&b));
-        }
-        m.insert("eval/iteration".into(), it as f64);
-        Ok(m)
-    };
-
-    let mut last_eval = if start == 0 {
-        evaluate(&policy, 0)?
-    } else {
-        Metrics::new()
-    };
-    let mut last_ckpt: Option<PathBuf> = None;
-    for it in start..cfg.iterations {
-        let t_it = Instant::now();
-        let idx = order.next_indices();
-        let batch_ids: Vec<Vec<i64>> = idx.iter().map(|&i| prompt_ids[i].clone()).collect();
-        let models = Models {
-            policy: &policy.model,
-            reference: &reference,
-            value: &value,
-            reward: &reward,
-        };
-        let seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
-        let ro = rollout::rollout(&models, &batch_ids, &rcfg, seed)?;
-        let t_rollout = t_it.elapsed().as_secs_f64();
-
-        let mut m = Metrics::new();
-        let (adv, ret, kl_mean) = advantages(&ro, cfg, kl.value())?;
-        m.insert("kl".into(), kl_mean);
-        m.insert("kl_coef".into(), kl.value());
-        let upd = update(
-            &mut policy.model,
-            &value,
-            &mut opt,
-            &ro,
-            &adv,
-            &ret,
-            cfg,
-            ptx.as_mut(),
-            it,
-        )?;
-        m.extend(upd);
-        kl.update(kl_mean, cfg.rollout_batch as u64);
-        let t_update = t_it.elapsed().as_secs_f64() - t_rollout;
-
-        // Rollout statistics.
-        let lens: Vec<f64> = ro.response_ids.iter().map(|r| r.len() as f64).collect();
-        m.insert("rm_score".into(), mean(&ro.raw_scores));
-        m.insert("score".into(), scalar(&ro.scores.mean(Kind::Float)));
-        m.insert("response_len".into(), mean(&lens));
-        m.insert(
-            "eos_rate".into(),
-            ro.ended.iter().filter(|&&e| e).count() as f64 / ro.ended.len() as f64,
-        );
-        let texts: Vec<String> = ro
-            .response_ids
-            .iter()
-            .map(|r| {
-                let ids: Vec<u32> = r.iter().map(|&i| i as u32).collect();
-                policy.tokenizer.decode(&ids, true).unwrap_or_default()
-            })
-            .collect();
-        let oracle: Option<Vec<f64>> = idx
-            .iter()
-            .zip(&texts)
-            .map(|(&i, r)| rlhf_data::score(&prompt_texts[i], r).ok())
-            .collect();
-        if let Some(o) = oracle {
-            m.insert("oracle_score".into(), mean(&o));
-        }
-        m.insert("time/rollout_s".into(), t_rollout);
-        m.insert("time/update_s".into(), t_update);
-        let done = it + 1;
-        if cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == cfg.iterations) {
-            last_eval = evaluate(&policy, done)?;
-            m.extend(last_eval.clone());
-            if let Some(b) = &bar {
-                let parts: Vec<String> = last_eval
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.3}"))
-                    .collect();
-                b.println(format!("iteration {done}: {}", parts.join(", ")));
-            }
-        } else if done == 1 {
-            // The start-of-run evaluation goes into the first line.
-            m.extend(last_eval.clone());
-        }
-        m.insert("iteration".into(), done as f64);
-        m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
-        append_metrics(&metrics_path, &m)?;
-        if let Some(b) = &bar {
-            b.set_position(done);
-            b.set_message(format!(
-                "rm {:+.3} kl {:.2} len {:.0}",
-                m["rm_score"], m["kl"], m["response_len"]
-            ));
-        }
-        log.push(m);
-
-        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.iterations
-        {
-            let pos = order.position();
-            let info = CheckpointInfo {
-                format_version: FORMAT_VERSION,
-                stage: "ppo".into(),
-                step: done,
-                tokens_seen: 0,
-                elapsed_s: t0.elapsed().as_secs_f64(),
-                metrics: log.last().cloned().unwrap_or_default(),
-                data_position: pos,
-                config: config_json.clone(),
-            };
-            let state = PpoState {
-                kl: kl.clone(),
-                log: log.clone(),
-                ptx_position: ptx.as_ref().map(|p| p.position()),
-            };
-            let path = checkpoint::write(out, &info, |tmp| {
-                rlhf_model::checkpoint::save_tensors(&opt.state(), &tmp.join(OPTIMIZER_FILE))?;
-                policy.model.save(&tmp.join("policy"))?;
-                value.save(&tmp.join("value"))?;
-                let json = serde_json::to_string(&state).expect("state serialises");
-                let p = tmp.join(STATE_FILE);
-                std::fs::write(&p, json).map_err(|e| TrainError::io("write", &p, e))
-            })?;
-            checkpoint::prune(out, cfg.keep_checkpoints)?;
-            last_ckpt = Some(path);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish();
-    }
-    let _ = last_eval;
-    // The final policy is the run folder itself; the value model next to it.
-    policy
-        .tokenizer
-        .save(out)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    checkpoint::export(&policy.model, last_ckpt.as_deref(), out)?;
-    value.save(&out.join("value"))?;
-    Ok(PpoSummary {
-        iterations: cfg.iterations,
-        elapsed_s: t0.elapsed().as_secs_f64(),
-        log,
-        out: out.clone(),
-    })
-}
+// ---------------------------------------------------------------------------------------------
+// The algorithm in memory.
 
 /// One AdamW over the policy's parameters and the value model's trainable ones (its scalar
 /// head's bias is fixed), named `policy.*` and `value.*`.
@@ -641,77 +262,121 @@ pub fn optimizer(policy: &Gpt, value: &Gpt, cfg: &PpoConfig) -> Result<AdamW> {
     )
 }
 
+/// PPO in memory: the models, one optimizer over policy and value, the KL controller and the
+/// optional pretraining corpus. The frozen models (reference, reward) get no gradient.
+pub struct Ppo<'a> {
+    pub models: Models<'a>,
+    pub cfg: &'a PpoConfig,
+    pub rollout: RolloutConfig,
+    pub opt: AdamW,
+    pub kl: KlControl,
+    pub ptx: Option<CorpusWindows>,
+}
+
+impl<'a> Ppo<'a> {
+    pub fn new(
+        models: Models<'a>,
+        cfg: &'a PpoConfig,
+        rollout: RolloutConfig,
+        ptx: Option<CorpusWindows>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        for gpt in [models.reference, models.reward] {
+            for (_, t) in gpt.vs.variables() {
+                let _ = t.shallow_clone().set_requires_grad(false);
+            }
+        }
+        let opt = optimizer(models.policy, models.value, cfg)?;
+        let kl = KlControl::new(
+            cfg.kl_coef,
+            (cfg.kl_target > 0.0).then_some(cfg.kl_target),
+            cfg.kl_horizon,
+        )?;
+        Ok(Self {
+            models,
+            cfg,
+            rollout,
+            opt,
+            kl,
+            ptx,
+        })
+    }
+
+    /// One iteration on `prompts` (token ids): rollout, rewards and advantages, the PPO update,
+    /// then the KL controller. Returns the rollout and the iteration's metrics (KL, β, losses,
+    /// clip fractions, entropy, reward-model score, lengths, EOS rate, the sampler's log-prob
+    /// mismatch, seconds per phase).
+    pub fn step(&mut self, prompts: &[Vec<i64>], it: u64) -> Result<(Rollout, Metrics)> {
+        let t0 = Instant::now();
+        let seed = self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
+        let ro = rollout::rollout(&self.models, prompts, &self.rollout, seed)?;
+        let t_rollout = t0.elapsed().as_secs_f64();
+        let mut m = Metrics::new();
+        let (adv, ret, kl_mean) = advantages(&ro, self.cfg, self.kl.value())?;
+        m.insert("kl".into(), kl_mean);
+        m.insert("kl_coef".into(), self.kl.value());
+        let upd = update(
+            &self.models,
+            &mut self.opt,
+            &ro,
+            &adv,
+            &ret,
+            self.cfg,
+            self.ptx.as_mut(),
+            it,
+        )?;
+        m.extend(upd);
+        self.kl.update(kl_mean, prompts.len() as u64);
+        let lens: Vec<f64> = ro.response_ids.iter().map(|r| r.len() as f64).collect();
+        m.insert("rm_score".into(), mean(&ro.raw_scores));
+        m.insert("score".into(), scalar(&ro.scores.mean(Kind::Float)));
+        m.insert("response_len".into(), mean(&lens));
+        m.insert(
+            "eos_rate".into(),
+            ro.ended.iter().filter(|&&e| e).count() as f64 / ro.ended.len().max(1) as f64,
+        );
+        m.insert("logprob_mismatch".into(), ro.logprob_mismatch());
+        m.insert("time/rollout_s".into(), t_rollout);
+        m.insert(
+            "time/update_s".into(),
+            t0.elapsed().as_secs_f64() - t_rollout,
+        );
+        Ok((ro, m))
+    }
+}
+
 fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len().max(1) as f64
 }
 
-/// Share of items where `a` beats `b` (ties count half).
-fn win_rate(a: &[f64], b: &[f64]) -> f64 {
-    let w: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if (x - y).abs() <= 1e-9 {
-                0.5
-            } else if x > y {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .sum();
-    w / a.len().max(1) as f64
+/// A device scalar as f64 (one host sync).
+fn scalar(t: &Tensor) -> f64 {
+    f64::try_from(t.to_kind(Kind::Double)).unwrap_or(f64::NAN)
 }
 
-/// Sampled responses (text, stop token removed) of `gpt` to `prompts`, with a fixed seed.
-fn eval_responses(
-    gpt: &Gpt,
-    tok: &Tokenizer,
-    prompts: &[Vec<i64>],
-    rcfg: &RolloutConfig,
-    seed: u64,
-) -> Result<Vec<String>> {
-    let cfg = rlhf_model::GenerateConfig {
-        max_new_tokens: rcfg.max_new_tokens,
-        sampling: rlhf_model::Sampling::new(rcfg.temperature, None, None)?,
-        seed: Some(seed ^ 0x5eed),
-        eos_token_ids: rcfg.stop_ids.clone(),
-        pad_token_id: rcfg.pad_id,
-    };
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(64) {
-        for g in rlhf_model::sample::generate(gpt, chunk, &cfg, |_, _| false)? {
-            let ids: Vec<u32> = g
-                .token_ids
-                .iter()
-                .filter(|t| !rcfg.stop_ids.contains(t))
-                .map(|&i| i as u32)
-                .collect();
-            out.push(
-                tok.decode(&ids, true)
-                    .map_err(|e| TrainError::Invalid(e.to_string()))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// Per-token rewards (score at EOS − β·KL), GAE advantages (whitened) and returns; also the
-/// mean summed KL per response. Refuses non-finite advantages before anything is updated.
-pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor, f64)> {
-    let _g = tch::no_grad_guard();
-    let (rewards, kl) = rl::rewards_with_kl(
+/// Per-token rewards (B, R): −β·KL on every response token plus the normalised reward-model
+/// score at each row's last token (its EOS), and the per-token KL itself.
+pub fn token_rewards(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor)> {
+    rl::rewards_with_kl(
         &ro.scores,
         &ro.logprobs,
         &ro.ref_logprobs,
-        &ro.mask,
+        &ro.batch.mask,
         beta,
         cfg.kl_estimator,
-    )?;
-    let kl_mean = scalar(&rl::masked_sum(&kl, &ro.mask)?) / ro.mask.size()[0] as f64;
-    let (mut adv, ret) = rl::gae(&rewards, &ro.values, &ro.mask, cfg.gamma, cfg.lambda)?;
+    )
+}
+
+/// Per-token rewards, GAE advantages (whitened) and returns; also the mean summed KL per
+/// response. Refuses non-finite advantages before anything is updated.
+pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor, f64)> {
+    let _g = tch::no_grad_guard();
+    let mask = &ro.batch.mask;
+    let (rewards, kl) = token_rewards(ro, cfg, beta)?;
+    let kl_mean = scalar(&rl::masked_sum(&kl, mask)?) / mask.size()[0] as f64;
+    let (mut adv, ret) = rl::gae(&rewards, &ro.values, mask, cfg.gamma, cfg.lambda)?;
     if cfg.whiten_advantages {
-        adv = rl::masked_whiten(&adv, &ro.mask, true)?;
+        adv = rl::masked_whiten(&adv, mask, true)?;
     }
     let finite = adv.isfinite().all();
     if !bool::try_from(&finite).unwrap_or(false) {
@@ -724,11 +389,56 @@ pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, T
     Ok((adv, ret, kl_mean))
 }
 
+/// One minibatch's loss and what is logged about it.
+pub struct MinibatchLoss {
+    /// policy loss + vf_coef · value loss (+ ptx_coef · LM loss): differentiable.
+    pub loss: Tensor,
+    pub policy: rl::PolicyLoss,
+    pub value: rl::ValueLoss,
+    /// The policy's logits (M, R, V) at the sampling temperature's scale of 1 (for entropy).
+    pub logits: Tensor,
+    pub ptx_loss: Option<f64>,
+}
+
+/// The PPO loss on the rows `idx` of a rollout: the clipped policy loss on the recomputed
+/// log-probs, vf_coef × the clipped value loss, and, given a corpus batch `(ids, γ)`, γ × its
+/// LM loss (PPO-ptx).
+#[allow(clippy::too_many_arguments)]
+pub fn minibatch_loss(
+    models: &Models<'_>,
+    ro: &Rollout,
+    idx: &Tensor,
+    adv: &Tensor,
+    ret: &Tensor,
+    cfg: &PpoConfig,
+    ptx: Option<(&Tensor, f64)>,
+) -> Result<MinibatchLoss> {
+    let mb = ro.batch.select(idx);
+    let rows = |t: &Tensor| t.index_select(0, idx);
+    let (logp, logits) = response_logprobs(models.policy, &mb, cfg.temperature)?;
+    let policy = rl::policy_loss(&logp, &rows(&ro.logprobs), &rows(adv), &mb.mask, cfg.clip)?;
+    let v = response_scalars(models.value, &mb)?;
+    let value = rl::value_loss(&v, &rows(&ro.values), &rows(ret), &mb.mask, cfg.value_clip)?;
+    let mut loss = &policy.loss + cfg.vf_coef * &value.loss;
+    let mut ptx_loss = None;
+    if let Some((ids, coef)) = ptx {
+        let l = lm_loss(models.policy, ids)?;
+        ptx_loss = Some(scalar(&l));
+        loss += coef * l;
+    }
+    Ok(MinibatchLoss {
+        loss,
+        policy,
+        value,
+        logits,
+        ptx_loss,
+    })
+}
+
 /// `ppo_epochs` passes of clipped policy + value loss (+ ptx) over shuffled minibatches.
 #[allow(clippy::too_many_arguments)]
 pub fn update(
-    policy: &mut Gpt,
-    value: &Gpt,
+    models: &Models<'_>,
     opt: &mut AdamW,
     ro: &Rollout,
     adv: &Tensor,
@@ -737,54 +447,36 @@ pub fn update(
     mut ptx: Option<&mut CorpusWindows>,
     it: u64,
 ) -> Result<Metrics> {
-    let b = ro.seqs.size()[0] as usize;
+    let b = ro.batch.rows() as usize;
     let mb = b / cfg.minibatches;
-    let device = ro.seqs.device();
+    let device = ro.batch.seqs.device();
     let mut rng = DataRng::new(cfg.seed.wrapping_add(it), 11);
     let (mut n, mut pg, mut vf, mut clipfrac, mut vclip, mut akl, mut ent, mut ptx_loss, mut gn) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
-    let p = ro.prompt_len;
-    let r = ro.responses.size()[1];
     for _ in 0..cfg.ppo_epochs {
         let perm = rng.permutation(b);
         for chunk in perm.chunks(mb) {
             let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
             let idx = Tensor::from_slice(&idx).to_device(device);
-            let (seqs, att, resp, mask) = (
-                rows(&ro.seqs, &idx),
-                rows(&ro.attention, &idx),
-                rows(&ro.responses, &idx),
-                rows(&ro.mask, &idx),
-            );
             opt.zero_grad();
-            let (logp, logits) =
-                rollout::response_logprobs(policy, &seqs, &att, &resp, p, cfg.temperature)?;
-            let pl = rl::policy_loss(
-                &logp,
-                &rows(&ro.logprobs, &idx),
-                &rows(adv, &idx),
-                &mask,
-                cfg.clip,
+            let corpus = match ptx.as_deref_mut() {
+                Some(src) => Some(
+                    src.next_batch()?
+                        .expect("corpus windows never end")
+                        .to_device(device),
+                ),
+                None => None,
+            };
+            let l = minibatch_loss(
+                models,
+                ro,
+                &idx,
+                adv,
+                ret,
+                cfg,
+                corpus.as_ref().map(|c| (c, cfg.ptx_coef)),
             )?;
-            let v = rollout::response_values(value, &seqs, &att, p, r)?;
-            let vl = rl::value_loss(
-                &v,
-                &rows(&ro.values, &idx),
-                &rows(ret, &idx),
-                &mask,
-                cfg.value_clip,
-            )?;
-            let mut loss = &pl.loss + cfg.vf_coef * &vl.loss;
-            if let Some(src) = ptx.as_deref_mut() {
-                let ids = src
-                    .next_batch()?
-                    .expect("corpus windows never end")
-                    .to_device(device);
-                let l = lm_loss(policy, &ids)?;
-                ptx_loss += scalar(&l);
-                loss += cfg.ptx_coef * l;
-            }
-            let lv = scalar(&loss);
+            let lv = scalar(&l.loss);
             if !lv.is_finite() {
                 return Err(TrainError::NonFinite {
                     step: it + 1,
@@ -793,7 +485,7 @@ pub fn update(
                     last_checkpoint: None,
                 });
             }
-            loss.backward();
+            l.loss.backward();
             let mut grad = opt.gradients(1.0)?;
             let norm = scalar(&clip_grad_norm(&mut grad, cfg.grad_clip)?);
             if !norm.is_finite() {
@@ -805,17 +497,19 @@ pub fn update(
                 });
             }
             opt.step(&grad, cfg.lr)?;
+            let mask = ro.batch.mask.index_select(0, &idx);
             tch::no_grad(|| -> Result<()> {
-                let e = rl::entropy_from_logits(&(logits.detach() / cfg.temperature))?;
+                let e = rl::entropy_from_logits(&(l.logits.detach() / cfg.temperature))?;
                 ent += scalar(&rl::masked_mean(&e, &mask)?);
                 Ok(())
             })?;
             n += 1.0;
-            pg += scalar(&pl.loss);
-            vf += scalar(&vl.loss);
-            clipfrac += pl.clip_fraction;
-            vclip += vl.clip_fraction;
-            akl += pl.approx_kl;
+            pg += scalar(&l.policy.loss);
+            vf += scalar(&l.value.loss);
+            clipfrac += l.policy.clip_fraction;
+            vclip += l.value.clip_fraction;
+            akl += l.policy.approx_kl;
+            ptx_loss += l.ptx_loss.unwrap_or(0.0);
             gn += norm;
         }
     }
@@ -834,26 +528,435 @@ pub fn update(
     Ok(m)
 }
 
-/// Rewrites `metrics.jsonl` with the resumed log (drops lines of iterations after the checkpoint).
-fn rewrite_metrics(path: &Path, log: &[IterationLog]) -> Result<()> {
-    let mut text = String::new();
-    for m in log {
-        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
-        text.push('\n');
-    }
-    std::fs::write(path, text).map_err(|e| TrainError::io("write", path, e))
+// ---------------------------------------------------------------------------------------------
+// The run over paths, phase by phase.
+
+/// Phase "load": the policy and its frozen copy, the reward model, the value model from it.
+struct PpoModels {
+    policy: Pretrained,
+    reference: Pretrained,
+    reward: RewardModel,
+    value: Gpt,
+    /// The reward model's std on the SFT samples (`reward.json`), which divides its scores.
+    score_scale: f64,
 }
 
-fn append_metrics(path: &Path, m: &IterationLog) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| TrainError::io("open", path, e))?;
-    writeln!(
-        f,
-        "{}",
-        serde_json::to_string(m).expect("metrics serialise")
+impl PpoModels {
+    fn load(inputs: &PpoInputs, device: Device) -> Result<Self> {
+        let policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
+        let reference = Pretrained::load(&inputs.policy, Head::Lm, device)?;
+        let reward = RewardModel::load(&inputs.reward, device)?;
+        reward.check_tokenizer(&policy.tokenizer, &inputs.policy)?;
+        let value = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+        let stats = RewardStats::read(&inputs.reward)?;
+        Ok(Self {
+            policy,
+            reference,
+            reward,
+            value,
+            score_scale: stats.map_or(1.0, |s| s.std).max(1e-6),
+        })
+    }
+
+    fn models(&self) -> Models<'_> {
+        Models {
+            policy: &self.policy.model,
+            reference: &self.reference.model,
+            value: &self.value,
+            reward: &self.reward.pre.model,
+        }
+    }
+}
+
+/// Prompt texts with their line numbers, read before any model is loaded.
+fn read_prompts(path: &Path) -> Result<Vec<(usize, String)>> {
+    let records: Vec<(usize, PromptRecord)> = read_jsonl_lines(path)?;
+    if records.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{}: no prompts",
+            path.display()
+        )));
+    }
+    Ok(records.into_iter().map(|(l, r)| (l, r.prompt)).collect())
+}
+
+/// Prompts tokenized with the chat template; one that leaves no room for `max_new` tokens in
+/// the context is an error naming file:line.
+fn tokenize_prompts(
+    pre: &Pretrained,
+    path: &Path,
+    records: &[(usize, String)],
+    max_new: usize,
+) -> Result<Vec<Vec<i64>>> {
+    let max = pre.model.cfg.max_positions as usize;
+    let mut ids = Vec::with_capacity(records.len());
+    for (line, prompt) in records {
+        let q = pre
+            .encode_prompt(prompt, PromptFormat::Chat)
+            .map_err(|e| TrainError::from(e).at(path, *line, "prompt"))?;
+        if q.len() + max_new > max {
+            let e = TrainError::Invalid(format!(
+                "{} tokens + max_new_tokens {max_new} exceed the model's context of {max}; \
+                 shorten the prompt or lower max_new_tokens",
+                q.len()
+            ));
+            return Err(e.at(path, *line, "prompt"));
+        }
+        ids.push(q);
+    }
+    Ok(ids)
+}
+
+/// Documents of a ptx corpus: JSONL {"text"} or plain text split at blank lines.
+fn ptx_stream(tok: &Tokenizer, path: &Path) -> Result<Vec<i64>> {
+    let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
+        rlhf_data::read_jsonl::<rlhf_data::TextRecord>(path)?
+            .into_iter()
+            .map(|r| r.text)
+            .collect()
+    } else {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainError::io("read the corpus", path, e))?;
+        text.split("\n\n")
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    crate::pretrain::token_stream(tok, &docs)
+}
+
+/// The state checkpoints carry besides weights and optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PpoState {
+    kl: KlControl,
+    log: Vec<IterationLog>,
+    ptx_position: Option<crate::data::DataPosition>,
+}
+
+const STATE_FILE: &str = "ppo_state.json";
+
+/// Phase "evaluate": held-out prompts answered by the policy and, once, by the SFT reference,
+/// judged by the reward model and the gold judge (`rlhf-eval`'s comparison).
+struct Evaluator {
+    prompts: Vec<String>,
+    ids: Vec<Vec<i64>>,
+    baseline: Vec<String>,
+    sampling: TextGenerateConfig,
+    seed: u64,
+}
+
+impl Evaluator {
+    fn new(
+        reference: &Pretrained,
+        prompts: Vec<String>,
+        ids: Vec<Vec<i64>>,
+        cfg: &PpoConfig,
+    ) -> Result<Self> {
+        let sampling = TextGenerateConfig {
+            max_new_tokens: cfg.max_new_tokens,
+            sampling: rlhf_model::Sampling::new(cfg.temperature, None, None)?,
+            seed: Some(cfg.seed ^ 0x5eed),
+            stop: vec![],
+        };
+        let mut e = Self {
+            prompts,
+            ids,
+            baseline: vec![],
+            sampling,
+            seed: cfg.seed,
+        };
+        e.baseline = e.respond(reference)?;
+        Ok(e)
+    }
+
+    /// Responses (decoded, the stop token dropped) with a fixed seed, 64 prompts at a time.
+    fn respond(&self, pre: &Pretrained) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(self.ids.len());
+        for chunk in self.ids.chunks(64) {
+            out.extend(
+                pre.generate_ids(chunk, &self.sampling)?
+                    .into_iter()
+                    .map(|g| g.text),
+            );
+        }
+        Ok(out)
+    }
+
+    fn compare(&self, judge: &dyn Scorer, responses: &[String]) -> Result<Comparison> {
+        let v = scored_verdicts(judge, &self.prompts, responses, &self.baseline)?;
+        let paired = rlhf_eval::Paired {
+            prompts: &self.prompts,
+            a: responses,
+            b: &self.baseline,
+            kl: None,
+            tokens: None,
+        };
+        Ok(summarize(judge.name(), paired, &v, 1000, self.seed))
+    }
+
+    /// `eval/<judge>_score`, `eval/<judge>_win_rate` (with `_lo`/`_hi`) for the reward model and
+    /// the gold judge, and the gold judge's score of the baseline.
+    fn evaluate(
+        &self,
+        policy: &Pretrained,
+        rm: &RewardModel,
+        gold: Option<&dyn Scorer>,
+        it: u64,
+    ) -> Result<Metrics> {
+        let responses = self.respond(policy)?;
+        let mut m = Metrics::new();
+        let mut judges: Vec<&dyn Scorer> = vec![rm];
+        judges.extend(gold);
+        for (i, judge) in judges.into_iter().enumerate() {
+            let c = self.compare(judge, &responses)?;
+            let k = judge.key();
+            if let Some(a) = c.score_a {
+                m.insert(format!("eval/{k}_score"), a.mean);
+            }
+            m.insert(format!("eval/{k}_win_rate"), c.win_rate.mean);
+            m.insert(format!("eval/{k}_win_rate_lo"), c.win_rate.lo);
+            m.insert(format!("eval/{k}_win_rate_hi"), c.win_rate.hi);
+            if let (Some(b), true) = (c.score_b, i > 0) {
+                m.insert(format!("eval/baseline_{k}_score"), b.mean);
+            }
+        }
+        m.insert("eval/iteration".into(), it as f64);
+        Ok(m)
+    }
+}
+
+fn progress_bar(iterations: u64, start: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "ppo {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
     )
-    .map_err(|e| TrainError::io("write", path, e))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let b = ProgressBar::new(iterations).with_style(style);
+    b.set_position(start);
+    b.reset_eta();
+    b
+}
+
+/// Runs PPO; `out` receives the final policy (a checkpoint dir for `rlhf eval`/`rlhf generate`),
+/// `out/value/`, `config.toml`, `metrics.jsonl` and `checkpoints/`.
+pub fn ppo(
+    inputs: &PpoInputs,
+    cfg: &PpoConfig,
+    resume: Resume,
+    device: Device,
+    progress: bool,
+) -> Result<PpoSummary> {
+    // Phase "open the run": the whole configuration, the prompts the gold judge must know and
+    // the resume checks, before any model is loaded.
+    cfg.validate()?;
+    if cfg.ptx_coef > 0.0 && inputs.ptx_data.is_none() {
+        return Err(TrainError::Config(
+            "ptx_coef > 0 needs a pretraining corpus (--ptx-data)".into(),
+        ));
+    }
+    let prompts = read_prompts(&inputs.prompts)?;
+    let eval_prompts = match &inputs.eval_prompts {
+        Some(p) if cfg.eval_every > 0 => {
+            let mut e = read_prompts(p)?;
+            e.truncate(cfg.eval_prompts);
+            Some((p.as_path(), e))
+        }
+        _ => None,
+    };
+    if let Some(gold) = &inputs.gold {
+        let texts = |r: &[(usize, String)]| r.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>();
+        gold.check(&texts(&prompts))
+            .map_err(|e| TrainError::from(e).context(format!("{}", inputs.prompts.display())))?;
+        if let Some((path, e)) = &eval_prompts {
+            gold.check(&texts(e))
+                .map_err(|e| TrainError::from(e).context(format!("{}", path.display())))?;
+        }
+    }
+    let mut opts = RunOptions::new(&inputs.out, "ppo");
+    opts.config = config::to_table(cfg)?;
+    opts.inputs = vec![
+        RunInput::new("policy", &inputs.policy)?,
+        RunInput::new("reward model", &inputs.reward)?,
+        RunInput::new("prompts", &inputs.prompts)?,
+    ];
+    if let Some(p) = &inputs.ptx_data {
+        opts.inputs.push(RunInput::new("ptx corpus", p)?);
+    }
+    opts.resume = resume;
+    opts.progress = progress;
+    let run = RunDir::create(opts)?;
+    let resume_point = run.resume_point()?;
+    let t0 = Instant::now();
+
+    // Phase "load".
+    let models = PpoModels::load(inputs, device)?;
+    let pre = &models.policy;
+    let prompt_ids = tokenize_prompts(pre, &inputs.prompts, &prompts, cfg.max_new_tokens)?;
+    let prompt_texts: Vec<String> = prompts.into_iter().map(|(_, p)| p).collect();
+    let rm_eos_id = pre.tokenizer.eos_id().map(i64::from).ok_or_else(|| {
+        TrainError::Invalid("the policy's tokenizer has no EOS token for the reward model".into())
+    })?;
+    let rollout_cfg = RolloutConfig {
+        temperature: cfg.temperature,
+        max_new_tokens: cfg.max_new_tokens,
+        stop_ids: pre.eos_ids(),
+        pad_id: pre.pad_id(),
+        rm_eos_id,
+        score_scale: models.score_scale,
+        missing_eos_penalty: cfg.missing_eos_penalty,
+    };
+    let ptx = match (&inputs.ptx_data, cfg.ptx_coef > 0.0) {
+        (Some(path), true) => Some(CorpusWindows::new(
+            Tensor::from_slice(&ptx_stream(&pre.tokenizer, path)?),
+            cfg.ptx_batch as i64,
+            cfg.ptx_seq_len,
+            cfg.seed,
+        )?),
+        _ => None,
+    };
+    let mut algo = Ppo::new(models.models(), cfg, rollout_cfg, ptx)?;
+    let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7);
+    let mut log: Vec<IterationLog> = Vec::new();
+
+    // Phase "resume".
+    let mut start = 0;
+    let mut last_ckpt = None;
+    let elapsed_before = match &resume_point {
+        Some(point) => {
+            let dir = &point.dir;
+            checkpoint::load_gpt(algo.models.policy, &dir.join("policy"))?;
+            checkpoint::load_gpt(algo.models.value, &dir.join("value"))?;
+            run::load_optimizer(&mut algo.opt, dir, point.info.step * optimizer_steps(cfg))?;
+            let path = dir.join(STATE_FILE);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| TrainError::io("read", &path, e))?;
+            let state: PpoState = serde_json::from_str(&text)
+                .map_err(|e| TrainError::checkpoint(&path, e.to_string()))?;
+            algo.kl = state.kl;
+            log = state.log;
+            order.seek(&point.info.data_position);
+            if let (Some(p), Some(pos)) = (algo.ptx.as_mut(), &state.ptx_position) {
+                p.seek(pos)?;
+            }
+            start = point.info.step;
+            last_ckpt = Some(dir.clone());
+            point.info.elapsed_s
+        }
+        None => 0.0,
+    };
+    let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
+    metrics_log.open(start)?;
+    let bar = progress.then(|| progress_bar(cfg.iterations, start));
+    let evaluator = match eval_prompts {
+        Some((path, records)) => {
+            let ids = tokenize_prompts(pre, path, &records, cfg.max_new_tokens)?;
+            let texts = records.into_iter().map(|(_, p)| p).collect();
+            Some(Evaluator::new(&models.reference, texts, ids, cfg)?)
+        }
+        None => None,
+    };
+    let gold = inputs.gold.as_deref();
+    let evaluate = |it: u64| -> Result<Metrics> {
+        match &evaluator {
+            Some(e) => e.evaluate(pre, &models.reward, gold, it),
+            None => Ok(Metrics::new()),
+        }
+    };
+    let first_eval = if start == 0 {
+        evaluate(0)?
+    } else {
+        Metrics::new()
+    };
+
+    for it in start..cfg.iterations {
+        // Phases "rollout", "advantages" and "update".
+        let t_it = Instant::now();
+        let idx = order.next_indices();
+        let batch_ids: Vec<Vec<i64>> = idx.iter().map(|&i| prompt_ids[i].clone()).collect();
+        let (ro, mut m) = algo.step(&batch_ids, it)?;
+        if let Some(g) = gold {
+            let texts: Vec<String> = ro
+                .response_ids
+                .iter()
+                .map(|r| {
+                    let ids: Vec<u32> = r.iter().map(|&i| i as u32).collect();
+                    pre.tokenizer.decode(&ids, true)
+                })
+                .collect::<rlhf_tokenizer::Result<_>>()?;
+            let batch_prompts: Vec<String> = idx.iter().map(|&i| prompt_texts[i].clone()).collect();
+            let scores = g.score(&batch_prompts, &texts)?;
+            m.insert(format!("{}_score", g.key()), mean(&scores));
+        }
+        // Phase "evaluate".
+        let done = it + 1;
+        if cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == cfg.iterations) {
+            let e = evaluate(done)?;
+            if let Some(b) = &bar {
+                let parts: Vec<String> = e.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+                b.println(format!("iteration {done}: {}", parts.join(", ")));
+            }
+            m.extend(e);
+        } else if done == 1 {
+            // The start-of-run evaluation goes into the first line.
+            m.extend(first_eval.clone());
+        }
+        m.insert("iteration".into(), done as f64);
+        m.insert("step".into(), done as f64);
+        m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
+        metrics_log.append(&m)?;
+        if let Some(b) = &bar {
+            b.set_position(done);
+            b.set_message(format!(
+                "rm {:+.3} kl {:.2} len {:.0}",
+                m["rm_score"], m["kl"], m["response_len"]
+            ));
+        }
+        log.push(m);
+
+        // Phase "checkpoint".
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.iterations
+        {
+            let progress = run::Progress {
+                step: done,
+                tokens_seen: 0,
+                elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
+                metrics: log.last().cloned().unwrap_or_default(),
+                data_position: order.position(),
+            };
+            let state = PpoState {
+                kl: algo.kl.clone(),
+                log: log.clone(),
+                ptx_position: algo.ptx.as_ref().map(|p| p.position()),
+            };
+            let (opt, policy, value) = (&algo.opt, algo.models.policy, algo.models.value);
+            let path = run.save_checkpoint(progress, cfg.keep_checkpoints, |tmp| {
+                rlhf_model::checkpoint::save_tensors(&opt.state(), &tmp.join(OPTIMIZER_FILE))?;
+                policy.save(&tmp.join("policy"))?;
+                value.save(&tmp.join("value"))?;
+                let json = serde_json::to_string(&state).expect("state serialises");
+                let p = tmp.join(STATE_FILE);
+                std::fs::write(&p, json).map_err(|e| TrainError::io("write", &p, e))
+            })?;
+            last_ckpt = Some(path);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish();
+    }
+    // Phase "export": the final policy is the run folder itself; the value model next to it.
+    let out = run.dir();
+    pre.tokenizer.save(out)?;
+    checkpoint::export(algo.models.policy, last_ckpt.as_deref(), out)?;
+    algo.models.value.save(&out.join("value"))?;
+    Ok(PpoSummary {
+        iterations: cfg.iterations,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        log,
+        out: out.to_path_buf(),
+    })
+}
+
+/// AdamW updates per PPO iteration.
+fn optimizer_steps(cfg: &PpoConfig) -> u64 {
+    cfg.ppo_epochs * cfg.minibatches as u64
 }

@@ -16,8 +16,9 @@ use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
 use crate::data::{DataPosition, DataRng, DataSource, stream_position, stream_seek};
 use crate::error::{Result, TrainError};
+use crate::run::{Resume, RunInput, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
-use crate::trainer::{Resume, RunOptions, Trainer};
+use crate::trainer::Trainer;
 
 /// Model sizes for the embedded default (Llama family: RoPE, RMSNorm, SwiGLU, tied embeddings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +116,33 @@ impl Default for PretrainConfig {
                 ..Default::default()
             },
         }
+    }
+}
+
+impl PretrainConfig {
+    /// Checks every value before anything is read or trained.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(format!("pretrain config: {m}")));
+        if self.seq_len < 1 || self.max_positions < 2 {
+            return bad("seq_len must be at least 1 and max_positions at least 2".into());
+        }
+        if self.seq_len + 1 > self.max_positions {
+            return bad(format!(
+                "seq_len + 1 = {} must not exceed max_positions = {}",
+                self.seq_len + 1,
+                self.max_positions
+            ));
+        }
+        if !(self.eval_fraction > 0.0 && self.eval_fraction < 1.0) || self.eval_windows < 1 {
+            return bad("eval_fraction must be in (0, 1) and eval_windows at least 1".into());
+        }
+        if self.vocab_size != 0 && self.vocab_size < 260 {
+            return bad(format!(
+                "vocab_size {} is below the 256 bytes and 4 special tokens a byte-level BPE needs",
+                self.vocab_size
+            ));
+        }
+        self.trainer.validate()
     }
 }
 
@@ -250,9 +278,7 @@ fn read_corpus(data: &Path) -> Result<Vec<String>> {
 /// Encodes documents and joins them with EOS into one stream (N,).
 pub(crate) fn token_stream(tok: &Tokenizer, docs: &[String]) -> Result<Vec<i64>> {
     let eos = tok.eos_id().map_or(0, i64::from);
-    let encoded = tok
-        .encode_batch(docs, false)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let encoded = tok.encode_batch(docs, false)?;
     let mut stream = Vec::new();
     for ids in encoded {
         stream.extend(ids.into_iter().map(i64::from));
@@ -285,9 +311,15 @@ pub fn pretrain(
     device: Device,
     progress: bool,
 ) -> Result<PretrainSummary> {
-    cfg.trainer.validate()?;
-    // Fail on an unwritable output before minutes of work, not after.
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    cfg.validate()?;
+    // Fail on an unwritable output, or a fresh run over an old one, before minutes of work (and
+    // before the tokenizer below is written into the folder).
+    let mut run = RunOptions::new(out, "pretrain");
+    run.config = config::to_table(cfg)?;
+    run.inputs = vec![RunInput::new("corpus", &data.join("corpus.txt"))?];
+    run.resume = resume.clone();
+    run.progress = progress;
+    let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
     let docs = read_corpus(data)?;
     let tok = match resume {
         Resume::No => {
@@ -300,12 +332,11 @@ pub fn pretrain(
                 ..Default::default()
             };
             let tok = train_bpe(docs.iter().map(String::as_str), &bpe)
-                .map_err(|e| TrainError::Invalid(format!("training the tokenizer: {e}")))?;
-            tok.save(out)
-                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                .map_err(|e| TrainError::from(e).context("training the tokenizer"))?;
+            tok.save(out)?;
             tok
         }
-        _ => Tokenizer::from_dir(out).map_err(|e| TrainError::Invalid(e.to_string()))?,
+        _ => Tokenizer::from_dir(out)?,
     };
     let stream = token_stream(&tok, &docs)?;
     let n_eval = ((stream.len() as f64) * cfg.eval_fraction) as usize;
@@ -330,21 +361,12 @@ pub fn pretrain(
     let eval = Tensor::from_slice(&held[..(windows * (cfg.seq_len + 1)) as usize])
         .view([windows, cfg.seq_len + 1])
         .narrow(0, 0, windows.min(cfg.eval_windows));
-    if cfg.seq_len + 1 > cfg.max_positions {
-        return Err(TrainError::Invalid(
-            "seq_len + 1 must not exceed max_positions".into(),
-        ));
-    }
     let model_cfg = cfg.preset.model_config(&tok, cfg.max_positions)?;
     tch::manual_seed(cfg.trainer.seed as i64);
     let gpt = Gpt::new(&model_cfg, Head::Lm, device);
     let mut step = PretrainStep { gpt, eval };
     let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    let mut run = RunOptions::new(out, "pretrain");
-    run.config = config::to_table(cfg)?;
-    run.resume = resume;
-    run.progress = progress;
-    let summary = Trainer::new(cfg.trainer.clone(), run)?.fit(&mut step, &mut source)?;
+    let summary = trainer.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
     checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
     Ok(PretrainSummary {

@@ -14,17 +14,20 @@ use std::path::{Path, PathBuf};
 use rlhf_data::{
     JsonlRecord, PairwiseRecord, RankingRecord, RecordError, SimulatedLabeler, read_jsonl_lines,
 };
-use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat};
+use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, last_token_scalars};
 use rlhf_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::callbacks::StepRecord;
 use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
 use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
+use crate::run::{Resume, RunInput, RunOptions};
+use crate::sft::FitStats;
 use crate::step::{Metrics, StepOutput, TrainStep};
-use crate::trainer::{Resume, RunOptions, Trainer};
+use crate::trainer::{Trainer, run_steps_with};
 
 /// `-Σ_prompts 1/P · 1/|pairs_p| Σ_(w,l) log σ(r_w − r_l)`: each prompt's pairs averaged (the
 /// 1/C(K,2) of InstructGPT when nothing is tied), then prompts averaged. `rewards` (N,) holds
@@ -95,44 +98,6 @@ impl JsonlRecord for Comparison {
             pairwise: false,
         })
     }
-}
-
-/// Token ids of prompt (chat template) + response + EOS: what the reward reads at its last token.
-pub fn encode_response(tok: &Tokenizer, prompt_ids: &[i64], response: &str) -> Result<Vec<i64>> {
-    let mut ids = prompt_ids.to_vec();
-    let r = tok
-        .encode(response, false)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    ids.extend(r.into_iter().map(i64::from));
-    ids.extend(tok.eos_id().map(i64::from));
-    Ok(ids)
-}
-
-/// Rewards (N,) of right-padded sequences, read at each one's last real token.
-pub fn rewards(gpt: &Gpt, seqs: &[Vec<i64>], pad: i64) -> Result<Tensor> {
-    let t = seqs.iter().map(Vec::len).max().unwrap_or(1);
-    let mut ids = Vec::with_capacity(seqs.len() * t);
-    for s in seqs {
-        ids.extend(
-            s.iter()
-                .copied()
-                .chain(std::iter::repeat_n(pad, t - s.len())),
-        );
-    }
-    let dev = gpt.device();
-    let ids = Tensor::from_slice(&ids)
-        .view([seqs.len() as i64, t as i64])
-        .to_device(dev);
-    let last: Vec<i64> = seqs.iter().map(|s| s.len() as i64 - 1).collect();
-    let last = Tensor::from_slice(&last).to_device(dev).unsqueeze(1);
-    let hidden = gpt.forward_hidden(
-        Batch {
-            input_ids: &ids,
-            attention_mask: None,
-        },
-        None,
-    )?;
-    Ok(gpt.scalar(&hidden)?.gather(1, &last, false).squeeze_dim(1))
 }
 
 /// Encoded comparisons: each prompt's sequences and pairs.
@@ -215,6 +180,20 @@ pub struct ComparisonData {
     items: Vec<EncodedComparison>,
     pad: i64,
     epochs: Epochs,
+    /// Token positions of every batch drawn, padding included: FLOPs counts.
+    pub tokens: u64,
+}
+
+impl ComparisonData {
+    pub fn new(items: Vec<EncodedComparison>, batch: usize, pad: i64, seed: u64) -> Self {
+        let epochs = Epochs::new(items.len(), batch, seed, 3);
+        Self {
+            items,
+            pad,
+            epochs,
+            tokens: 0,
+        }
+    }
 }
 
 impl DataSource for ComparisonData {
@@ -228,6 +207,8 @@ impl DataSource for ComparisonData {
             .map(|i| &self.items[i])
             .collect();
         let (seqs, groups) = flatten(&rows);
+        let longest = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        self.tokens += (seqs.len() * longest) as u64;
         Ok(Some((seqs, groups, self.pad)))
     }
 
@@ -242,10 +223,10 @@ impl DataSource for ComparisonData {
 }
 
 /// The reward model plus held-out comparisons.
-pub struct RewardStep {
-    pub gpt: Gpt,
-    eval: Vec<EncodedComparison>,
-    pad: i64,
+pub struct RewardStep<'a> {
+    pub gpt: &'a Gpt,
+    pub eval: Vec<EncodedComparison>,
+    pub pad: i64,
 }
 
 /// Held-out accuracy: the share of untied pairs the model orders like the labels, and (for
@@ -275,7 +256,7 @@ pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Re
     let (mut right, mut total, mut o_right, mut o_total) = (0usize, 0usize, 0usize, 0usize);
     for chunk in items.chunks(8) {
         let (seqs, groups) = flatten(&chunk.iter().collect::<Vec<_>>());
-        let r = Vec::<f32>::try_from(&rewards(gpt, &seqs, pad)?.to_device(Device::Cpu))?;
+        let r = Vec::<f32>::try_from(&last_token_scalars(gpt, &seqs, pad)?.to_device(Device::Cpu))?;
         for &(w, l) in groups.iter().flatten() {
             right += usize::from(r[w] > r[l]);
             total += 1;
@@ -297,21 +278,21 @@ pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Re
     })
 }
 
-impl TrainStep for RewardStep {
+impl TrainStep for RewardStep<'_> {
     type Batch = (Vec<Vec<i64>>, PairGroups, i64);
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        trainable_parameters(&self.gpt)
+        trainable_parameters(self.gpt)
     }
 
     fn loss(&mut self, (seqs, groups, pad): &Self::Batch) -> Result<StepOutput> {
-        let r = rewards(&self.gpt, seqs, *pad)?;
+        let r = last_token_scalars(self.gpt, seqs, *pad)?;
         let loss = ranking_loss(&r, groups)?;
         Ok(StepOutput::new(loss, groups.len() as i64))
     }
 
     fn eval(&mut self) -> Result<Metrics> {
-        let acc = pairwise_accuracy(&self.gpt, &self.eval, self.pad)?;
+        let acc = pairwise_accuracy(self.gpt, &self.eval, self.pad)?;
         let mut m = Metrics::from([("pairwise_accuracy".to_string(), acc.labels)]);
         if let Some(o) = acc.oracle {
             m.insert("oracle_accuracy".to_string(), o);
@@ -324,47 +305,44 @@ impl TrainStep for RewardStep {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        checkpoint::load_gpt(&mut self.gpt, dir)
+        checkpoint::load_gpt(self.gpt, dir)
     }
 }
 
 /// Encodes comparisons; errors name the file, line and field.
 pub fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
-    let records: Vec<(usize, Comparison)> =
-        read_jsonl_lines(data).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let records: Vec<(usize, Comparison)> = read_jsonl_lines(data)?;
     let max = pre.model.cfg.max_positions as usize;
     let oracle = SimulatedLabeler::noise_free();
     let mut out = Vec::with_capacity(records.len());
     for (line, c) in &records {
-        let at = |field: &str, m: String| {
-            TrainError::Invalid(format!("{}:{line}: field '{field}': {m}", data.display()))
-        };
+        let at = |field: &str, e: TrainError| e.at(data, *line, field);
         let prompt = pre
             .encode_prompt(&c.prompt, PromptFormat::Chat)
-            .map_err(|e| at("prompt", e.to_string()))?;
+            .map_err(|e| at("prompt", e.into()))?;
         if prompt.len() >= max {
-            return Err(at(
-                "prompt",
-                format!(
-                    "the prompt is {} tokens, leaving no room for a response in the model's \
-                     context of {max}",
-                    prompt.len()
-                ),
+            let e = TrainError::Invalid(format!(
+                "the prompt is {} tokens, leaving no room for a response in the model's context \
+                 of {max}",
+                prompt.len()
             ));
+            return Err(at("prompt", e));
         }
         let seqs = c
             .responses
             .iter()
-            .map(|r| encode_response(&pre.tokenizer, &prompt, r))
+            .enumerate()
+            .map(|(i, r)| {
+                pre.encode_response(&prompt, r)
+                    .map_err(|e| at(&c.field(i), e.into()))
+            })
             .collect::<Result<Vec<_>>>()?;
         if let Some((i, s)) = seqs.iter().enumerate().find(|(_, s)| s.len() > max) {
-            return Err(at(
-                &c.field(i),
-                format!(
-                    "prompt + response are {} tokens, longer than the model's context of {max}",
-                    s.len()
-                ),
+            let e = TrainError::Invalid(format!(
+                "prompt + response are {} tokens, longer than the model's context of {max}",
+                s.len()
             ));
+            return Err(at(&c.field(i), e));
         }
         let oracle_pairs = oracle
             .rank_prompt(&c.prompt, &c.responses)
@@ -401,7 +379,7 @@ impl RewardStats {
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io("read", &path, e))?;
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+            .map_err(|e| TrainError::Config(format!("{}: not a reward.json: {e}", path.display())))
     }
 }
 
@@ -422,6 +400,55 @@ pub struct RewardSummary {
     pub out: PathBuf,
 }
 
+/// The reward-model core, in memory: trains `gpt` (a scalar-head model) on `items` with the
+/// grouped ranking loss for `cfg.max_steps` steps of `cfg.batch_size` prompts (shuffled epochs
+/// seeded by `cfg.seed`), writing nothing to disk. [`reward`] is the same step over a run
+/// folder, with held-out accuracy and the reward statistics.
+pub fn fit(
+    gpt: &Gpt,
+    items: Vec<EncodedComparison>,
+    pad_id: i64,
+    cfg: &TrainerConfig,
+    on_step: impl FnMut(&StepRecord),
+) -> Result<FitStats> {
+    if items.len() < cfg.batch_size {
+        return Err(TrainError::Invalid(format!(
+            "{} ranked prompts are fewer than one batch of {}",
+            items.len(),
+            cfg.batch_size
+        )));
+    }
+    let mut data = ComparisonData::new(items, cfg.batch_size, pad_id, cfg.seed);
+    let mut step = RewardStep {
+        gpt,
+        eval: vec![],
+        pad: pad_id,
+    };
+    let records = run_steps_with(cfg, &mut step, &mut data, cfg.max_steps, on_step)?;
+    Ok(FitStats {
+        records,
+        tokens: data.tokens,
+    })
+}
+
+impl RewardConfig {
+    /// Checks every value before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(TrainError::Config(
+                "reward config: epochs must be at least 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.eval_fraction) {
+            return Err(TrainError::Config(format!(
+                "reward config: eval_fraction must be in [0, 1), got {}",
+                self.eval_fraction
+            )));
+        }
+        self.trainer.validate()
+    }
+}
+
 /// Trains a reward model from the SFT checkpoint `model` on `data` (rankings or pairs).
 pub fn reward(
     model: &Path,
@@ -430,11 +457,12 @@ pub fn reward(
     cfg: &RewardConfig,
     device: Device,
 ) -> Result<RewardSummary> {
+    cfg.validate()?;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
     // The fresh scalar head's initialisation comes from this seed.
     tch::manual_seed(cfg.trainer.seed as i64);
     let gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
-    let tokenizer = Tokenizer::from_dir(model).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let tokenizer = Tokenizer::from_dir(model)?;
     let pre = Pretrained {
         model: gpt,
         tokenizer,
@@ -460,35 +488,30 @@ pub fn reward(
             (split_pairs(items), per_batch.max(1))
         }
     };
-    let pad = pre
-        .tokenizer
-        .pad_id()
-        .or(pre.tokenizer.eos_id())
-        .map_or(0, i64::from);
-    pre.tokenizer
-        .save(out)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let pad = pre.pad_id();
+    pre.tokenizer.save(out)?;
     let mut trainer_cfg = cfg.trainer.clone();
     trainer_cfg.batch_size = batch;
     trainer_cfg.max_steps = cfg.epochs * (items.len() / batch) as u64;
     trainer_cfg.validate()?;
     let mut step = RewardStep {
-        gpt: pre.model,
+        gpt: &pre.model,
         eval,
         pad,
     };
-    let eval_accuracy_start = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
-    let epochs = Epochs::new(items.len(), batch, trainer_cfg.seed, 3);
-    let mut source = ComparisonData { items, pad, epochs };
+    let eval_accuracy_start = pairwise_accuracy(step.gpt, &step.eval, pad)?;
+    let mut source = ComparisonData::new(items, batch, pad, trainer_cfg.seed);
     let mut run = RunOptions::new(out, "reward");
     run.config = config::to_table(cfg)?;
-    run.progress = true;
+    run.inputs = vec![RunInput::new("model", model)?, RunInput::new("data", data)?];
     run.resume = Resume::No;
     let summary = Trainer::new(trainer_cfg, run)?.fit(&mut step, &mut source)?;
-    let eval_accuracy_end = pairwise_accuracy(&step.gpt, &step.eval, pad)?;
-    let (mean, std) = reward_stats(&step.gpt, &source.items, pad)?;
-    step.gpt.shift_scalar_bias(-mean)?;
-    checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
+    let eval_accuracy_end = pairwise_accuracy(step.gpt, &step.eval, pad)?;
+    let (mean, std) = reward_stats(step.gpt, &source.items, pad)?;
+    let eval_prompts = step.eval.len();
+    let mut gpt = pre.model;
+    gpt.shift_scalar_bias(-mean)?;
+    checkpoint::export(&gpt, summary.checkpoint.as_deref(), out)?;
     let stats = RewardStats {
         centred_mean: mean,
         std,
@@ -499,7 +522,7 @@ pub fn reward(
     Ok(RewardSummary {
         train_prompts,
         train_examples: source.items.len(),
-        eval_prompts: step.eval.len(),
+        eval_prompts,
         eval_accuracy_start,
         eval_accuracy_end,
         centred_mean: mean,
@@ -534,7 +557,7 @@ fn reward_stats(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<(f64
     for chunk in items.chunks(8) {
         let (seqs, _) = flatten(&chunk.iter().collect::<Vec<_>>());
         all.extend(Vec::<f32>::try_from(
-            &rewards(gpt, &seqs, pad)?.to_device(Device::Cpu),
+            &last_token_scalars(gpt, &seqs, pad)?.to_device(Device::Cpu),
         )?);
     }
     let n = all.len().max(1) as f64;

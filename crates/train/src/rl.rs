@@ -371,22 +371,7 @@ pub fn logprobs_from_logits(logits: &Tensor, tokens: &Tensor, temperature: f64) 
     let op = "logprobs_from_logits";
     check(op, &[("logits", logits)], None)?;
     check_scalar(op, "temperature", temperature, 0.0, true)?;
-    let size = logits.size();
-    if size.is_empty() || tokens.size() != size[..size.len() - 1] {
-        return Err(TrainError::Invalid(format!(
-            "{op}: tokens have shape {:?}, expected the logits' {size:?} without the last dim",
-            tokens.size()
-        )));
-    }
-    let z = if temperature == 1.0 {
-        logits.shallow_clone()
-    } else {
-        logits / temperature
-    }; // (B, T, V)
-    let picked = z
-        .f_gather(-1, &tokens.unsqueeze(-1), false)?
-        .squeeze_dim(-1); // (B, T)
-    Ok(picked - z.logsumexp([-1], false))
+    Ok(rlhf_model::token_logprobs(logits, tokens, temperature)?)
 }
 
 /// The adaptive KL coefficient β of Ziegler et al. 2019 (§2.2): after each batch,

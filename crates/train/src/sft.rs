@@ -12,17 +12,19 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::{Role, SftRecord, read_jsonl_lines};
-use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat};
+use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat, Side, pad};
 use rlhf_tokenizer::Message;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use crate::callbacks::StepRecord;
 use crate::checkpoint;
 use crate::config::{self, TrainerConfig};
 use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
+use crate::run::{Resume, RunInput, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
-use crate::trainer::{Resume, RunOptions, Trainer};
+use crate::trainer::{Trainer, run_steps_with};
 
 /// Label of tokens that carry no loss (prompt and padding), as in PyTorch's cross-entropy.
 pub(crate) const IGNORE: i64 = -100;
@@ -34,6 +36,19 @@ pub struct SftConfig {
     /// Share of demonstrations held out for the eval loss. 0.05, as in pretraining.
     pub eval_fraction: f64,
     pub trainer: TrainerConfig,
+}
+
+impl SftConfig {
+    /// Checks every value before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.eval_fraction) {
+            return Err(TrainError::Config(format!(
+                "sft config: eval_fraction must be in [0, 1), got {}",
+                self.eval_fraction
+            )));
+        }
+        self.trainer.validate()
+    }
 }
 
 impl Default for SftConfig {
@@ -62,11 +77,8 @@ pub struct SftExample {
     pub labels: Vec<i64>,
 }
 
-fn tok_err(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Invalid(e.to_string())
-}
-
-/// Renders and tokenizes one record; labels are the next token where it is a target.
+/// Renders and tokenizes one record (`Pretrained::encode_chat`); labels are the next token
+/// where it is a target.
 pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample> {
     let msgs: Vec<Message> = record
         .messages()
@@ -80,31 +92,7 @@ pub fn encode_example(pre: &Pretrained, record: &SftRecord) -> Result<SftExample
             Message::new(role, m.content)
         })
         .collect();
-    let last = msgs
-        .iter()
-        .rposition(|m| m.role == "assistant")
-        .ok_or_else(|| {
-            TrainError::Invalid("a demonstration must end with an assistant message".into())
-        })?;
-    let tok = &pre.tokenizer;
-    let context = tok.render_chat(&msgs[..last], true).map_err(tok_err)?;
-    let full = tok.render_chat(&msgs[..=last], false).map_err(tok_err)?;
-    let target = full.strip_prefix(context.as_str()).ok_or_else(|| {
-        TrainError::Invalid("the chat template's prompt is not a prefix of the conversation".into())
-    })?;
-    let prompt: Vec<i64> = tok
-        .encode(&context, false)
-        .map_err(tok_err)?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let mut answer: Vec<i64> = tok
-        .encode(target, false)
-        .map_err(tok_err)?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    answer.extend(tok.eos_id().map(i64::from));
+    let (prompt, answer) = pre.encode_chat(&msgs)?;
     join(prompt, answer)
 }
 
@@ -129,54 +117,25 @@ fn join(mut prompt: Vec<i64>, mut answer: Vec<i64>) -> Result<SftExample> {
     Ok(SftExample { ids, labels })
 }
 
-/// One (prompt, completion) pair in either prompt format: the chat template's rendering
-/// ([`encode_example`]) or, raw, the prompt's tokens (with BOS) followed directly by the
-/// completion's and EOS. Labels cover the completion and EOS only.
+/// One (prompt, completion) pair in either prompt format (`Pretrained::encode_pair`): labels
+/// cover the completion and EOS only.
 pub fn encode_pair(
     pre: &Pretrained,
     format: PromptFormat,
     prompt: &str,
     completion: &str,
 ) -> Result<SftExample> {
-    if format == PromptFormat::Chat {
-        return encode_example(
-            pre,
-            &SftRecord::Completion {
-                prompt: prompt.into(),
-                completion: completion.into(),
-            },
-        );
-    }
-    let tok = &pre.tokenizer;
-    let ids = pre.encode_prompt(prompt, PromptFormat::Raw)?;
-    let mut answer: Vec<i64> = tok
-        .encode(completion, false)
-        .map_err(tok_err)?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    answer.extend(tok.eos_id().map(i64::from));
-    join(ids, answer)
+    let (prompt, answer) = pre.encode_pair(format, prompt, completion)?;
+    join(prompt, answer)
 }
 
 /// Right-pads examples into ids (B, T) and labels (B, T).
-pub fn collate(examples: &[&SftExample], pad: i64) -> (Tensor, Tensor) {
-    let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let (mut ids, mut labels) = (Vec::new(), Vec::new());
-    for e in examples {
-        let n = t - e.ids.len();
-        ids.extend(e.ids.iter().copied().chain(std::iter::repeat_n(pad, n)));
-        labels.extend(
-            e.labels
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(IGNORE, n)),
-        );
-    }
-    let shape = [examples.len() as i64, t as i64];
+pub fn collate(examples: &[&SftExample], pad_id: i64) -> (Tensor, Tensor) {
+    let ids: Vec<&[i64]> = examples.iter().map(|e| e.ids.as_slice()).collect();
+    let labels: Vec<&[i64]> = examples.iter().map(|e| e.labels.as_slice()).collect();
     (
-        Tensor::from_slice(&ids).view(shape),
-        Tensor::from_slice(&labels).view(shape),
+        pad(&ids, pad_id, Side::Right).0,
+        pad(&labels, IGNORE, Side::Right).0,
     )
 }
 
@@ -210,6 +169,8 @@ pub struct SftData {
     examples: Vec<SftExample>,
     pad: i64,
     epochs: Epochs,
+    /// Token positions of every batch drawn, padding included (it is computed): FLOPs counts.
+    pub tokens: u64,
 }
 
 impl SftData {
@@ -219,6 +180,7 @@ impl SftData {
             examples,
             pad,
             epochs,
+            tokens: 0,
         }
     }
 }
@@ -233,7 +195,9 @@ impl DataSource for SftData {
             .into_iter()
             .map(|i| &self.examples[i])
             .collect();
-        Ok(Some(collate(&rows, self.pad)))
+        let (ids, labels) = collate(&rows, self.pad);
+        self.tokens += ids.numel() as u64;
+        Ok(Some((ids, labels)))
     }
 
     fn position(&self) -> DataPosition {
@@ -247,12 +211,12 @@ impl DataSource for SftData {
 }
 
 /// The model plus held-out batches.
-pub struct SftStep {
-    pub gpt: Gpt,
-    eval: Vec<(Tensor, Tensor)>,
+pub struct SftStep<'a> {
+    pub gpt: &'a Gpt,
+    pub eval: Vec<(Tensor, Tensor)>,
 }
 
-impl TrainStep for SftStep {
+impl TrainStep for SftStep<'_> {
     type Batch = (Tensor, Tensor);
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -261,7 +225,7 @@ impl TrainStep for SftStep {
 
     fn loss(&mut self, (ids, labels): &(Tensor, Tensor)) -> Result<StepOutput> {
         let dev = self.gpt.device();
-        let (loss, n) = sft_loss(&self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
+        let (loss, n) = sft_loss(self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
         Ok(StepOutput::new(loss, n))
     }
 
@@ -269,7 +233,7 @@ impl TrainStep for SftStep {
         let dev = self.gpt.device();
         let (mut total, mut count) = (0.0, 0i64);
         for (ids, labels) in &self.eval {
-            let (loss, n) = sft_loss(&self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
+            let (loss, n) = sft_loss(self.gpt, &ids.to_device(dev), &labels.to_device(dev))?;
             total += f64::try_from(loss)? * n as f64;
             count += n;
         }
@@ -284,13 +248,13 @@ impl TrainStep for SftStep {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        checkpoint::load_gpt(&mut self.gpt, dir)
+        checkpoint::load_gpt(self.gpt, dir)
     }
 }
 
 /// Reads and encodes every demonstration; errors name the file, line and field.
-fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
-    let records: Vec<(usize, SftRecord)> = read_jsonl_lines(data).map_err(tok_err)?;
+pub fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
+    let records: Vec<(usize, SftRecord)> = read_jsonl_lines(data)?;
     let max = pre.model.cfg.max_positions as usize;
     let mut out = Vec::with_capacity(records.len());
     for (line, r) in &records {
@@ -298,16 +262,14 @@ fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
             SftRecord::Chat { .. } => "messages",
             SftRecord::Completion { .. } => "completion",
         };
-        let at = |msg: String| {
-            TrainError::Invalid(format!("{}:{line}: field '{field}': {msg}", data.display()))
-        };
-        let ex = encode_example(pre, r).map_err(|e| at(e.to_string()))?;
+        let ex = encode_example(pre, r).map_err(|e| e.at(data, *line, field))?;
         if ex.ids.len() > max {
-            return Err(at(format!(
+            let e = TrainError::Invalid(format!(
                 "the rendered example is {} tokens, longer than the model's context of {max} \
                  (shorten it or raise max_position_embeddings)",
                 ex.ids.len()
-            )));
+            ));
+            return Err(e.at(data, *line, field));
         }
         out.push(ex);
     }
@@ -326,6 +288,36 @@ pub struct SftSummary {
     pub out: PathBuf,
 }
 
+/// What an in-memory fine-tune did: each step's record and the token positions it computed.
+#[derive(Debug, Clone, Default)]
+pub struct FitStats {
+    pub records: Vec<StepRecord>,
+    pub tokens: u64,
+}
+
+/// The SFT core, in memory: fine-tunes `gpt` on `examples` for `cfg.max_steps` steps of
+/// `cfg.batch_size` (shuffled epochs seeded by `cfg.seed`) with the trainer's optimizer and
+/// schedule, writing nothing to disk; `on_step` sees every step. The experiments train their
+/// models this way; [`sft`] is the same step over a run folder.
+pub fn fit(
+    gpt: &Gpt,
+    examples: Vec<SftExample>,
+    pad_id: i64,
+    cfg: &TrainerConfig,
+    on_step: impl FnMut(&StepRecord),
+) -> Result<FitStats> {
+    if examples.is_empty() {
+        return Err(TrainError::Invalid("no training examples".into()));
+    }
+    let mut data = SftData::new(examples, cfg.batch_size, pad_id, cfg.seed);
+    let mut step = SftStep { gpt, eval: vec![] };
+    let records = run_steps_with(cfg, &mut step, &mut data, cfg.max_steps, on_step)?;
+    Ok(FitStats {
+        records,
+        tokens: data.tokens,
+    })
+}
+
 /// Fine-tunes the checkpoint in `model` on `data` (SFT JSONL); `out` becomes a checkpoint dir.
 pub fn sft(
     model: &Path,
@@ -335,8 +327,12 @@ pub fn sft(
     resume: Resume,
     device: Device,
 ) -> Result<SftSummary> {
-    cfg.trainer.validate()?;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    cfg.validate()?;
+    let mut run = RunOptions::new(out, "sft");
+    run.config = config::to_table(cfg)?;
+    run.inputs = vec![RunInput::new("model", model)?, RunInput::new("data", data)?];
+    run.resume = resume;
+    let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
     let pre = Pretrained::load(model, Head::Lm, device)?;
     let mut examples = load_examples(&pre, data)?;
     let n_eval = ((examples.len() as f64) * cfg.eval_fraction).ceil() as usize;
@@ -349,30 +345,22 @@ pub fn sft(
         )));
     }
     let held = examples.split_off(examples.len() - n_eval);
-    let pad = pre
-        .tokenizer
-        .pad_id()
-        .or(pre.tokenizer.eos_id())
-        .map_or(0, i64::from);
+    let pad = pre.pad_id();
     let eval = held
         .chunks(16)
         .map(|c| collate(&c.iter().collect::<Vec<_>>(), pad))
         .collect();
-    pre.tokenizer.save(out).map_err(tok_err)?;
+    pre.tokenizer.save(out)?;
     let mut step = SftStep {
-        gpt: pre.model,
+        gpt: &pre.model,
         eval,
     };
     let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
     let train_examples = examples.len();
     let mut source = SftData::new(examples, cfg.trainer.batch_size, pad, cfg.trainer.seed);
-    let mut run = RunOptions::new(out, "sft");
-    run.config = config::to_table(cfg)?;
-    run.resume = resume;
-    run.progress = true;
-    let summary = Trainer::new(cfg.trainer.clone(), run)?.fit(&mut step, &mut source)?;
+    let summary = trainer.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    checkpoint::export(&step.gpt, summary.checkpoint.as_deref(), out)?;
+    checkpoint::export(&pre.model, summary.checkpoint.as_deref(), out)?;
     Ok(SftSummary {
         train_examples,
         eval_examples: n_eval,

@@ -17,57 +17,19 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::callbacks::{Callback, Event, MetricsLog, Progress, StepRecord, Summary};
-use crate::checkpoint::{self, CheckpointInfo, FORMAT_VERSION, OPTIMIZER_FILE};
 use crate::config::{LossWeighting, TrainerConfig};
 use crate::data::{DataPosition, DataSource};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::run::{self, RunDir};
+pub use crate::run::{Resume, RunOptions};
 use crate::schedule::LrSchedule;
 use crate::step::{Metrics, StepOutput, TrainStep};
-
-/// Where a run starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Resume {
-    /// A fresh run; the run directory must not hold checkpoints yet.
-    #[default]
-    No,
-    /// The newest checkpoint of the run directory (an error if there is none).
-    Latest,
-    /// A given checkpoint directory.
-    From(PathBuf),
-}
-
-/// Everything about a run that is not a hyper-parameter.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Run folder: `config.toml`, `metrics.jsonl`, `checkpoints/`.
-    pub dir: PathBuf,
-    /// The command ("pretrain", "sft", "reward", "ppo"), recorded in checkpoints.
-    pub stage: String,
-    /// The command's whole resolved config (`config::to_table`), written to `config.toml` and
-    /// into every checkpoint.
-    pub config: toml::Table,
-    pub resume: Resume,
-    /// Show the progress bar (it hides itself anyway when stderr is not a terminal).
-    pub progress: bool,
-}
-
-impl RunOptions {
-    pub fn new(dir: impl Into<PathBuf>, stage: impl Into<String>) -> Self {
-        Self {
-            dir: dir.into(),
-            stage: stage.into(),
-            config: toml::Table::new(),
-            resume: Resume::No,
-            progress: true,
-        }
-    }
-}
 
 /// The generic trainer; see the crate docs for an example.
 pub struct Trainer {
     cfg: TrainerConfig,
-    run: RunOptions,
+    run: RunDir,
     callbacks: Vec<Box<dyn Callback>>,
 }
 
@@ -91,29 +53,14 @@ impl State {
 }
 
 impl Trainer {
-    /// Checks the config, creates the run directory and writes `config.toml` into it. A fresh run
-    /// (`Resume::No`) refuses a directory that already holds checkpoints.
+    /// Checks the config and opens the run folder (`RunDir::create`): a fresh run refuses a
+    /// directory that already holds checkpoints; a resume is checked when `fit` starts.
     pub fn new(cfg: TrainerConfig, run: RunOptions) -> Result<Self> {
         cfg.validate()?;
-        std::fs::create_dir_all(&run.dir)
-            .map_err(|e| TrainError::io("create the run directory", &run.dir, e))?;
-        let existing = match run.resume {
-            Resume::No => checkpoint::latest(&run.dir)?,
-            _ => None,
-        };
-        if let Some(found) = existing {
-            return Err(TrainError::checkpoint(
-                &found,
-                "the run directory already holds checkpoints: resume the run, or start a fresh \
-                 one in a new directory",
-            ));
-        }
-        let text = toml::to_string(&run.config)
-            .map_err(|e| TrainError::Config(format!("cannot write the config as TOML: {e}")))?;
-        let path = run.dir.join("config.toml");
-        std::fs::write(&path, text).map_err(|e| TrainError::io("write", &path, e))?;
-        let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(MetricsLog::new(&run.dir))];
-        if run.progress {
+        let progress = run.progress;
+        let run = RunDir::create(run)?;
+        let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(MetricsLog::new(run.dir()))];
+        if progress {
             callbacks.push(Box::new(Progress::default()));
         }
         Ok(Self {
@@ -138,7 +85,7 @@ impl Trainer {
     {
         let mut opt = AdamW::new(model.parameters(), adamw_config(&self.cfg))?;
         let mut st = self.restore(model, data, &mut opt)?;
-        let (max_steps, run_dir) = (self.cfg.max_steps, self.run.dir.clone());
+        let (max_steps, run_dir) = (self.cfg.max_steps, self.run.dir().to_path_buf());
         self.emit(&Event::Start {
             step: st.step,
             max_steps,
@@ -209,22 +156,22 @@ impl Trainer {
     }
 
     fn save<S: TrainStep>(&mut self, model: &S, opt: &AdamW, st: &mut State) -> Result<()> {
-        let info = CheckpointInfo {
-            format_version: FORMAT_VERSION,
-            stage: self.run.stage.clone(),
+        let progress = run::Progress {
             step: st.step,
             tokens_seen: st.tokens_seen,
             elapsed_s: st.elapsed(),
             metrics: st.metrics.clone(),
             data_position: st.position.clone(),
-            config: serde_json::to_value(&self.run.config)
-                .map_err(|e| TrainError::Config(format!("cannot convert the config: {e}")))?,
         };
-        let dir = checkpoint::write(&self.run.dir, &info, |tmp| {
-            rlhf_model::checkpoint::save_tensors(&opt.state(), &tmp.join(OPTIMIZER_FILE))?;
-            model.save(tmp)
-        })?;
-        checkpoint::prune(&self.run.dir, self.cfg.keep_checkpoints)?;
+        let dir = self
+            .run
+            .save_checkpoint(progress, self.cfg.keep_checkpoints, |tmp| {
+                rlhf_model::checkpoint::save_tensors(
+                    &opt.state(),
+                    &tmp.join(crate::checkpoint::OPTIMIZER_FILE),
+                )?;
+                model.save(tmp)
+            })?;
         self.emit(&Event::Checkpoint {
             step: st.step,
             dir: &dir,
@@ -248,29 +195,12 @@ impl Trainer {
             position: data.position(),
             last_checkpoint: None,
         };
-        let dir = match &self.run.resume {
-            Resume::No => return Ok(st),
-            Resume::Latest => checkpoint::latest(&self.run.dir)?.ok_or_else(|| {
-                TrainError::checkpoint(
-                    checkpoint::checkpoints_dir(&self.run.dir),
-                    "no checkpoint to resume from (a step-* directory with rlhf.json)",
-                )
-            })?,
-            Resume::From(dir) => dir.clone(),
+        let Some(point) = self.run.resume_point()? else {
+            return Ok(st);
         };
-        let info = checkpoint::read_info(&dir)?;
-        if info.stage != self.run.stage {
-            return Err(TrainError::checkpoint(
-                &dir,
-                format!(
-                    "was written by stage '{}', this run is '{}'; to start a new stage from its \
-                     weights, load the model as an initialisation instead of resuming",
-                    info.stage, self.run.stage
-                ),
-            ));
-        }
+        let (dir, info) = (point.dir, point.info);
         model.load(&dir)?;
-        load_optimizer(opt, &dir, info.step)?;
+        run::load_optimizer(opt, &dir, info.step)?;
         data.seek(&info.data_position)?;
         st.step = info.step;
         st.tokens_seen = info.tokens_seen;
@@ -280,24 +210,6 @@ impl Trainer {
         st.last_checkpoint = Some(dir);
         Ok(st)
     }
-}
-
-fn load_optimizer(opt: &mut AdamW, dir: &Path, step: u64) -> Result<()> {
-    let path = dir.join(OPTIMIZER_FILE);
-    let state = Tensor::read_safetensors(&path)
-        .map_err(|e| TrainError::checkpoint(&path, format!("cannot read optimizer state: {e}")))?;
-    opt.load_state(state, &path)?;
-    if opt.steps() != step {
-        return Err(TrainError::checkpoint(
-            &path,
-            format!(
-                "holds {} optimizer steps but rlhf.json says {step}: the files are from \
-                 different checkpoints",
-                opt.steps()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn adamw_config(cfg: &TrainerConfig) -> AdamWConfig {

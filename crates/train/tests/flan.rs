@@ -5,7 +5,7 @@
 use rlhf_data::flan::{Cluster, FlanEval};
 use rlhf_model::{Batch, Gpt, Head, ModelConfig, Pretrained, PromptFormat};
 use rlhf_tokenizer::{BpeConfig, train_bpe};
-use rlhf_train::flan::{by_cluster, completion_logprobs, evaluate, prompt_text, rank_classify};
+use rlhf_train::flan::{by_cluster, evaluate, rank_classify};
 use rlhf_train::sft::{collate, encode_pair};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
@@ -49,7 +49,7 @@ fn by_hand(pre: &Pretrained, prompt: &str, completion: &str) -> f64 {
     let ex = encode_pair(
         pre,
         PromptFormat::Raw,
-        &prompt_text(prompt, PromptFormat::Raw),
+        &PromptFormat::Raw.prompt_text(prompt),
         completion,
     )
     .unwrap();
@@ -95,11 +95,17 @@ fn batched_scores_equal_one_at_a_time_and_the_hand_sum() {
         .flat_map(|i| {
             i.options
                 .iter()
-                .map(|o| (prompt_text(&i.prompt, PromptFormat::Raw), o.clone()))
+                .map(|o| (PromptFormat::Raw.prompt_text(&i.prompt), o.clone()))
         })
         .collect();
-    let batched = completion_logprobs(&pre, PromptFormat::Raw, &pairs, 4).unwrap();
-    let single = completion_logprobs(&pre, PromptFormat::Raw, &pairs, 1).unwrap();
+    let scores = |rows| {
+        pre.completion_logprobs(PromptFormat::Raw, &pairs, rows)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.sum, s.tokens))
+            .collect::<Vec<_>>()
+    };
+    let (batched, single) = (scores(4), scores(1));
     for (((b, nb), (s, ns)), (p, c)) in batched.iter().zip(&single).zip(&pairs) {
         assert_eq!(nb, ns);
         assert!((b - s).abs() < 1e-4, "{b} vs {s}: padding changed a score");
@@ -130,7 +136,7 @@ fn batched_scores_equal_one_at_a_time_and_the_hand_sum() {
 #[test]
 fn rank_classification_picks_the_option_the_model_learned() {
     let pre = tiny();
-    let prompt = prompt_text("Is it alpha, beta or gamma?", PromptFormat::Raw);
+    let prompt = PromptFormat::Raw.prompt_text("Is it alpha, beta or gamma?");
     let ex = encode_pair(&pre, PromptFormat::Raw, &prompt, "gamma").unwrap();
     let (ids, labels) = collate(&[&ex], 0);
     let mut opt = tch::nn::Adam::default().build(&pre.model.vs, 3e-3).unwrap();

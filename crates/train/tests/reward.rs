@@ -2,8 +2,9 @@
 //! the grouped loss's gradient against the explicit pair expansion, and one RM step changing
 //! every parameter.
 
+use rlhf_model::last_token_scalars as rewards;
 use rlhf_model::{Gpt, Head, ModelConfig};
-use rlhf_train::reward::{ranking_loss, rewards};
+use rlhf_train::reward::ranking_loss;
 use tch::{Device, Kind, Tensor};
 
 fn close(a: f64, b: f64) {

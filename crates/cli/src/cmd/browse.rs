@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
-use rlhf_browse::{BrowseConfig, SearchIndex, check_citations, parse_answer, read_folder};
-use rlhf_experiments::webgpt::{AgentConfig, browse_batch};
+use rlhf_browse::{
+    AgentConfig, BrowseConfig, ModelPolicy, SearchIndex, browse_batch, check_citations,
+    parse_answer, read_folder,
+};
 use rlhf_model::{Head, Pretrained, PromptFormat};
 
 /// Answer a question by browsing: the model searches a BM25 index with WebGPT's commands
@@ -96,18 +98,22 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             max_actions: args.max_actions,
             ..Default::default()
         },
+        max_action_tokens: args.max_tokens,
+        trace: true,
+    };
+    let policy = ModelPolicy {
+        pre: &pre,
         format: if args.chat {
             PromptFormat::Chat
         } else {
             PromptFormat::Raw
         },
-        max_action_tokens: args.max_tokens,
+        max_tokens: args.max_tokens,
         temperature: args.temperature,
         seed: args.seed,
         rows: 1,
-        trace: true,
     };
-    let ep = browse_batch(&pre, &index, &[question], 1, &cfg, |_, _| {})?
+    let ep = browse_batch(&policy, &index, &[question], 1, &cfg, |_, _| {})?
         .pop()
         .and_then(|mut v| v.pop())
         .expect("one episode");

@@ -2,10 +2,10 @@
 //! is fine-tuned on the labels.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rlhf_client::types::{ChatMessage, ChatRequest};
+use rlhf_client::Endpoint;
 use rlhf_data::{PromptRecord, SftRecord, read_jsonl, write_jsonl};
 use rlhf_model::{Head, Pretrained, PromptFormat};
 use rlhf_train::distill::{self, DistillConfig, Label};
@@ -24,7 +24,8 @@ use crate::common::ConfigArgs;
 /// OUT/student/ and OUT/report.json.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// DIR (a chat checkpoint) or openai:URL (POST URL/v1/chat/completions).
+    /// DIR (a chat checkpoint) or openai:URL (POST URL/v1/chat/completions; OPENAI_API_KEY is
+    /// sent if set).
     #[arg(long, value_parser = parse_teacher)]
     teacher: Teacher,
     /// Unlabelled prompts: JSONL of {"prompt"}.
@@ -40,15 +41,19 @@ pub struct Args {
     /// as it is].
     #[arg(long)]
     gold: Option<PathBuf>,
-    /// Model name sent to an openai: teacher.
-    #[arg(long, default_value = "teacher")]
-    teacher_model: String,
+    /// Model name sent to an openai: teacher [default: the first model the server lists].
+    #[arg(long)]
+    teacher_model: Option<String>,
     /// Concurrent requests to an openai: teacher.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Seconds before a request to an openai: teacher fails (after retries).
-    #[arg(long, default_value_t = 120)]
+    /// Seconds before a request to an openai: teacher fails.
+    #[arg(long, default_value_t = rlhf_client::endpoint::DEFAULT_TIMEOUT_S)]
     timeout: u64,
+    /// Retries of a failed teacher request (no connection, 408/409/429/5xx), with exponential
+    /// backoff from 0.5 s.
+    #[arg(long, default_value_t = rlhf_client::endpoint::DEFAULT_RETRIES)]
+    retries: u32,
     /// Label the pool and stop (no student).
     #[arg(long)]
     label_only: bool,
@@ -59,17 +64,12 @@ pub struct Args {
 #[derive(Debug, Clone)]
 enum Teacher {
     Local(PathBuf),
-    OpenAi(String),
+    OpenAi(Endpoint),
 }
 
 fn parse_teacher(s: &str) -> std::result::Result<Teacher, String> {
-    if let Some(url) = s.strip_prefix("openai:") {
-        if url.starts_with("http://") || url.starts_with("https://") {
-            return Ok(Teacher::OpenAi(url.trim_end_matches('/').to_string()));
-        }
-        return Err(format!(
-            "openai:URL needs an http:// or https:// URL, got {url:?}"
-        ));
+    if Endpoint::is_spec(s) {
+        return Endpoint::parse(s).map(Teacher::OpenAi);
     }
     if s.is_empty() {
         return Err("expected a checkpoint directory or openai:URL".into());
@@ -166,7 +166,24 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             bar.finish_and_clear();
             out
         }
-        Teacher::OpenAi(url) => label_remote(&args, &cfg.distill, url, &gold, &pool)?,
+        Teacher::OpenAi(endpoint) => {
+            let endpoint = endpoint.clone().with(
+                args.teacher_model.clone(),
+                Some(args.timeout),
+                Some(args.retries),
+            );
+            let bar = crate::common::progress_bar(pool.len(), "labelling");
+            let out = distill::label_remote(
+                &endpoint,
+                &gold,
+                &pool,
+                &cfg.distill,
+                args.concurrency,
+                |done| bar.set_position(done as u64),
+            )?;
+            bar.finish_and_clear();
+            out
+        }
     };
     let teacher_seconds = t0.elapsed().as_secs_f64();
     let labels = distill::filter(&pool, outputs, &cfg.distill)?;
@@ -235,63 +252,6 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     Ok(())
 }
 
-/// Labels the pool through an OpenAI-compatible endpoint, `--concurrency` requests at a time.
-fn label_remote(
-    args: &Args,
-    cfg: &DistillConfig,
-    url: &str,
-    gold: &[(String, String)],
-    pool: &[String],
-) -> Result<Vec<String>> {
-    let client = rlhf_client::Client::new(rlhf_client::ClientConfig {
-        timeout: Duration::from_secs(args.timeout),
-        ..rlhf_client::ClientConfig::new(url)
-    });
-    let bar = crate::common::progress_bar(pool.len(), "labelling");
-    let ask = |q: &str| -> Result<String> {
-        let messages = distill::few_shot_messages(gold, cfg.shots, q)
-            .into_iter()
-            .map(|(role, text)| ChatMessage::new(role, text))
-            .collect();
-        let req = ChatRequest {
-            model: args.teacher_model.clone(),
-            messages,
-            max_tokens: Some(cfg.max_new_tokens as u32),
-            temperature: Some(cfg.temperature),
-            seed: Some(cfg.seed as i64),
-            ..Default::default()
-        };
-        let resp = client
-            .chat(&req)
-            .with_context(|| format!("the teacher at {url} failed on {q:?}"))?;
-        Ok(resp
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .unwrap_or_default())
-    };
-    let mut out = vec![String::new(); pool.len()];
-    for (chunk_out, chunk) in out
-        .chunks_mut(args.concurrency)
-        .zip(pool.chunks(args.concurrency))
-    {
-        let results: Vec<Result<String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk.iter().map(|q| s.spawn(|| ask(q))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a labelling thread panicked"))
-                .collect()
-        });
-        for (slot, r) in chunk_out.iter_mut().zip(results) {
-            *slot = r?;
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +259,7 @@ mod tests {
     #[test]
     fn teachers_parse() {
         assert!(
-            matches!(parse_teacher("openai:http://h:8/"), Ok(Teacher::OpenAi(u)) if u == "http://h:8")
+            matches!(parse_teacher("openai:http://h:8/"), Ok(Teacher::OpenAi(e)) if e.url == "http://h:8")
         );
         assert!(matches!(parse_teacher("models/big"), Ok(Teacher::Local(_))));
         assert!(parse_teacher("openai:h:8").is_err());

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
-use indicatif::ProgressBar;
-use rlhf_experiments::{Observer, cot, distill, emergence, flan, format, lmsi, webgpt};
+use rlhf_experiments::{cot, distill, emergence, flan, format, lmsi, webgpt};
 
 use crate::common::ConfigArgs;
 
@@ -78,38 +77,8 @@ struct Common {
     config: ConfigArgs,
 }
 
-/// Progress bars on stderr, one per phase, and result lines as they come.
-struct Bars {
-    bar: Option<ProgressBar>,
-}
-
-impl Observer for Bars {
-    fn phase(&mut self, name: &str, total: u64) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-        let bar = crate::common::progress_bar(total as usize, name);
-        if bar.is_hidden() {
-            // Not a terminal (a log file, CI): one line per phase instead of a bar.
-            eprintln!("{name} ...");
-        }
-        self.bar = Some(bar);
-    }
-    fn advance(&mut self, done: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(done);
-        }
-    }
-    fn note(&mut self, line: &str) {
-        match &self.bar {
-            Some(b) if !b.is_hidden() => b.println(line),
-            _ => eprintln!("{line}"),
-        }
-    }
-}
-
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut bars = Bars { bar: None };
+    let mut bars = crate::common::Bars::default();
     let (common, name) = match &args.which {
         Which::Cot(c) => (c, "e3.md"),
         Which::Format(c) => (c, "e4.md"),
@@ -163,9 +132,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             }
         }
     }
-    if let Some(b) = bars.bar.take() {
-        b.finish_and_clear();
-    }
+    drop(bars);
     let report = common.out.join(name);
     print!("{}", std::fs::read_to_string(&report)?);
     eprintln!("report: {}", report.display());

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use rlhf_client::Endpoint;
 use rlhf_data::{
-    LabelerConfig, RankingRecord, SampleRecord, SimulatedLabeler, read_jsonl, write_jsonl,
+    LabelerConfig, LabelerPanel, RankingRecord, SampleRecord, read_jsonl, write_jsonl,
 };
 use rlhf_label::{Db, WebConfig};
 
@@ -25,17 +26,10 @@ pub struct Args {
     oracle: bool,
     /// Use an LLM judge: `openai:URL` (POST URL/v1/chat/completions; OPENAI_API_KEY is sent if
     /// set), e.g. openai:http://127.0.0.1:8000 for `rlhf serve`.
-    #[arg(long, value_name = "openai:URL")]
-    judge: Option<String>,
-    /// Model name sent to the judge [default: the first model the server lists].
-    #[arg(long)]
-    judge_model: Option<String>,
-    /// Seconds before a judge request fails.
-    #[arg(long, default_value_t = 120)]
-    judge_timeout: u64,
-    /// Retries of a failed judge request, with exponential backoff from 0.5 s.
-    #[arg(long, default_value_t = 3)]
-    judge_retries: u32,
+    #[arg(long, value_name = "openai:URL", value_parser = Endpoint::parse)]
+    judge: Option<Endpoint>,
+    #[command(flatten)]
+    endpoint: crate::common::JudgeEndpointArgs,
     /// Samples JSONL: {"prompt", "responses": [...]} (task-world prompts for --oracle).
     #[arg(long)]
     samples: Option<PathBuf>,
@@ -261,44 +255,22 @@ fn oracle_rank(
     if let Some(tau) = args.tau {
         cfg.tau = tau;
     }
-    let labelers: Vec<SimulatedLabeler> = (0..args.labelers)
-        .map(|i| SimulatedLabeler::new(args.seed.wrapping_mul(1000) + i, &cfg))
-        .collect::<rlhf_data::Result<_>>()?;
-    let mut out = Vec::with_capacity(samples.len());
-    for (line, s) in samples.into_iter().enumerate() {
-        let labeler = &labelers[line % labelers.len()];
-        let ranking = labeler
-            .rank_prompt(&s.prompt, &s.responses)
-            .with_context(|| format!("{}: record {}: cannot rank", path.display(), line + 1))?;
-        let record = RankingRecord::new(s.prompt, s.responses, ranking)
-            .map_err(|e| anyhow::anyhow!("{}: record {}: {e}", path.display(), line + 1))?;
-        out.push(record);
-    }
-    eprintln!("ranked by {} simulated labelers", labelers.len());
+    let panel = LabelerPanel::new(args.labelers, args.seed, &cfg)?;
+    let out = panel
+        .rank_samples(samples)
+        .with_context(|| format!("{}: cannot rank", path.display()))?;
+    eprintln!("ranked by {} simulated labelers", panel.len());
     Ok(out)
 }
 
-fn judge_rank(args: &Args, judge: &str, samples: &[SampleRecord]) -> Result<Vec<RankingRecord>> {
-    let Some(url) = judge.strip_prefix("openai:") else {
-        bail!("--judge must be openai:URL, got `{judge}`");
-    };
-    let client = rlhf_client::Client::new(rlhf_client::ClientConfig {
-        timeout: std::time::Duration::from_secs(args.judge_timeout.max(1)),
-        max_retries: args.judge_retries,
-        ..rlhf_client::ClientConfig::new(url)
-    });
-    let model = match &args.judge_model {
-        Some(m) => m.clone(),
-        None => client
-            .models()?
-            .into_iter()
-            .next()
-            .map(|m| m.id)
-            .context("the judge server lists no models; give --judge-model")?,
-    };
+fn judge_rank(
+    args: &Args,
+    judge: &Endpoint,
+    samples: &[SampleRecord],
+) -> Result<Vec<RankingRecord>> {
+    let llm = args.endpoint.apply(judge.clone()).connect()?;
     let bar = crate::common::progress_bar(samples.len(), "judging");
-    let judged =
-        rlhf_label::judge::rank_all(&client, &model, samples, |n| bar.set_position(n as u64))?;
+    let judged = rlhf_label::judge::rank_all(&llm, samples, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     if !judged.unparsed.is_empty() {
         let (line, answer) = &judged.unparsed[0];

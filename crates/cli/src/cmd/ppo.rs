@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use rlhf_eval::{JudgeSpec, Oracle, RewardModel, Scorer};
 use rlhf_train::{PpoConfig, PpoInputs, Resume};
 
 use crate::common::ConfigArgs;
@@ -39,7 +40,13 @@ pub struct Args {
     /// when --ptx-data is given].
     #[arg(long)]
     ptx_coef: Option<f64>,
-    /// Continue the run in OUT from its latest checkpoint.
+    /// The gold judge logged beside the reward model (`<judge>_score` per iteration, and the
+    /// held-out `eval/<judge>_win_rate`): `oracle` (the task world's scorer), `rm:DIR` (another
+    /// reward model), `none`, or `auto`: the oracle when every prompt is a task-world prompt.
+    #[arg(long, default_value = "auto")]
+    gold: String,
+    /// Continue the run in OUT from its latest checkpoint (with the same configuration and
+    /// inputs; only iterations, eval_every, checkpoint_every and keep_checkpoints may change).
     #[arg(long)]
     resume: bool,
     #[command(flatten)]
@@ -58,6 +65,24 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     } else {
         Resume::No
     };
+    let gold: Option<Box<dyn Scorer>> = match args.gold.as_str() {
+        "none" => None,
+        "auto" => {
+            let prompts = rlhf_eval::read_prompts(&args.prompts, None)?;
+            Oracle::knows(&prompts).then(|| Box::new(Oracle) as Box<dyn Scorer>)
+        }
+        spec => match spec.parse::<JudgeSpec>().map_err(anyhow::Error::msg)? {
+            JudgeSpec::Oracle => Some(Box::new(Oracle)),
+            JudgeSpec::RewardModel(dir) => {
+                let mut rm = RewardModel::load(&dir, device)?;
+                rm.key = "gold".into();
+                Some(Box::new(rm))
+            }
+            JudgeSpec::Llm(_) => {
+                anyhow::bail!("--gold takes a judge that scores (oracle or rm:DIR), not an LLM")
+            }
+        },
+    };
     let inputs = PpoInputs {
         policy: args.policy,
         reward: args.reward,
@@ -65,7 +90,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         eval_prompts: args.eval_prompts,
         ptx_data: args.ptx_data,
         out: args.out,
+        gold,
     };
+    let gold_key = inputs
+        .gold
+        .as_ref()
+        .map_or("oracle_score".to_string(), |g| format!("{}_score", g.key()));
     let s = rlhf_train::ppo(&inputs, &cfg, resume, device, true)?;
     let first = s.log.first();
     let last = s.log.last();
@@ -74,14 +104,14 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             .map_or("n/a".to_string(), |v| format!("{v:.3}"))
     };
     eprintln!(
-        "PPO: {} iterations in {:.1} s; reward-model score {} -> {}, oracle score {} -> {}, KL \
+        "PPO: {} iterations in {:.1} s; reward-model score {} -> {}, gold score {} -> {}, KL \
          {} -> {}; saved to {}",
         s.iterations,
         s.elapsed_s,
         get(first, "rm_score"),
         get(last, "rm_score"),
-        get(first, "oracle_score"),
-        get(last, "oracle_score"),
+        get(first, &gold_key),
+        get(last, &gold_key),
         get(first, "kl"),
         get(last, "kl"),
         s.out.display()

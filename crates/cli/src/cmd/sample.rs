@@ -1,11 +1,12 @@
-//! `rlhf sample`: K responses per prompt, the input of labeling and of the reward model.
+//! `rlhf sample`: K responses per prompt, the input of labeling and of the reward model
+//! (`rlhf_train::sample`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use rlhf_data::{PromptRecord, SampleRecord, read_jsonl, write_jsonl};
-use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_data::{PromptRecord, read_jsonl, write_jsonl};
+use rlhf_model::{Head, Pretrained, PromptFormat, Sampling};
+use rlhf_train::sample::{SampleConfig, sample_responses};
 
 /// Sample K responses per prompt (KV cache, batched). Prompts are wrapped as a user message with
 /// the checkpoint's chat template (tiny models trained here carry a ChatML default); empty
@@ -51,51 +52,37 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
+    let cfg = SampleConfig {
+        k: args.k,
+        max_new_tokens: args.max_new_tokens,
+        sampling: Sampling::new(args.temperature, args.top_k, args.top_p)?,
+        seed: args.seed,
+        format: if args.raw {
+            PromptFormat::Raw
+        } else {
+            PromptFormat::Chat
+        },
+        rows: args.batch_size,
+    };
     anyhow::ensure!(
-        args.k >= 2,
+        cfg.k >= 2,
         "--k must be at least 2 (rankings compare responses)"
     );
-    let sampling = Sampling::new(args.temperature, args.top_k, args.top_p)?;
     let pre = Pretrained::load(&args.model, Head::Lm, device)?;
     let mut records: Vec<PromptRecord> = read_jsonl(&args.prompts)?;
     records.truncate(args.limit.unwrap_or(records.len()));
     let prompts: Vec<String> = records.into_iter().map(|r| r.prompt).collect();
-    let format = if args.raw {
-        PromptFormat::Raw
-    } else {
-        PromptFormat::Chat
-    };
-    let cfg = TextGenerateConfig {
-        max_new_tokens: args.max_new_tokens,
-        sampling,
-        seed: Some(args.seed),
-        stop: vec![],
-    };
-    let bar = ProgressBar::new((prompts.len() * args.k) as u64).with_style(
-        ProgressStyle::with_template("sampling {bar:30} {pos}/{len} responses ({eta} left)")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let gens = pre.sample_k(&prompts, args.k, format, &cfg, args.batch_size, |d, _| {
-        bar.set_position(d as u64)
-    })?;
+    let bar = crate::common::progress_bar(prompts.len() * args.k, "sampling");
+    let sampled = sample_responses(&pre, &prompts, &cfg, |d, _| bar.set_position(d as u64))?;
     bar.finish_and_clear();
-    let mut out = Vec::new();
-    for (prompt, gens) in prompts.into_iter().zip(gens) {
-        let responses: Vec<String> = gens
-            .into_iter()
-            .map(|g| g.text.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
-        if responses.len() < 2 {
-            eprintln!("warning: skipped (fewer than 2 non-empty responses): {prompt}");
-            continue;
-        }
-        out.push(SampleRecord { prompt, responses });
+    for p in &sampled.skipped {
+        eprintln!("warning: skipped (fewer than 2 non-empty responses): {p}");
     }
-    write_jsonl(&args.out, &out).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_jsonl(&args.out, &sampled.records)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!(
         "{} prompts × up to {} responses -> {}",
-        out.len(),
+        sampled.records.len(),
         args.k,
         args.out.display()
     );

@@ -73,11 +73,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     if let Some(t) = args.temperature {
         cfg.lmsi.temperature = t;
     }
-    anyhow::ensure!(cfg.lmsi.paths >= 1, "--paths must be at least 1");
-    anyhow::ensure!(
-        cfg.lmsi.temperature > 0.0,
-        "--temperature must be > 0 to sample paths"
-    );
+    cfg.lmsi.validate()?;
+    cfg.sft.validate()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let questions = lmsi::read_questions(&args.questions)?;
@@ -92,37 +89,23 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         bar.set_position(d as u64)
     })?;
     bar.finish_and_clear();
+    let set = lmsi::training_set(&pre, &paths, cfg.lmsi.filter, cfg.lmsi.formats, &cfg.lmsi)?;
     drop(pre);
-    let kept = lmsi::keep(&paths, cfg.lmsi.filter, cfg.lmsi.min_share);
-    let kept_questions = kept
-        .iter()
-        .map(|k| &k.0)
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    // A record must fit the context once rendered with the chat template (plus EOS).
-    let tokenizer = rlhf_tokenizer::Tokenizer::from_dir(&args.model)?;
-    let context =
-        rlhf_model::ModelConfig::from_file(&args.model.join("config.json"))?.max_positions;
-    let fits = |prompt: &str, completion: &str| {
-        let msgs = [
-            rlhf_tokenizer::Message::user(prompt),
-            rlhf_tokenizer::Message::assistant(completion),
-        ];
-        tokenizer
-            .apply_chat(&msgs, false)
-            .is_ok_and(|ids| (ids.len() as i64) < context)
-    };
-    let records = lmsi::mixed_formats(&kept, cfg.lmsi.exemplars, cfg.lmsi.formats, fits)?;
+    anyhow::ensure!(
+        !set.records.is_empty(),
+        "no path survived the filter ({:?}): nothing to train on",
+        cfg.lmsi.filter
+    );
     let data = args.out.join("lmsi.jsonl");
-    write_jsonl(&data, &records)?;
+    write_jsonl(&data, &set.records)?;
     eprintln!(
         "kept {} of {} paths ({} of {} questions, filter {:?}); {} training records -> {}",
-        kept.len(),
+        set.kept.len(),
         questions.len() * cfg.lmsi.paths,
-        kept_questions,
+        set.kept_questions,
         questions.len(),
         cfg.lmsi.filter,
-        records.len(),
+        set.records.len(),
         data.display()
     );
     let s = rlhf_train::sft(&args.model, &data, &args.out, &cfg.sft, Resume::No, device)?;
@@ -137,9 +120,9 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         "config": cfg,
         "questions": questions.len(),
         "paths": questions.len() * cfg.lmsi.paths,
-        "kept_paths": kept.len(),
-        "kept_questions": kept_questions,
-        "training_records": records.len(),
+        "kept_paths": set.kept.len(),
+        "kept_questions": set.kept_questions,
+        "training_records": set.records.len(),
         "sft": {"steps": s.steps, "eval_loss_start": s.eval_loss_start, "eval_loss_end": s.eval_loss_end},
         "before": before,
         "after": after,
