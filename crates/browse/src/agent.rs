@@ -171,16 +171,6 @@ impl Policy for ModelPolicy<'_> {
             seed: Some(self.seed.wrapping_mul(7919) + round),
             stop: vec!["\n".into()],
         };
-        let out = self
-            .pre
-            .sample_k(prompts, 1, self.format, &cfg, self.rows, |_, _| {})?;
-        Ok(out
-            .into_iter()
-            .map(|mut g| {
-                g.pop()
-                    .map(|g| g.text.trim().to_string())
-                    .unwrap_or_default()
-            })
-            .collect())
+        Ok(self.pre.complete(prompts, self.format, &cfg, self.rows)?)
     }
 }

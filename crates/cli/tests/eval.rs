@@ -191,8 +191,9 @@ fn reward_model_judge_scores_both_models() {
     assert_eq!(v["judge"], judge);
 }
 
-/// A loopback OpenAI-compatible server answering every request with `status` and a chat
-/// completion whose content is `answer`; returns its URL and the requests it received.
+/// A loopback OpenAI-compatible server: `GET /v1/models` lists one model, "judge"; every other
+/// request gets `status` and a chat completion whose content is `answer`. Returns its URL and
+/// the chat requests it received.
 fn mock_judge(status: u16, answer: &str, max_requests: usize) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -203,6 +204,8 @@ fn mock_judge(status: u16, answer: &str, max_requests: usize) -> (String, Arc<Mu
                      "finish_reason": "stop"}],
     })
     .to_string();
+    let models =
+        json!({ "object": "list", "data": [{ "id": "judge", "object": "model" }] }).to_string();
     let log = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(max_requests) {
@@ -221,9 +224,14 @@ fn mock_judge(status: u16, answer: &str, max_requests: usize) -> (String, Arc<Mu
             }
             let mut req = vec![0; len];
             let _ = reader.read_exact(&mut req);
-            log.lock()
-                .unwrap()
-                .push(head + "\r\n" + &String::from_utf8_lossy(&req));
+            let (status, body) = if head.starts_with("GET /v1/models") {
+                (200, models.clone())
+            } else {
+                log.lock()
+                    .unwrap()
+                    .push(head + "\r\n" + &String::from_utf8_lossy(&req));
+                (status, body.clone())
+            };
             let reply = format!(
                 "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n{body}",
@@ -298,6 +306,11 @@ fn llm_judge_asks_both_orders_so_a_biased_judge_splits() {
             pair[0]
                 .to_ascii_lowercase()
                 .contains("authorization: bearer sk-test")
+        );
+        assert!(
+            pair[0].contains(r#""model":"judge""#),
+            "the model the server lists first: {}",
+            pair[0]
         );
         let ((a1, b1), (a2, b2)) = (shown(&pair[0]), shown(&pair[1]));
         assert_eq!((a1, b1), (b2, a2), "the second request swaps the order");
@@ -388,7 +401,7 @@ fn help_documents_every_option_and_default() {
         "[default: 0]",
         "[default: 1000]",
         "[default: 32]",
-        "[default: judge]",
+        "[default: the first model the server lists]",
         "[default: 120]",
         "[default: all]",
     ] {

@@ -181,6 +181,44 @@ fn ppo_trains_logs_and_resumes_exactly() {
     assert_eq!(log2.lines().count(), 2, "{log2}");
     // A fresh run into a folder with checkpoints is refused rather than mixed.
     assert_fails(&ppo(&st, &split, &["--set", "iterations=2"]), &["--resume"]);
+
+    // The run folder records its resolved configuration, like every other stage's, and a
+    // resume must match it (more iterations are fine, another learning rate is not) and
+    // start from the same models; a refused resume leaves the folder as it was.
+    let toml = std::fs::read_to_string(split.join("config.toml")).unwrap();
+    assert!(
+        toml.contains("rollout_batch = 4") && toml.contains("kl_coef"),
+        "{toml}"
+    );
+    let o = ppo(
+        &st,
+        &split,
+        &["--set", "iterations=3", "--set", "lr=5e-4", "--resume"],
+    );
+    assert_fails(&o, &["another configuration", "lr 0.001 vs 0.0005"]);
+    let other = st.root.join("other-sft");
+    common::tiny_checkpoint(&other, 300, 128, 1);
+    let base = [
+        "ppo",
+        "--policy",
+        s(&other),
+        "--reward",
+        s(&st.rm),
+        "--prompts",
+        s(&st.prompts),
+        "--out",
+        s(&split),
+        "--set",
+        "iterations=3",
+        "--resume",
+    ];
+    let o = rlhf(&[&base[..], &SMALL[..]].concat());
+    assert_fails(&o, &["another policy", "other-sft"]);
+    assert_eq!(
+        std::fs::read_to_string(split.join("config.toml")).unwrap(),
+        toml
+    );
+    assert!(split.join("checkpoints/step-00000001").exists());
 }
 
 #[test]
@@ -286,10 +324,20 @@ fn ppo_stops_on_a_broken_reward_model_and_keeps_the_checkpoint() {
         }
     }
     tch::Tensor::write_safetensors(&tensors, &path).unwrap();
+    // Resuming with the changed reward model is refused: it is another model than the run's.
     let o = ppo(&st, &out, &["--set", "iterations=3", "--resume"]);
+    assert_fails(&o, &["another reward model"]);
+    // A fresh run on it stops at the NaN before any update or checkpoint.
+    let fresh = st.root.join("ppo-nan");
+    let o = ppo(&st, &fresh, &["--set", "iterations=3"]);
     assert_fails(&o, &["NaN"]);
+    assert!(!fresh.join("checkpoints").exists() || checkpoints_in(&fresh) == 0);
     assert_eq!(saved, tensor_bytes(&ckpt.join("policy/model.safetensors")));
     assert!(!out.join("checkpoints/step-00000002").exists());
+}
+
+fn checkpoints_in(run: &Path) -> usize {
+    std::fs::read_dir(run.join("checkpoints")).map_or(0, |d| d.filter(|e| e.is_ok()).count())
 }
 
 // --- Issue C's bad inputs: each names file:line and the field. ---

@@ -54,6 +54,13 @@ pub enum DataError {
     #[error("cannot rank the responses: {problem}")]
     Rank { problem: String },
 
+    /// An error about one record (1-based) of a batch of records.
+    #[error("record {record}: {source}")]
+    InRecord {
+        record: usize,
+        source: Box<DataError>,
+    },
+
     /// A `WorldConfig` or `LabelerConfig` value outside its valid range.
     #[error("config field '{field}': {problem}")]
     Config {

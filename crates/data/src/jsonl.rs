@@ -46,6 +46,31 @@ pub fn read_jsonl_lines<T: JsonlRecord>(path: impl AsRef<Path>) -> Result<Vec<(u
     parse_jsonl_bytes(path, &bytes)
 }
 
+/// The documents of a text corpus: JSONL `{"text"}` records when the file ends in `.jsonl`,
+/// else plain text split at blank lines; each trimmed, empty ones dropped.
+pub fn read_documents(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let path = path.as_ref();
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let records: Vec<crate::formats::TextRecord> = read_jsonl(path)?;
+        return Ok(records
+            .into_iter()
+            .map(|r| r.text.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect());
+    }
+    let text = fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source,
+    })?;
+    Ok(text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(String::from)
+        .collect())
+}
+
 /// Parses JSONL text already in memory; `source` names it in error messages.
 pub fn parse_jsonl<T: JsonlRecord>(source: impl AsRef<Path>, text: &str) -> Result<Vec<T>> {
     Ok(parse_jsonl_bytes(source.as_ref(), text.as_bytes())?

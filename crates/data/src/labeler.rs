@@ -172,16 +172,17 @@ impl LabelerPanel {
         let mut out = Vec::with_capacity(samples.len());
         for (i, s) in samples.into_iter().enumerate() {
             let labeler = &self.labelers[i % self.labelers.len()];
-            let ranking =
-                labeler
-                    .rank_prompt(&s.prompt, &s.responses)
-                    .map_err(|e| DataError::Rank {
-                        problem: format!("record {}: {e}", i + 1),
-                    })?;
+            let in_record = |e: DataError| DataError::InRecord {
+                record: i + 1,
+                source: Box::new(e),
+            };
+            let ranking = labeler
+                .rank_prompt(&s.prompt, &s.responses)
+                .map_err(in_record)?;
             let record = RankingRecord::new(s.prompt, s.responses, ranking).map_err(|e| {
-                DataError::Rank {
-                    problem: format!("record {}: {e}", i + 1),
-                }
+                in_record(DataError::Rank {
+                    problem: e.to_string(),
+                })
             })?;
             out.push(record);
         }

@@ -58,7 +58,8 @@ pub use formats::{
     SftRecord, TextRecord,
 };
 pub use jsonl::{
-    Fields, JsonlRecord, parse_jsonl, read_jsonl, read_jsonl_lines, write_jsonl, write_text,
+    Fields, JsonlRecord, parse_jsonl, read_documents, read_jsonl, read_jsonl_lines, write_jsonl,
+    write_text,
 };
 pub use labeler::{
     CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, LabelerConfig, LabelerPanel, SimulatedLabeler,

@@ -121,8 +121,8 @@ impl JudgeSpec {
     pub fn load(&self, device: Device) -> Result<Judge> {
         Ok(match self {
             Self::Oracle => Judge::Oracle(Oracle),
-            Self::RewardModel(dir) => Judge::RewardModel(RewardModel::load(dir, device)?),
-            Self::Llm(e) => Judge::Llm(LlmJudge::connect(e)?),
+            Self::RewardModel(dir) => Judge::RewardModel(Box::new(RewardModel::load(dir, device)?)),
+            Self::Llm(e) => Judge::Llm(Box::new(LlmJudge::connect(e)?)),
         })
     }
 }
@@ -131,8 +131,8 @@ impl JudgeSpec {
 #[derive(Debug)]
 pub enum Judge {
     Oracle(Oracle),
-    RewardModel(RewardModel),
-    Llm(LlmJudge),
+    RewardModel(Box<RewardModel>),
+    Llm(Box<LlmJudge>),
 }
 
 impl Judge {
@@ -140,7 +140,7 @@ impl Judge {
     pub fn scorer(&self) -> Option<&dyn Scorer> {
         match self {
             Judge::Oracle(o) => Some(o),
-            Judge::RewardModel(rm) => Some(rm),
+            Judge::RewardModel(rm) => Some(rm.as_ref()),
             Judge::Llm(_) => None,
         }
     }

@@ -530,14 +530,7 @@ pub fn run(
 
 /// The last `n` documents of the world's corpus.txt (the held-out end of the pretraining stream).
 fn held_out_corpus(data: &Path, n: usize) -> Result<Vec<String>> {
-    let path = data.join("corpus.txt");
-    let text = std::fs::read_to_string(&path).map_err(|e| ExperimentError::io("read", &path, e))?;
-    let docs: Vec<String> = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(String::from)
-        .collect();
+    let docs = rlhf_data::read_documents(data.join("corpus.txt"))?;
     Ok(docs[docs.len().saturating_sub(n)..].to_vec())
 }
 

@@ -200,17 +200,7 @@ impl TinyLm {
         rows: usize,
     ) -> Result<Vec<String>> {
         let cfg = generate_config(max_new_tokens, 0.0, 0)?;
-        let out = self
-            .pre
-            .sample_k(prompts, 1, self.format, &cfg, rows, |_, _| {})?;
-        Ok(out
-            .into_iter()
-            .map(|mut g| {
-                g.pop()
-                    .map(|g| g.text.trim().to_string())
-                    .unwrap_or_default()
-            })
-            .collect())
+        Ok(self.pre.complete(prompts, self.format, &cfg, rows)?)
     }
 
     /// `k` sampled completions per prompt at `temperature`.

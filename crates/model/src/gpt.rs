@@ -366,8 +366,8 @@ impl Gpt {
     /// Loads `config.json` and the weights of a Hugging Face-layout checkpoint directory.
     pub fn load(dir: &Path, head: Head, device: Device) -> Result<Self> {
         let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-        let mut model = Self::new(&cfg, head, device);
-        checkpoint::load_weights(&mut model.vs, dir, cfg.family)?;
+        let model = Self::new(&cfg, head, device);
+        checkpoint::load_weights(&model.vs, dir, cfg.family)?;
         Ok(model)
     }
 
@@ -375,9 +375,9 @@ impl Gpt {
     /// model (a fresh scalar head; the LM head, if separate, is dropped).
     pub fn load_with_head(dir: &Path, head: Head, device: Device) -> Result<Self> {
         let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-        let mut model = Self::new(&cfg, head, device);
+        let model = Self::new(&cfg, head, device);
         let fresh = |name: &str| name.starts_with("score.");
-        checkpoint::load_weights_except(&mut model.vs, dir, cfg.family, fresh)?;
+        checkpoint::load_weights_except(&model.vs, dir, cfg.family, fresh)?;
         Ok(model)
     }
 

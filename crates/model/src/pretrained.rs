@@ -258,6 +258,26 @@ impl Pretrained {
         Ok(out)
     }
 
+    /// One continuation per prompt (in `format`, `rows` sequences at a time), decoded, cut at
+    /// the stop strings and trimmed.
+    pub fn complete(
+        &self,
+        prompts: &[String],
+        format: PromptFormat,
+        cfg: &TextGenerateConfig,
+        rows: usize,
+    ) -> Result<Vec<String>> {
+        let out = self.sample_k(prompts, 1, format, cfg, rows, |_, _| {})?;
+        Ok(out
+            .into_iter()
+            .map(|mut g| {
+                g.pop()
+                    .map(|g| g.text.trim().to_string())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
     /// Sum of next-token NLL (natural log) and number of predicted tokens over `texts` (token
     /// ids, e.g. from [`Self::encode_prompt`] in raw format): every token after the first is
     /// scored, `batch_size` texts per forward pass.

@@ -207,6 +207,13 @@ pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) 
 }
 
 /// One query head: softmax(scale · q·kᵢ over the allowed i < scores.len()) · v into `y`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (the caller checked `is_x86_feature_detected!`). `q` must
+/// point to `hs` readable floats; for every i < `scores.len()`, `k + i·k_step` and
+/// `v + i·v_step` to `hs` readable floats each, and `mask` (if any) to `scores.len()` readable
+/// bools; `y` to `hs` writable floats that nothing else reads or writes during the call. `hs`
+/// must be a multiple of 8 (`dot`, `axpy`).
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
 unsafe fn attend_head(
@@ -246,6 +253,10 @@ unsafe fn attend_head(
 }
 
 /// Σ a[i]·b[i] over n (a multiple of 8) floats.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` and `b` must each point to `n` readable floats, and
+/// `n` must be a multiple of 8 (the tail is not handled).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
@@ -286,6 +297,10 @@ fn hsum(v: std::arch::x86_64::__m256) -> f32 {
 }
 
 /// y += a · x over y.len() (a multiple of 8) floats.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `x` must point to `y.len()` readable floats that do not
+/// overlap `y`, and `y.len()` must be a multiple of 8.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn axpy(a: f32, x: *const f32, y: &mut [f32]) {
@@ -300,11 +315,15 @@ unsafe fn axpy(a: f32, x: *const f32, y: &mut [f32]) {
     }
 }
 
+/// # Safety
+/// Never callable: the kernels are enabled only on x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn dot(_a: *const f32, _b: *const f32, _n: usize) -> f32 {
     unreachable!("the kernels are enabled only on x86-64")
 }
 
+/// # Safety
+/// Never callable: the kernels are enabled only on x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn axpy(_a: f32, _x: *const f32, _y: &mut [f32]) {
     unreachable!("the kernels are enabled only on x86-64")
@@ -412,6 +431,12 @@ unsafe impl Sync for Job {}
 
 impl Job {
     /// Output columns `lo..hi` of every row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `x` (m × k), `w` (n × k), `b` (n) and `y` (m × n)
+    /// must be live, contiguous f32 buffers of those sizes for the whole call; `lo <= hi <= n`;
+    /// and no other thread may touch `y`'s columns `lo..hi` meanwhile (threads split the
+    /// columns between them).
     unsafe fn columns(&self, lo: usize, hi: usize) {
         let mut j = lo;
         while j < hi {
@@ -430,6 +455,11 @@ impl Job {
         }
     }
 
+    /// Dispatches to the register block of `mb` rows × `nb` columns at (`r`, `j`).
+    ///
+    /// # Safety
+    /// As [`Self::columns`], with `r + mb <= m`, `j + nb <= n`, `mb <= MB`, `nb <= NB`, and the
+    /// prefetch row `pf` (if any) below `n`.
     unsafe fn block_dispatch(
         &self,
         mb: usize,
@@ -451,6 +481,9 @@ impl Job {
     }
 
     /// `y[r..r+R][j..j+C]`: R rows of x against C rows of W, R·C accumulators in registers.
+    ///
+    /// # Safety
+    /// As [`Self::block_dispatch`] with `mb = R` and `nb = C`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn block<const R: usize, const C: usize>(
@@ -503,6 +536,8 @@ impl Job {
         }
     }
 
+    /// # Safety
+    /// Never callable: the kernel is enabled only on x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn block<const R: usize, const C: usize>(
         &self,

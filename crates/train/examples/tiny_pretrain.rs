@@ -43,7 +43,7 @@ impl TrainStep for Pretrain {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        checkpoint::load_gpt(&mut self.gpt, dir)
+        checkpoint::load_gpt(&self.gpt, dir)
     }
 }
 

@@ -111,8 +111,9 @@ impl MetricsLog {
                 .filter(|line| {
                     let step = serde_json::from_str::<serde_json::Value>(line)
                         .ok()
-                        .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
-                    step.is_some_and(|s| s <= resumed_at)
+                        .and_then(|v| v.get("step").and_then(serde_json::Value::as_f64));
+                    // PPO's lines are all numbers, so their step may be written as 2.0.
+                    step.is_some_and(|s| s <= resumed_at as f64)
                 })
                 .map(|line| format!("{line}\n"))
                 .collect();

@@ -94,24 +94,18 @@ pub fn evaluate(
             vec![]
         },
     };
-    let outputs = pre.sample_k(&prompts, 1, format, &cfg, rows, |_, _| {})?;
+    let outputs = pre.complete(&prompts, format, &cfg, rows)?;
     Ok(items
         .iter()
         .zip(chosen)
         .zip(outputs)
-        .map(|((item, c), mut gens)| {
-            let output = gens
-                .pop()
-                .map(|g| g.text.trim().to_string())
-                .unwrap_or_default();
-            ItemScore {
-                cluster: item.cluster,
-                chosen: c,
-                rank_correct: item.options.get(c) == Some(&item.answer),
-                exact: answer_matches(&output, &item.answer),
-                output,
-                chance: 1.0 / item.options.len().max(1) as f64,
-            }
+        .map(|((item, c), output)| ItemScore {
+            cluster: item.cluster,
+            chosen: c,
+            rank_correct: item.options.get(c) == Some(&item.answer),
+            exact: answer_matches(&output, &item.answer),
+            output,
+            chance: 1.0 / item.options.len().max(1) as f64,
         })
         .collect())
 }

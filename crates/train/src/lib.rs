@@ -42,7 +42,7 @@
 //!     }
 //!
 //!     fn load(&mut self, dir: &Path) -> Result<()> {
-//!         checkpoint::load_gpt(&mut self.gpt, dir)
+//!         checkpoint::load_gpt(&self.gpt, dir)
 //!     }
 //! }
 //!

@@ -92,10 +92,6 @@ pub struct Paths {
     pub answers: Vec<Option<i64>>,
 }
 
-fn err(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Invalid(e.to_string())
-}
-
 /// What LMSI trains on, built from sampled paths.
 #[derive(Debug, Clone)]
 pub struct TrainingSet {
@@ -292,7 +288,9 @@ pub fn mixed_formats(
         );
     }
     if out.is_empty() {
-        return Err(err("no path survived the filter: nothing to train on"));
+        return Err(TrainError::Invalid(
+            "no path survived the filter: nothing to train on".into(),
+        ));
     }
     Ok(out)
 }
@@ -326,7 +324,9 @@ pub fn accuracy(pre: &Pretrained, eval: &[EvalRecord], cfg: &LmsiConfig) -> Resu
         .filter_map(|r| Some((r.prompt.clone(), gold_answer(&r.prompt)?)))
         .collect();
     if items.is_empty() {
-        return Err(err("the eval file has no task-world word problems"));
+        return Err(TrainError::Invalid(
+            "the eval file has no task-world word problems".into(),
+        ));
     }
     let questions: Vec<String> = items.iter().map(|(q, _)| q.clone()).collect();
     let greedy_cfg = LmsiConfig {

@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, OPTIMIZER_FILE};
-use crate::config;
 use crate::data::{DataRng, DataSource, Epochs};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
@@ -37,7 +36,7 @@ use crate::pretrain::{CorpusWindows, lm_loss};
 use crate::reward::RewardStats;
 use crate::rl::{self, KlControl, KlEstimator};
 use crate::rollout::{self, Models, Rollout, RolloutConfig};
-use crate::run::{self, Resume, RunDir, RunInput, RunOptions};
+use crate::run::{self, Resume, RunDir, RunOptions};
 use crate::step::Metrics;
 
 /// `rlhf ppo`'s configuration (`--config FILE`, `--set key=value`).
@@ -607,23 +606,9 @@ fn tokenize_prompts(
     Ok(ids)
 }
 
-/// Documents of a ptx corpus: JSONL {"text"} or plain text split at blank lines.
+/// The ptx corpus as one token stream (`rlhf_data::read_documents`, joined by EOS).
 fn ptx_stream(tok: &Tokenizer, path: &Path) -> Result<Vec<i64>> {
-    let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
-        rlhf_data::read_jsonl::<rlhf_data::TextRecord>(path)?
-            .into_iter()
-            .map(|r| r.text)
-            .collect()
-    } else {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainError::io("read the corpus", path, e))?;
-        text.split("\n\n")
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    crate::pretrain::token_stream(tok, &docs)
+    crate::pretrain::token_stream(tok, &rlhf_data::read_documents(path)?)
 }
 
 /// The state checkpoints carry besides weights and optimizer.
@@ -772,17 +757,13 @@ pub fn ppo(
                 .map_err(|e| TrainError::from(e).context(format!("{}", path.display())))?;
         }
     }
-    let mut opts = RunOptions::new(&inputs.out, "ppo");
-    opts.config = config::to_table(cfg)?;
-    opts.inputs = vec![
-        RunInput::new("policy", &inputs.policy)?,
-        RunInput::new("reward model", &inputs.reward)?,
-        RunInput::new("prompts", &inputs.prompts)?,
+    let mut files = vec![
+        ("policy", inputs.policy.as_path()),
+        ("reward model", inputs.reward.as_path()),
+        ("prompts", inputs.prompts.as_path()),
     ];
-    if let Some(p) = &inputs.ptx_data {
-        opts.inputs.push(RunInput::new("ptx corpus", p)?);
-    }
-    opts.resume = resume;
+    files.extend(inputs.ptx_data.as_deref().map(|p| ("ptx corpus", p)));
+    let mut opts = RunOptions::stage(&inputs.out, "ppo", cfg, &files, resume)?;
     opts.progress = progress;
     let run = RunDir::create(opts)?;
     let resume_point = run.resume_point()?;

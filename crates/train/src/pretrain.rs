@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
-use crate::config::{self, TrainerConfig};
+use crate::config::TrainerConfig;
 use crate::data::{DataPosition, DataRng, DataSource, stream_position, stream_seek};
 use crate::error::{Result, TrainError};
-use crate::run::{Resume, RunInput, RunOptions};
+use crate::run::{Resume, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::Trainer;
 
@@ -251,21 +251,14 @@ impl TrainStep for PretrainStep {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        checkpoint::load_gpt(&mut self.gpt, dir)
+        checkpoint::load_gpt(&self.gpt, dir)
     }
 }
 
 /// Splits `corpus.txt` into documents (separated by blank lines).
 fn read_corpus(data: &Path) -> Result<Vec<String>> {
     let path = data.join("corpus.txt");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| TrainError::io("read the corpus", &path, e))?;
-    let docs: Vec<String> = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(String::from)
-        .collect();
+    let docs = rlhf_data::read_documents(&path)?;
     if docs.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{}: the corpus is empty",
@@ -314,10 +307,8 @@ pub fn pretrain(
     cfg.validate()?;
     // Fail on an unwritable output, or a fresh run over an old one, before minutes of work (and
     // before the tokenizer below is written into the folder).
-    let mut run = RunOptions::new(out, "pretrain");
-    run.config = config::to_table(cfg)?;
-    run.inputs = vec![RunInput::new("corpus", &data.join("corpus.txt"))?];
-    run.resume = resume.clone();
+    let corpus = data.join("corpus.txt");
+    let mut run = RunOptions::stage(out, "pretrain", cfg, &[("corpus", &corpus)], resume.clone())?;
     run.progress = progress;
     let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
     let docs = read_corpus(data)?;

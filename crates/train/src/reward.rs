@@ -21,10 +21,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::callbacks::StepRecord;
 use crate::checkpoint;
-use crate::config::{self, TrainerConfig};
+use crate::config::TrainerConfig;
 use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
-use crate::run::{Resume, RunInput, RunOptions};
+use crate::run::{Resume, RunOptions};
 use crate::sft::FitStats;
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Trainer, run_steps_with};
@@ -501,10 +501,13 @@ pub fn reward(
     };
     let eval_accuracy_start = pairwise_accuracy(step.gpt, &step.eval, pad)?;
     let mut source = ComparisonData::new(items, batch, pad, trainer_cfg.seed);
-    let mut run = RunOptions::new(out, "reward");
-    run.config = config::to_table(cfg)?;
-    run.inputs = vec![RunInput::new("model", model)?, RunInput::new("data", data)?];
-    run.resume = Resume::No;
+    let run = RunOptions::stage(
+        out,
+        "reward",
+        cfg,
+        &[("model", model), ("data", data)],
+        Resume::No,
+    )?;
     let summary = Trainer::new(trainer_cfg, run)?.fit(&mut step, &mut source)?;
     let eval_accuracy_end = pairwise_accuracy(step.gpt, &step.eval, pad)?;
     let (mean, std) = reward_stats(step.gpt, &source.items, pad)?;

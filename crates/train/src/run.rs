@@ -144,6 +144,26 @@ impl RunOptions {
             progress: true,
         }
     }
+
+    /// A stage's run: its whole resolved `config`, its inputs as (role, path) to fingerprint,
+    /// and where it starts.
+    pub fn stage<C: Serialize>(
+        dir: impl Into<PathBuf>,
+        stage: &str,
+        config: &C,
+        inputs: &[(&str, &Path)],
+        resume: Resume,
+    ) -> Result<Self> {
+        Ok(Self {
+            config: crate::config::to_table(config)?,
+            inputs: inputs
+                .iter()
+                .map(|(role, path)| RunInput::new(role, path))
+                .collect::<Result<_>>()?,
+            resume,
+            ..Self::new(dir, stage)
+        })
+    }
 }
 
 /// The checkpoint a run resumes from.
@@ -184,7 +204,7 @@ impl RunDir {
             if let Some(found) = checkpoint::latest(&run.opts.dir)? {
                 return Err(TrainError::checkpoint(
                     &found,
-                    "the run directory already holds checkpoints: resume the run, or start a \
+                    "the run directory already holds checkpoints: resume the run (`--resume`), or start a \
                      fresh one in a new directory",
                 ));
             }

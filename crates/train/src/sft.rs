@@ -19,10 +19,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::callbacks::StepRecord;
 use crate::checkpoint;
-use crate::config::{self, TrainerConfig};
+use crate::config::TrainerConfig;
 use crate::data::{DataPosition, DataSource, Epochs};
 use crate::error::{Result, TrainError};
-use crate::run::{Resume, RunInput, RunOptions};
+use crate::run::{Resume, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
 use crate::trainer::{Trainer, run_steps_with};
 
@@ -328,10 +328,7 @@ pub fn sft(
     device: Device,
 ) -> Result<SftSummary> {
     cfg.validate()?;
-    let mut run = RunOptions::new(out, "sft");
-    run.config = config::to_table(cfg)?;
-    run.inputs = vec![RunInput::new("model", model)?, RunInput::new("data", data)?];
-    run.resume = resume;
+    let run = RunOptions::stage(out, "sft", cfg, &[("model", model), ("data", data)], resume)?;
     let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
     let pre = Pretrained::load(model, Head::Lm, device)?;
     let mut examples = load_examples(&pre, data)?;

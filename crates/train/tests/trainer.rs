@@ -183,8 +183,8 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         "the last good checkpoint is untouched"
     );
     // The NaN step updated nothing: the model still equals the step-4 checkpoint.
-    let mut reloaded = Lm::new(1, 32);
-    checkpoint::load_gpt(&mut reloaded.gpt, &latest).expect("loadable");
+    let reloaded = Lm::new(1, 32);
+    checkpoint::load_gpt(&reloaded.gpt, &latest).expect("loadable");
     assert!(same_params(&reloaded.snapshot(), &lm.snapshot()));
 }
 
@@ -370,4 +370,68 @@ fn run_folder_contents_and_learning() {
     // A checkpoint is also a plain Hugging Face model directory.
     let gpt = rlhf_model::Gpt::load(&dir, rlhf_model::Head::Lm, Device::Cpu).expect("load");
     assert_eq!(gpt.kind(), Kind::Float);
+}
+
+/// A resume must come from the same configuration (up to how long to run and how often to
+/// checkpoint) and the same inputs, compared by content; a refused resume leaves `config.toml`
+/// as the run wrote it.
+#[test]
+fn resuming_with_another_configuration_or_input_is_refused() {
+    use rlhf_train::RunInput;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_file = tmp.path().join("data.jsonl");
+    std::fs::write(&data_file, "{\"text\": \"a\"}\n").expect("write");
+    let table = |lr: f64, max_steps: i64| {
+        let mut t = toml::Table::new();
+        t.insert("lr".into(), lr.into());
+        t.insert("max_steps".into(), max_steps.into());
+        t
+    };
+    let dir = tmp.path().join("run");
+    let options = |resume, lr, max_steps| RunOptions {
+        config: table(lr, max_steps),
+        inputs: vec![RunInput::new("data", &data_file).expect("fingerprint")],
+        ..run(&dir, resume)
+    };
+    let cfg = TrainerConfig {
+        max_steps: 2,
+        ..config()
+    };
+    let mut trainer = Trainer::new(cfg.clone(), options(Resume::No, 1e-2, 2)).expect("trainer");
+    trainer.fit(&mut Lm::new(0, 32), &mut data()).expect("run");
+    let written = std::fs::read_to_string(dir.join("config.toml")).expect("config.toml");
+    assert!(written.contains("lr = 0.01"), "{written}");
+
+    let err = Trainer::new(cfg.clone(), options(Resume::Latest, 3e-3, 2))
+        .expect("trainer")
+        .fit(&mut Lm::new(0, 32), &mut data())
+        .expect_err("another lr");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("another configuration") && msg.contains("lr 0.01 vs 0.003"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config.toml")).expect("read"),
+        written
+    );
+
+    std::fs::write(&data_file, "{\"text\": \"b\"}\n").expect("write");
+    let err = Trainer::new(cfg.clone(), options(Resume::Latest, 1e-2, 2))
+        .expect("trainer")
+        .fit(&mut Lm::new(0, 32), &mut data())
+        .expect_err("other data");
+    assert!(err.to_string().contains("another data"), "{err}");
+
+    // Running longer is a legitimate change.
+    std::fs::write(&data_file, "{\"text\": \"a\"}\n").expect("write");
+    let longer = TrainerConfig {
+        max_steps: 4,
+        ..config()
+    };
+    let summary = Trainer::new(longer, options(Resume::Latest, 1e-2, 4))
+        .expect("trainer")
+        .fit(&mut Lm::new(0, 32), &mut data())
+        .expect("resume with more steps");
+    assert_eq!(summary.step, 4);
 }

@@ -258,7 +258,7 @@ fn oracle_rank(
     let panel = LabelerPanel::new(args.labelers, args.seed, &cfg)?;
     let out = panel
         .rank_samples(samples)
-        .with_context(|| format!("{}: cannot rank", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     eprintln!("ranked by {} simulated labelers", panel.len());
     Ok(out)
 }

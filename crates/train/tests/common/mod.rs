@@ -153,7 +153,7 @@ impl TrainStep for Lm {
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        checkpoint::load_gpt(&mut self.gpt, dir)
+        checkpoint::load_gpt(&self.gpt, dir)
     }
 }
 
