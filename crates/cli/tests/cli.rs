@@ -683,6 +683,46 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     let v: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
     assert_eq!(v["ranking"], json!([1, [0, 2]]), "{v}");
+    // With --overlap 1 the one prompt is ranked twice; noise-free labelers agree on both pairs
+    // of different responses (the identical pair is not counted) and mark none tied.
+    let r = rlhf(&[
+        "label",
+        "--oracle",
+        "--samples",
+        s,
+        "--out",
+        o,
+        "--tau",
+        "0",
+        "--overlap",
+        "1",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("two labelers agree on 100.0% of 2 pairs"),
+        "{}",
+        stderr(&r)
+    );
+    let agreement: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("rankings.agreement.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        agreement,
+        json!({ "prompts": 1, "pairs": 2, "agreed": 2, "tied": 0 })
+    );
+    let r = rlhf(&[
+        "label",
+        "--oracle",
+        "--samples",
+        s,
+        "--out",
+        o,
+        "--overlap",
+        "2",
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("--overlap"), "{}", stderr(&r));
 
     std::fs::write(
         &samples,

@@ -167,26 +167,132 @@ impl LabelerPanel {
     }
 
     /// Ranks every sample (sample i by labeler i mod n) into a rankings record; an error names
-    /// the record (1-based) that could not be ranked.
-    pub fn rank_samples(&self, samples: Vec<SampleRecord>) -> Result<Vec<RankingRecord>> {
-        let mut out = Vec::with_capacity(samples.len());
+    /// the record (1-based) that could not be ranked. A share `overlap` (0 to 1, spread evenly
+    /// over the file) of the prompts is also ranked by a second labeler (labeler i + 1 mod n), as
+    /// InstructGPT had some comparisons labeled twice; the records keep the first labeler's
+    /// ranking and [`Labeled::agreement`] says how often the two agreed.
+    pub fn rank_samples(&self, samples: Vec<SampleRecord>, overlap: f64) -> Result<Labeled> {
+        if !(0.0..=1.0).contains(&overlap) {
+            return Err(DataError::Config {
+                field: "overlap",
+                problem: format!("expected a share from 0 to 1, found {overlap}"),
+            });
+        }
+        if overlap > 0.0 && self.labelers.len() < 2 {
+            return Err(DataError::Config {
+                field: "overlap",
+                problem: "a second opinion needs at least 2 labelers".into(),
+            });
+        }
+        let n = self.labelers.len();
+        let mut rankings = Vec::with_capacity(samples.len());
+        let mut agreement = Agreement::default();
         for (i, s) in samples.into_iter().enumerate() {
-            let labeler = &self.labelers[i % self.labelers.len()];
             let in_record = |e: DataError| DataError::InRecord {
                 record: i + 1,
                 source: Box::new(e),
             };
-            let ranking = labeler
+            let ranking = self.labelers[i % n]
                 .rank_prompt(&s.prompt, &s.responses)
                 .map_err(in_record)?;
+            // Prompt i is doubled when the running count of doubled prompts steps up at i.
+            if (((i + 1) as f64) * overlap).floor() > ((i as f64) * overlap).floor() {
+                let second = self.labelers[(i + 1) % n]
+                    .rank_prompt(&s.prompt, &s.responses)
+                    .map_err(in_record)?;
+                agreement.add(&s.responses, &ranking, &second);
+            }
             let record = RankingRecord::new(s.prompt, s.responses, ranking).map_err(|e| {
                 in_record(DataError::Rank {
                     problem: e.to_string(),
                 })
             })?;
-            out.push(record);
+            rankings.push(record);
         }
-        Ok(out)
+        Ok(Labeled {
+            rankings,
+            agreement,
+        })
+    }
+}
+
+/// What a labeling pass produced: one record per sample and, over the prompts two labelers
+/// ranked, how often they agreed.
+#[derive(Debug, Clone)]
+pub struct Labeled {
+    pub rankings: Vec<RankingRecord>,
+    pub agreement: Agreement,
+}
+
+/// Agreement between two labelers who ranked the same prompts, counted over every pair of
+/// responses with different text (identical texts tie for everyone and say nothing). A pair
+/// agrees when both prefer the same response or both mark it tied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Prompts ranked by both labelers.
+    pub prompts: usize,
+    /// Pairs of different responses both compared.
+    pub pairs: usize,
+    /// Pairs on which their verdicts were the same.
+    pub agreed: usize,
+    /// Pairs that at least one of them marked tied.
+    pub tied: usize,
+}
+
+impl Agreement {
+    /// Adds one prompt's two rankings of `responses`.
+    pub fn add(&mut self, responses: &[String], a: &Ranking, b: &Ranking) {
+        let place = |r: &Ranking| {
+            let mut at = vec![0usize; responses.len()];
+            for (g, group) in r.groups().iter().enumerate() {
+                for &i in group {
+                    at[i] = g;
+                }
+            }
+            at
+        };
+        let (pa, pb) = (place(a), place(b));
+        self.prompts += 1;
+        for i in 0..responses.len() {
+            for j in i + 1..responses.len() {
+                if responses[i] == responses[j] {
+                    continue;
+                }
+                let (va, vb) = (pa[i].cmp(&pa[j]), pb[i].cmp(&pb[j]));
+                self.pairs += 1;
+                self.agreed += usize::from(va == vb);
+                self.tied += usize::from(va.is_eq() || vb.is_eq());
+            }
+        }
+    }
+
+    /// The share of pairs agreed on; `None` without pairs.
+    pub fn rate(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.agreed as f64 / self.pairs as f64)
+    }
+
+    /// The share of pairs marked tied by at least one labeler; `None` without pairs.
+    pub fn tied_share(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.tied as f64 / self.pairs as f64)
+    }
+
+    /// One line for a log or report, e.g. "two labelers agree on 73.1% of 5814 pairs (1000
+    /// prompts ranked twice; 0.0% of pairs tied)".
+    pub fn summary(&self) -> String {
+        match (self.rate(), self.tied_share()) {
+            (Some(r), Some(t)) => format!(
+                "two labelers agree on {:.1}% of {} pairs ({} prompts ranked twice; {:.1}% of \
+                 pairs tied)",
+                100.0 * r,
+                self.pairs,
+                self.prompts,
+                100.0 * t
+            ),
+            _ => format!(
+                "no agreement measured ({} prompts ranked twice, no pair of different responses)",
+                self.prompts
+            ),
+        }
     }
 }
 

@@ -62,8 +62,9 @@ pub use jsonl::{
     write_text,
 };
 pub use labeler::{
-    CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, LabelerConfig, LabelerPanel, SimulatedLabeler,
-    TARGET_AGREEMENT, agreement, calibrate_tau, calibration_pairs, expected_agreement,
+    Agreement, CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, Labeled, LabelerConfig,
+    LabelerPanel, SimulatedLabeler, TARGET_AGREEMENT, agreement, calibrate_tau, calibration_pairs,
+    expected_agreement,
 };
 pub use oracle::{
     CORRECT_REWARD, FORMAT_REWARD, Grade, LENGTH_PENALTY_CAP, LENGTH_PENALTY_PER_CHAR,

@@ -127,3 +127,67 @@ fn noisy_labelers_prefer_correct_answers_at_the_bradley_terry_rate() {
         "{rate} vs {expected} over {decisive} pairs"
     );
 }
+
+fn as_samples(pairs: &[rlhf_data::CalibrationPair]) -> Vec<rlhf_data::SampleRecord> {
+    pairs
+        .iter()
+        .map(|p| rlhf_data::SampleRecord {
+            prompt: p.task.prompt(),
+            responses: vec![p.a.clone(), p.b.clone()],
+        })
+        .collect()
+}
+
+/// The panel's second opinions measure the agreement the Bradley–Terry model predicts for the
+/// very pairs labeled (`p² + (1 − p)²` per pair), and the overlap share picks that many prompts.
+#[test]
+fn overlapping_prompts_measure_the_predicted_agreement() {
+    let pairs = calibration_pairs(3, 3000);
+    let panel = rlhf_data::LabelerPanel::new(2, 7, &LabelerConfig::default()).unwrap();
+    let all = panel.rank_samples(as_samples(&pairs), 1.0).unwrap();
+    let a = all.agreement;
+    assert_eq!((a.prompts, a.pairs, a.tied), (3000, 3000, 0));
+    let predicted = expected_agreement(CALIBRATED_TAU, &pairs);
+    let measured = a.rate().unwrap();
+    // Binomial standard error over 3000 pairs is about 0.008.
+    assert!(
+        (measured - predicted).abs() < 0.025,
+        "measured {measured} vs predicted {predicted}"
+    );
+    // A quarter of the prompts, spread over the file; the rankings are the first labeler's
+    // either way.
+    let quarter = panel.rank_samples(as_samples(&pairs), 0.25).unwrap();
+    assert_eq!(quarter.agreement.prompts, 750);
+    assert_eq!(quarter.rankings, all.rankings);
+    let none = panel.rank_samples(as_samples(&pairs), 0.0).unwrap();
+    assert_eq!(none.agreement.rate(), None);
+}
+
+/// Noise-free labelers agree on every pair and tie exactly the pairs the oracle scores equal.
+#[test]
+fn noise_free_labelers_agree_everywhere_and_tie_equal_scores() {
+    let pairs = calibration_pairs(4, 500);
+    let cfg = LabelerConfig { tau: 0.0 };
+    let panel = rlhf_data::LabelerPanel::new(3, 1, &cfg).unwrap();
+    let a = panel
+        .rank_samples(as_samples(&pairs), 1.0)
+        .unwrap()
+        .agreement;
+    let equal = pairs
+        .iter()
+        .filter(|p| grade(&p.task, &p.a).score == grade(&p.task, &p.b).score)
+        .count();
+    assert!(equal > 0, "the pair mix has oracle ties");
+    assert_eq!((a.pairs, a.agreed, a.tied), (500, 500, equal));
+}
+
+#[test]
+fn overlap_needs_two_labelers_and_a_share() {
+    let samples = as_samples(&calibration_pairs(5, 4));
+    let one = rlhf_data::LabelerPanel::new(1, 0, &LabelerConfig::default()).unwrap();
+    let err = one.rank_samples(samples.clone(), 0.5).unwrap_err();
+    assert!(err.to_string().contains("at least 2 labelers"), "{err}");
+    let two = rlhf_data::LabelerPanel::new(2, 0, &LabelerConfig::default()).unwrap();
+    let err = two.rank_samples(samples, 1.5).unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+}

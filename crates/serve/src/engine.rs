@@ -241,7 +241,7 @@ impl Decoder {
     pub fn new(pre: Pretrained) -> Self {
         let eos = pre.eos_ids();
         let tok = &pre.tokenizer;
-        let pad = tok.pad_id().or(tok.eos_id()).map_or(0, i64::from);
+        let pad = tok.padding_id();
         Self { pre, eos, pad }
     }
 

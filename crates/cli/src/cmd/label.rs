@@ -42,6 +42,11 @@ pub struct Args {
     /// Seed of the labelers' noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --oracle: the share of prompts (0 to 1) that a second labeler also ranks, to measure
+    /// how often two labelers agree (printed and written to OUT with the extension
+    /// .agreement.json); the rankings keep the first labeler's order. Needs 2+ labelers.
+    #[arg(long, default_value_t = 0.25)]
+    overlap: f64,
     /// Noise temperature τ; 0 ranks by the oracle exactly [default: the calibrated 0.39].
     #[arg(long)]
     tau: Option<f64>,
@@ -251,16 +256,31 @@ fn oracle_rank(
     path: &std::path::Path,
 ) -> Result<Vec<RankingRecord>> {
     anyhow::ensure!(args.labelers >= 1, "--labelers must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.overlap),
+        "--overlap must be a share from 0 to 1, found {}",
+        args.overlap
+    );
     let mut cfg = LabelerConfig::default();
     if let Some(tau) = args.tau {
         cfg.tau = tau;
     }
     let panel = LabelerPanel::new(args.labelers, args.seed, &cfg)?;
-    let out = panel
-        .rank_samples(samples)
+    // One labeler has no second opinion to compare with.
+    let overlap = if panel.len() < 2 { 0.0 } else { args.overlap };
+    let labeled = panel
+        .rank_samples(samples, overlap)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     eprintln!("ranked by {} simulated labelers", panel.len());
-    Ok(out)
+    if overlap > 0.0 {
+        eprintln!("{}", labeled.agreement.summary());
+        if let Some(out) = &args.out {
+            let file = out.with_extension("agreement.json");
+            std::fs::write(&file, serde_json::to_string_pretty(&labeled.agreement)?)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+    }
+    Ok(labeled.rankings)
 }
 
 fn judge_rank(
