@@ -1,5 +1,6 @@
 //! SFT, reward model and PPO through the binary on tiny random models: PPO runs, resumes
-//! exactly, and refuses bad inputs; SFT and reward data errors name file:line and field.
+//! exactly, and refuses bad inputs; SFT and reward data errors name file:line and field; the
+//! whole demo at toy size.
 
 mod common;
 
@@ -442,4 +443,67 @@ fn sft_data_errors_name_file_line_and_field() {
         ]);
         assert_fails(&o, &needles);
     }
+}
+
+/// The whole demo at toy size (a nano model, a few steps per stage, ~1 min on 2 cores): every
+/// stage reports, and the labelers' agreement is counted over exactly the pairs of different
+/// responses in its own samples.
+#[test]
+fn demo_runs_every_stage_and_measures_labeler_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = rlhf(&[
+        "demo",
+        "--preset",
+        "nano",
+        "--pretrain-steps",
+        "20",
+        "--sft-steps",
+        "10",
+        "--ppo-iterations",
+        "1",
+        "--eval-prompts",
+        "16",
+        "--best-of",
+        "2",
+        "--best-of-prompts",
+        "4",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in [
+        "## 4. Samples and rankings",
+        "## 5. Reward model",
+        "## 7. Evaluation",
+        "## 8. Best-of-n",
+    ] {
+        assert!(
+            report.contains(section),
+            "missing {section:?} in:\n{report}"
+        );
+    }
+    let samples = std::fs::read_to_string(out.join("samples.jsonl")).unwrap();
+    let (mut prompts, mut pairs) = (0, 0);
+    for line in samples.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let r: Vec<&str> = v["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        prompts += 1;
+        for i in 0..r.len() {
+            pairs += (i + 1..r.len()).filter(|&j| r[i] != r[j]).count();
+        }
+    }
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("agreement.json")).unwrap())
+            .unwrap();
+    assert_eq!(a["prompts"], prompts, "{a}");
+    assert_eq!(a["pairs"], pairs, "{a}");
+    assert!(a["agreed"].as_u64().unwrap() <= pairs as u64, "{a}");
+    assert!(report.contains(&format!("of {pairs} pairs")), "{report}");
 }
