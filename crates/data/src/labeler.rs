@@ -192,13 +192,14 @@ impl LabelerPanel {
                 record: i + 1,
                 source: Box::new(e),
             };
+            let task = Task::parse(&s.prompt).map_err(in_record)?;
             let ranking = self.labelers[i % n]
-                .rank_prompt(&s.prompt, &s.responses)
+                .rank(&task, &s.responses)
                 .map_err(in_record)?;
             // Prompt i is doubled when the running count of doubled prompts steps up at i.
             if (((i + 1) as f64) * overlap).floor() > ((i as f64) * overlap).floor() {
                 let second = self.labelers[(i + 1) % n]
-                    .rank_prompt(&s.prompt, &s.responses)
+                    .rank(&task, &s.responses)
                     .map_err(in_record)?;
                 agreement.add(&s.responses, &ranking, &second);
             }
