@@ -462,8 +462,14 @@ fn demo_runs_every_stage_and_measures_labeler_agreement() {
         "10",
         "--ppo-iterations",
         "1",
+        "--prompts",
+        "200",
+        "--k",
+        "4",
         "--eval-prompts",
         "16",
+        "--eval-samples",
+        "2",
         "--best-of",
         "2",
         "--best-of-prompts",
@@ -506,4 +512,13 @@ fn demo_runs_every_stage_and_measures_labeler_agreement() {
     assert_eq!(a["pairs"], pairs, "{a}");
     assert!(a["agreed"].as_u64().unwrap() <= pairs as u64, "{a}");
     assert!(report.contains(&format!("of {pairs} pairs")), "{report}");
+    // --prompts sizes the world's prompts.jsonl (a prompt with fewer than 2 different
+    // non-empty responses is skipped).
+    assert!((150..=200).contains(&prompts), "{prompts} sampled prompts");
+    // Two samples of each model per held-out prompt: 32 judged pairs over 16 prompts.
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval-ppo/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!((e["n"].as_u64(), e["samples_per_prompt"].as_u64()), (Some(32), Some(2)), "{e}");
+    assert!(report.contains("2 sample(s) of each model per prompt"), "{report}");
 }

@@ -22,7 +22,7 @@
 //! let cfg = WorldConfig { corpus_docs: 20, sft_examples: 8, prompts: 8, eval_examples: 8,
 //!                         ..Default::default() };
 //! let summary = rlhf_data::write_world(&dir, &cfg)?;
-//! assert_eq!(summary.files.len(), 5);
+//! assert_eq!(summary.files.len(), 6);
 //! let sft: Vec<SftRecord> = rlhf_data::read_jsonl(dir.join("sft.jsonl"))?;
 //! assert_eq!(sft.len(), 8);
 //!
@@ -64,10 +64,10 @@ pub use jsonl::{
 pub use labeler::{
     Agreement, CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, Labeled, LabelerConfig,
     LabelerPanel, SimulatedLabeler, TARGET_AGREEMENT, agreement, calibrate_tau, calibration_pairs,
-    expected_agreement,
+    expected_agreement, oracle_tie_share, sample_pairs,
 };
 pub use oracle::{
-    CORRECT_REWARD, FORMAT_REWARD, Grade, LENGTH_PENALTY_CAP, LENGTH_PENALTY_PER_CHAR,
+    CORRECT_REWARD, FORMAT_REWARD, Grade, LENGTH_PENALTY_CAP, LENGTH_PENALTY_PER_CHAR, WORK_REWARD,
     extract_answer, grade, length_budget, score,
 };
 pub use reasoning::{

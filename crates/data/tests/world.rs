@@ -9,12 +9,13 @@ use rlhf_data::{
     grade, read_jsonl, world_rng, write_world,
 };
 
-const FILES: [&str; 6] = [
+const FILES: [&str; 7] = [
     "corpus.txt",
     "corpus.jsonl",
     "sft.jsonl",
     "prompts.jsonl",
     "eval.jsonl",
+    "dev.jsonl",
     "world.json",
 ];
 
@@ -74,6 +75,17 @@ fn default_world_files_read_back_with_the_configured_sizes() {
     assert_eq!(sft.len(), cfg.sft_examples);
     assert_eq!(prompts.len(), cfg.prompts);
     assert_eq!(eval.len(), cfg.eval_examples);
+    let dev: Vec<EvalRecord> = read_jsonl(dir.path().join("dev.jsonl")).expect("dev");
+    // Word counts' held-out space is mostly taken by eval.jsonl: about 20 are left for dev.
+    assert!((230..=cfg.dev_examples).contains(&dev.len()), "{} dev items", dev.len());
+    // Dev is the eval split's distribution with no prompt of eval.jsonl.
+    let eval_prompts: std::collections::HashSet<&str> =
+        eval.iter().map(|r| r.prompt.as_str()).collect();
+    assert!(dev.iter().all(|r| !eval_prompts.contains(r.prompt.as_str())));
+    assert!(
+        dev.iter()
+            .all(|r| r.fields.get("split").and_then(|v| v.as_str()) == Some("eval"))
+    );
     assert_eq!(corpus.len(), cfg.corpus_docs);
     let text = fs::read_to_string(dir.path().join("corpus.txt")).expect("corpus.txt");
     assert_eq!(text.trim_end().split("\n\n").count(), cfg.corpus_docs);

@@ -33,6 +33,10 @@ pub struct CompareConfig {
     pub bootstrap: usize,
     /// Sequences generated or scored together. 32.
     pub rows: usize,
+    /// Responses each model gives to every prompt. 1. With more, a prompt's outcome is the mean
+    /// over its samples and the intervals resample prompts (not samples), so they narrow as the
+    /// within-prompt noise averages out, without pretending the samples are independent prompts.
+    pub samples: usize,
 }
 
 impl Default for CompareConfig {
@@ -43,6 +47,7 @@ impl Default for CompareConfig {
             seed: 0,
             bootstrap: 1000,
             rows: 32,
+            samples: 1,
         }
     }
 }
@@ -55,9 +60,9 @@ impl CompareConfig {
                 "max_new_tokens must be at least 1".into(),
             ));
         }
-        if self.bootstrap == 0 || self.rows == 0 {
+        if self.bootstrap == 0 || self.rows == 0 || self.samples == 0 {
             return Err(EvalError::Invalid(
-                "bootstrap and rows must be at least 1".into(),
+                "bootstrap, rows and samples must be at least 1".into(),
             ));
         }
         Ok(())
@@ -184,6 +189,9 @@ pub struct Comparison {
     /// Resamples and confidence level of the intervals.
     pub bootstrap_resamples: usize,
     pub confidence: f64,
+    /// Samples per prompt: `items` holds that many consecutive items per prompt, and the
+    /// intervals resample prompts.
+    pub samples_per_prompt: usize,
     #[serde(skip)]
     pub items: Vec<Item>,
 }
@@ -209,7 +217,28 @@ pub fn summarize(
     resamples: usize,
     seed: u64,
 ) -> Comparison {
-    let ci = |x: &[f64]| bootstrap_mean_ci(x, resamples, LEVEL, seed);
+    summarize_grouped(judge, p, v, resamples, seed, 1)
+}
+
+/// [`summarize`] for `per_prompt` consecutive items per prompt (several samples of each): the
+/// intervals resample prompts, each represented by the mean of its items; the counts, means
+/// and items cover every sample.
+pub fn summarize_grouped(
+    judge: &str,
+    p: Paired<'_>,
+    v: &Verdicts,
+    resamples: usize,
+    seed: u64,
+    per_prompt: usize,
+) -> Comparison {
+    let per_prompt = per_prompt.max(1);
+    let ci = |x: &[f64]| {
+        let means: Vec<f64> = x
+            .chunks(per_prompt)
+            .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+            .collect();
+        bootstrap_mean_ci(&means, resamples, LEVEL, seed)
+    };
     let count = |o: f64| v.outcomes.iter().filter(|&&x| x == o).count();
     let n = v.outcomes.len();
     let (wins, losses) = (count(1.0), count(0.0));
@@ -248,6 +277,7 @@ pub fn summarize(
         unparsed: v.unparsed,
         bootstrap_resamples: resamples,
         confidence: LEVEL,
+        samples_per_prompt: per_prompt,
         items,
     }
 }
@@ -296,6 +326,12 @@ pub fn compare_models(
         ));
     }
     judge.check(prompts)?;
+    // Each prompt `samples` times in a row: different samples of both models, judged in pairs.
+    let repeated: Vec<String> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), cfg.samples))
+        .collect();
+    let prompts = &repeated[..];
     obs.phase("sampling A", prompts.len() as u64);
     let ra = sample_responses(a, prompts, cfg, obs)?;
     obs.phase("sampling B", prompts.len() as u64);
@@ -328,5 +364,46 @@ pub fn compare_models(
         kl: Some(&kl),
         tokens: Some((&na, &nb)),
     };
-    Ok(summarize(judge.name(), paired, &v, cfg.bootstrap, cfg.seed))
+    Ok(summarize_grouped(
+        judge.name(),
+        paired,
+        &v,
+        cfg.bootstrap,
+        cfg.seed,
+        cfg.samples,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two samples per prompt: the counts cover every sample, the interval resamples the two
+    /// prompts' means (0.5 and 1.0), so its bounds can only be those means.
+    #[test]
+    fn grouped_summaries_resample_prompts_not_samples() {
+        let prompts: Vec<String> = ["p", "p", "q", "q"].map(String::from).to_vec();
+        let texts: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let v = Verdicts {
+            scores: Some((vec![1.0, 0.0, 1.0, 1.0], vec![0.0, 1.0, 0.0, 0.0])),
+            outcomes: vec![1.0, 0.0, 1.0, 1.0],
+            unparsed: 0,
+        };
+        let paired = Paired {
+            prompts: &prompts,
+            a: &texts,
+            b: &texts,
+            kl: None,
+            tokens: None,
+        };
+        let c = summarize_grouped("oracle", paired, &v, 500, 0, 2);
+        assert_eq!((c.n, c.wins, c.losses, c.ties), (4, 3, 1, 0));
+        assert_eq!(c.samples_per_prompt, 2);
+        assert!((c.win_rate.mean - 0.75).abs() < 1e-12);
+        assert_eq!((c.win_rate.lo, c.win_rate.hi), (0.5, 1.0));
+        // Treated as four independent items the same outcomes give another interval.
+        let flat = summarize("oracle", paired, &v, 500, 0);
+        assert!(flat.win_rate.lo < 0.5, "{:?}", flat.win_rate);
+        assert_eq!(flat.samples_per_prompt, 1);
+    }
 }

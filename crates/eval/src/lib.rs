@@ -22,7 +22,7 @@ pub use accuracy::{TaskScore, corpus_nll, greedy_task_score, sample_answers};
 pub use best_of_n::{BestOfN, BestOfNConfig, BestOfNPoint, best_indices, best_of_n};
 pub use compare::{
     CompareConfig, Comparison, Item, Paired, Response, compare_models, compare_responses,
-    kl_per_prompt, sample_responses, summarize,
+    kl_per_prompt, sample_responses, summarize, summarize_grouped,
 };
 pub use error::{EvalError, Result};
 pub use evaluate::{EvalInputs, Evaluation, evaluate, read_prompts};

@@ -70,7 +70,8 @@ pub fn eval_json(e: &Evaluation) -> Value {
     let c = &e.comparison;
     let mut doc = json!({
         "model": e.model, "baseline": e.baseline, "prompts": e.prompts,
-        "judge": e.judge_spec, "n": c.n, "temperature": e.config.temperature,
+        "judge": e.judge_spec, "n": c.n, "samples_per_prompt": c.samples_per_prompt,
+        "temperature": e.config.temperature,
         "max_new_tokens": e.config.max_new_tokens, "seed": e.config.seed,
         "bootstrap_resamples": c.bootstrap_resamples, "confidence": c.confidence,
         "win_rate": interval_json(&c.win_rate), "wins": c.wins, "ties": c.ties,
@@ -126,13 +127,15 @@ pub fn write_evaluation(out: &Path, e: &Evaluation) -> Result<Vec<&'static str>>
 pub fn report_md(e: &Evaluation) -> String {
     let c = &e.comparison;
     let mut md = format!(
-        "# Evaluation\n\nA = `{}`, B = `{}`, on the first {} prompts of `{}`; judge `{}`, \
-         temperature {}, seed {}, at most {} new tokens. Intervals are 95% percentile-bootstrap \
-         intervals over prompts ({} resamples); ties count as half a win.\n\n",
+        "# Evaluation\n\nA = `{}`, B = `{}`, on the first {} prompts of `{}` ({} sample(s) of \
+         each model per prompt); judge `{}`, temperature {}, seed {}, at most {} new tokens. \
+         Intervals are 95% percentile-bootstrap intervals over prompts ({} resamples); ties \
+         count as half a win.\n\n",
         e.model.display(),
         e.baseline.display(),
-        c.n,
+        c.n / c.samples_per_prompt.max(1),
         e.prompts.display(),
+        c.samples_per_prompt,
         e.judge_spec,
         e.config.temperature,
         e.config.seed,

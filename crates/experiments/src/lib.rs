@@ -1,6 +1,8 @@
 //! The paper-table experiments, each regenerated from nothing (task data and tiny models trained
 //! in memory) with tables, plots, FLOPs and wall time, and seed-level confidence intervals:
 //!
+//! - [`rlhf`], row E1: the whole InstructGPT pipeline (the demo) per seed, PPO and PPO-ptx vs
+//!   SFT by the oracle;
 //! - [`cot`], row E3: chain of thought vs direct answers, a same-length dots control,
 //!   answer-before-reasoning, and CoT prompting of a direct-trained model;
 //! - [`format`], row E4: plain vs reversed vs scratchpad output for 3-digit addition across
@@ -25,6 +27,7 @@ pub mod error;
 pub mod flan;
 pub mod format;
 pub mod lmsi;
+pub mod rlhf;
 pub mod tiny;
 pub mod webgpt;
 

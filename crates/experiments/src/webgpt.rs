@@ -42,6 +42,11 @@ use crate::common::{
 use crate::error::{ExperimentError, Result};
 use crate::tiny::{TinyLm, TinySpec, TrainStats, train_tokenizer};
 
+/// Noise temperature of E7's simulated labelers, in the browsing grader's score units. It is
+/// the τ the task world's labelers had when E7 was measured (0.39); the browsing world's scores
+/// have their own scale, so the task world's recalibration (issue K) does not carry over.
+const LABELER_TAU: f64 = 0.39;
+
 /// `rlhf experiment webgpt`'s settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -424,7 +429,7 @@ fn run_seed(
         |d, _| obs.advance(d as u64),
     )?;
     let rm_grades = grades(&rm_qs, &rm_eps, &index)?;
-    let labeler = SimulatedLabeler::new(seed, &LabelerConfig::default())?;
+    let labeler = SimulatedLabeler::new(seed, &LabelerConfig { tau: LABELER_TAU })?;
     let mut comparisons = Vec::new();
     for ((q, es), gs) in rm_qs.iter().zip(&rm_eps).zip(&rm_grades) {
         let texts: Vec<String> = es.iter().map(rm_text).collect();

@@ -55,6 +55,11 @@ pub struct Args {
     /// Sequences generated or scored together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Responses of each model per prompt. With more than 1, a prompt's outcome is the mean over
+    /// its samples and the intervals resample prompts, so they narrow without treating samples
+    /// of one prompt as independent prompts.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
@@ -75,6 +80,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         seed: args.seed,
         bootstrap: args.bootstrap,
         rows: args.batch_size,
+        samples: args.samples,
     };
     let e = rlhf_eval::evaluate(&inputs, &cfg, device, &mut Bars::default())?;
     eprint!("{}", rlhf_eval::summary_text(&e));

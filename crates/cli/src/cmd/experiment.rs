@@ -1,11 +1,11 @@
-//! `rlhf experiment cot|format|lmsi|emergence|flan|distill|webgpt`: the paper-table rows E3, E4,
-//! E8, E2, E5, E6 and E7.
+//! `rlhf experiment rlhf|cot|format|lmsi|emergence|flan|distill|webgpt`: the paper-table rows E1,
+//! E3, E4, E8, E2, E5, E6 and E7.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
-use rlhf_experiments::{cot, distill, emergence, flan, format, lmsi, webgpt};
+use rlhf_experiments::{cot, demo, distill, emergence, flan, format, lmsi, rlhf, webgpt};
 
 use crate::common::ConfigArgs;
 
@@ -20,6 +20,13 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Which {
+    /// E1, RLHF vs SFT: per seed, the whole `rlhf demo` pipeline (task world, pretraining, SFT,
+    /// K samples per prompt, simulated labelers, reward model, PPO and PPO-ptx) and the oracle's
+    /// win rate of PPO and PPO-ptx over SFT on the held-out prompts, with labeler agreement,
+    /// reward-model accuracy, corpus NLL and wall time; the recipe is the demo's (`--set` takes
+    /// its fields, e.g. `--set ppo_iterations=30`). Writes OUT/e1.md, OUT/results.json,
+    /// OUT/e1_win_rate.svg/png and each seed's run folder OUT/seedN.
+    Rlhf(Common),
     /// E3, chain of thought: direct answers vs CoT-trained vs a same-length dots control vs
     /// answer-before-reasoning vs CoT prompting of the direct model, on 1–4 step word problems
     /// (writes OUT/e3.md, OUT/results.json, OUT/e3_accuracy_by_steps.svg/png).
@@ -80,6 +87,7 @@ struct Common {
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let mut bars = crate::common::Bars::default();
     let (common, name) = match &args.which {
+        Which::Rlhf(c) => (c, "e1.md"),
         Which::Cot(c) => (c, "e3.md"),
         Which::Format(c) => (c, "e4.md"),
         Which::Lmsi(c) => (c, "e8.md"),
@@ -95,6 +103,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     );
     let seeds: Vec<u64> = (common.first_seed..common.first_seed + common.seeds).collect();
     match &args.which {
+        Which::Rlhf(c) => {
+            let cfg: demo::DemoConfig = c.config.load()?;
+            rlhf::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
         Which::Cot(c) => {
             let cfg: cot::CotConfig = c.config.load()?;
             cot::run(&cfg, &seeds, &c.out, device, &mut bars)?;

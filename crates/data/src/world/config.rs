@@ -94,6 +94,11 @@ pub struct WorldConfig {
     pub prompts: usize,
     /// Distinct held-out eval items; 300 gives a ±5.7% 95% CI on a 50% accuracy.
     pub eval_examples: usize,
+    /// Most held-out dev items (`dev.jsonl`): eval-split tasks, none of whose prompts is in
+    /// `eval.jsonl`, for choosing recipes without looking at the reported eval set. A family
+    /// whose held-out space `eval.jsonl` has used up gives fewer (word counts: about 20 of 75
+    /// with the defaults, so 246 items in all).
+    pub dev_examples: usize,
     /// Share of SFT demonstrations that are flawed (wrong or sloppy): 25% keeps SFT below the
     /// ceiling so preference learning has something to fix, while most demonstrations still
     /// teach the format.
@@ -115,6 +120,7 @@ impl Default for WorldConfig {
             sft_examples: 3000,
             prompts: 1000,
             eval_examples: 300,
+            dev_examples: 300,
             sft_error_rate: 0.25,
             sft_wrong_share: 0.5,
             families: Family::ALL.to_vec(),

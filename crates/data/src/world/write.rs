@@ -1,9 +1,9 @@
 //! Builds the task world's files from a `WorldConfig`: `corpus.txt` (+ `corpus.jsonl`),
-//! `sft.jsonl`, `prompts.jsonl`, `eval.jsonl`, and `world.json` (the resolved config and a
-//! summary), each from its own seeded stream.
+//! `sft.jsonl`, `prompts.jsonl`, `eval.jsonl`, `dev.jsonl` and `world.json` (the resolved
+//! config and a summary), each from its own seeded stream.
 //!
-//! Training files (corpus, SFT, prompts) use only the train split; `eval.jsonl` only the eval
-//! split. It does not train or score anything.
+//! Training files (corpus, SFT, prompts) use only the train split; `eval.jsonl` and `dev.jsonl`
+//! only the eval split, with no prompt in both (dev is for choosing recipes). It does not train or score anything.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -42,6 +42,8 @@ pub struct World {
     pub sft: Vec<SftDemo>,
     pub prompts: Vec<PromptRecord>,
     pub eval: Vec<EvalRecord>,
+    /// Held-out dev items: the eval split's distribution, disjoint from `eval`.
+    pub dev: Vec<EvalRecord>,
 }
 
 /// One written file.
@@ -68,6 +70,7 @@ const CORPUS_STREAM: u64 = 1;
 const SFT_STREAM: u64 = 2;
 const PROMPTS_STREAM: u64 = 3;
 const EVAL_STREAM: u64 = 4;
+const DEV_STREAM: u64 = 5;
 
 /// Generates the world in memory.
 pub fn build_world(cfg: &WorldConfig) -> Result<World> {
@@ -85,7 +88,14 @@ pub fn build_world(cfg: &WorldConfig) -> Result<World> {
         })
         .collect();
     let mut rng = world_rng(cfg.seed, PROMPTS_STREAM);
-    let prompts = distinct(&mut rng, cfg, Split::Train, cfg.prompts, "prompts.jsonl")?
+    let prompts = distinct(
+        &mut rng,
+        cfg,
+        Split::Train,
+        cfg.prompts,
+        "prompts.jsonl",
+        HashSet::new(),
+    )?
         .iter()
         .map(|t| PromptRecord {
             prompt: t.prompt(),
@@ -93,19 +103,41 @@ pub fn build_world(cfg: &WorldConfig) -> Result<World> {
         })
         .collect();
     let mut rng = world_rng(cfg.seed, EVAL_STREAM);
-    let eval = distinct(&mut rng, cfg, Split::Eval, cfg.eval_examples, "eval.jsonl")?
-        .iter()
-        .map(|t| EvalRecord {
-            prompt: t.prompt(),
-            answer: t.answer(),
-            fields: with_split(t, Split::Eval, Some(t.solution())),
-        })
-        .collect();
+    let eval_record = |t: &Task| EvalRecord {
+        prompt: t.prompt(),
+        answer: t.answer(),
+        fields: with_split(t, Split::Eval, Some(t.solution())),
+    };
+    let eval: Vec<EvalRecord> = distinct(
+        &mut rng,
+        cfg,
+        Split::Eval,
+        cfg.eval_examples,
+        "eval.jsonl",
+        HashSet::new(),
+    )?
+    .iter()
+    .map(eval_record)
+    .collect();
+    let mut rng = world_rng(cfg.seed, DEV_STREAM);
+    let taken = eval.iter().map(|r| r.prompt.clone()).collect();
+    let dev = distinct_upto(
+        &mut rng,
+        cfg,
+        Split::Eval,
+        cfg.dev_examples,
+        "dev.jsonl",
+        taken,
+    )?
+    .iter()
+    .map(eval_record)
+    .collect();
     Ok(World {
         corpus,
         sft,
         prompts,
         eval,
+        dev,
     })
 }
 
@@ -142,20 +174,50 @@ fn with_split(
     fields
 }
 
-/// `n` tasks with distinct prompts, cycling through the families.
+/// `n` tasks with distinct prompts, none of them in `seen`, cycling through the families.
 fn distinct<R: RngCore + ?Sized>(
     rng: &mut R,
     cfg: &WorldConfig,
     split: Split,
     n: usize,
     file: &'static str,
+    seen: HashSet<String>,
+) -> Result<Vec<Task>> {
+    draw_distinct(rng, cfg, split, n, file, seen, false)
+}
+
+/// Like [`distinct`], but a family whose space runs out is skipped from then on instead of
+/// failing, so the result may be shorter than `n` (for `dev.jsonl`, drawn from what
+/// `eval.jsonl` leaves of the held-out split).
+fn distinct_upto<R: RngCore + ?Sized>(
+    rng: &mut R,
+    cfg: &WorldConfig,
+    split: Split,
+    n: usize,
+    file: &'static str,
+    seen: HashSet<String>,
+) -> Result<Vec<Task>> {
+    draw_distinct(rng, cfg, split, n, file, seen, true)
+}
+
+fn draw_distinct<R: RngCore + ?Sized>(
+    rng: &mut R,
+    cfg: &WorldConfig,
+    split: Split,
+    n: usize,
+    file: &'static str,
+    mut seen: HashSet<String>,
+    partial: bool,
 ) -> Result<Vec<Task>> {
     // Generous: a family's space is exhausted long before 1000 consecutive duplicates.
     const MAX_TRIES: usize = 1000;
-    let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(n);
+    let mut exhausted = HashSet::new();
     for i in 0..n {
         let family = cfg.families[i % cfg.families.len()];
+        if exhausted.contains(&family) {
+            continue;
+        }
         let mut tries = 0;
         loop {
             let task = Task::generate(rng, family, split, cfg.max_steps);
@@ -165,6 +227,10 @@ fn distinct<R: RngCore + ?Sized>(
             }
             tries += 1;
             if tries >= MAX_TRIES {
+                if partial {
+                    exhausted.insert(family);
+                    break;
+                }
                 return Err(DataError::Exhausted {
                     file,
                     family: family.name(),
@@ -194,6 +260,7 @@ pub fn write_world(out: &Path, cfg: &WorldConfig) -> Result<WorldSummary> {
     write_jsonl(out.join("sft.jsonl"), &world.sft)?;
     write_jsonl(out.join("prompts.jsonl"), &world.prompts)?;
     write_jsonl(out.join("eval.jsonl"), &world.eval)?;
+    write_jsonl(out.join("dev.jsonl"), &world.dev)?;
     let summary = summarize(out, cfg, &world)?;
     let meta =
         json!({"format": "rlhf-task-world", "version": 1, "config": cfg, "summary": summary});
@@ -212,6 +279,7 @@ fn summarize(out: &Path, cfg: &WorldConfig, world: &World) -> Result<WorldSummar
         ("sft.jsonl", world.sft.len()),
         ("prompts.jsonl", world.prompts.len()),
         ("eval.jsonl", world.eval.len()),
+        ("dev.jsonl", world.dev.len()),
     ];
     let mut files = Vec::new();
     for (name, records) in counts {
