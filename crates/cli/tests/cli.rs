@@ -724,6 +724,36 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("--overlap"), "{}", stderr(&r));
 
+    // --calibrate picks τ on these samples (between noise-free, 100% agreement on the two
+    // pairs, and pure noise, 50%) and says so; the output folder is created.
+    let nested = dir.path().join("new/dir/rankings.jsonl");
+    let r = rlhf(&[
+        "label",
+        "--oracle",
+        "--samples",
+        s,
+        "--out",
+        nested.to_str().unwrap(),
+        "--calibrate",
+        "--overlap",
+        "1",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("calibrated tau = "), "{}", stderr(&r));
+    assert!(nested.exists() && dir.path().join("new/dir/rankings.agreement.json").exists());
+    let r = rlhf(&[
+        "label",
+        "--oracle",
+        "--samples",
+        s,
+        "--out",
+        o,
+        "--calibrate",
+        "--tau",
+        "1",
+    ]);
+    assert_eq!(r.status.code(), Some(2), "--calibrate and --tau conflict");
+
     std::fs::write(
         &samples,
         json!({ "prompt": "Tell me a joke.", "responses": ["a", "b"] }).to_string(),

@@ -519,6 +519,13 @@ fn demo_runs_every_stage_and_measures_labeler_agreement() {
     let e: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval-ppo/eval.json")).unwrap())
             .unwrap();
-    assert_eq!((e["n"].as_u64(), e["samples_per_prompt"].as_u64()), (Some(32), Some(2)), "{e}");
-    assert!(report.contains("2 sample(s) of each model per prompt"), "{report}");
+    assert_eq!(
+        (e["n"].as_u64(), e["samples_per_prompt"].as_u64()),
+        (Some(32), Some(2)),
+        "{e}"
+    );
+    assert!(
+        report.contains("2 sample(s) of each model per prompt"),
+        "{report}"
+    );
 }

@@ -194,7 +194,8 @@ fn number_closeness(t: &ListTask, gold: i64, n: i64) -> f64 {
                 .iter()
                 .position(|&x| x == n)
                 .map_or(0.0, |pos| 1.0 - from_top(pos) as f64 / (len - 1) as f64);
-            let value = (1.0 - n.abs_diff(gold) as f64 / gold.unsigned_abs().max(1) as f64).max(0.0);
+            let value =
+                (1.0 - n.abs_diff(gold) as f64 / gold.unsigned_abs().max(1) as f64).max(0.0);
             0.5 * rank + 0.5 * value
         }
         _ => 0.0,

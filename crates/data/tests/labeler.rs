@@ -4,9 +4,9 @@
 //! deterministic for a seed.
 
 use rlhf_data::{
-    CALIBRATED_TAU, CANDIDATE_MIX, LabelerConfig, SampleRecord, SimulatedLabeler,
-    TARGET_AGREEMENT, Task, calibrate_tau, calibration_pairs, expected_agreement, grade,
-    read_jsonl, respond, sample_pairs, world_rng,
+    CALIBRATED_TAU, CANDIDATE_MIX, LabelerConfig, SampleRecord, SimulatedLabeler, TARGET_AGREEMENT,
+    Task, calibrate_tau, calibration_pairs, expected_agreement, grade, read_jsonl, respond,
+    sample_pairs, world_rng,
 };
 
 fn labeler(seed: u64) -> SimulatedLabeler {
@@ -17,7 +17,8 @@ fn labeler(seed: u64) -> SimulatedLabeler {
 /// that a demo's SFT model sampled at temperature 1 (`rlhf demo --dev --seed 100`: a seed no
 /// report uses).
 fn sft_samples() -> Vec<SampleRecord> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sft_samples.jsonl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sft_samples.jsonl");
     read_jsonl(&path).expect("fixture")
 }
 
@@ -67,7 +68,10 @@ fn labeling_is_deterministic_for_a_fixed_seed() {
     assert_eq!(a.rankings, b.rankings);
     assert_eq!(a.agreement, b.agreement);
     let other = rlhf_data::LabelerPanel::new(4, 4, &LabelerConfig::default()).unwrap();
-    assert_ne!(other.rank_samples(samples, 0.5).unwrap().rankings, a.rankings);
+    assert_ne!(
+        other.rank_samples(samples, 0.5).unwrap().rankings,
+        a.rankings
+    );
 }
 
 #[test]

@@ -80,7 +80,11 @@ fn partly_right(p: &WordProblem, right: usize) -> String {
         if i == right {
             after += 1;
         }
-        out.push(format!("{x} {} {} = {after}.", s.op.symbol(), s.op.operand()));
+        out.push(format!(
+            "{x} {} {} = {after}.",
+            s.op.symbol(),
+            s.op.operand()
+        ));
         x = after;
     }
     out.push(format!("The answer is {x}."));
@@ -117,24 +121,22 @@ fn more_correct_steps_never_score_lower() {
         let all_steps: Vec<String> = p
             .steps()
             .iter()
-            .map(|s| {
-                format!(
-                    "{} {} {} = {}.",
-                    s.before,
-                    s.op.symbol(),
-                    s.op.operand(),
-                    s.after
-                )
-            })
+            .map(|s| format!("{}.", s.equation()))
             .collect();
         let off = format!("{} The answer is {}.", all_steps.join(" "), p.answer() + 1);
         let g = grade(&task, &off);
-        assert!(!g.correct && g.formatted && (g.work - 0.85).abs() < 1e-12, "{off}: {g:?}");
+        assert!(
+            !g.correct && g.formatted && (g.work - 0.85).abs() < 1e-12,
+            "{off}: {g:?}"
+        );
         assert!(g.score > grades[0].score, "{off}");
         let bare = grade(&task, &format!("The answer is {}.", p.answer() + 1));
         assert_eq!(bare.work, 0.0);
     }
-    assert!(strictly > 300, "more steps usually earn strictly more ({strictly})");
+    assert!(
+        strictly > 300,
+        "more steps usually earn strictly more ({strictly})"
+    );
 }
 
 const SEED: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. How many flowers \
@@ -202,7 +204,9 @@ fn list_cases() {
     // Order (0.5 × LCS share), numbers present (0.25 × share), length (0.25 × closeness).
     let work = |x: f64| 0.3 + 0.45 * x;
     assert!((s("2, 9, 5") - work(0.5 * 2.0 / 3.0 + 0.25 + 0.25)).abs() < 1e-12);
-    assert!((s("2, 5") - work(0.5 * 2.0 / 3.0 + 0.25 * 2.0 / 3.0 + 0.25 * 2.0 / 3.0)).abs() < 1e-12);
+    assert!(
+        (s("2, 5") - work(0.5 * 2.0 / 3.0 + 0.25 * 2.0 / 3.0 + 0.25 * 2.0 / 3.0)).abs() < 1e-12
+    );
     assert!((s("9, 5, 2") - work(0.5 / 3.0 + 0.5)).abs() < 1e-12);
     assert!(s("2, 9, 5") > s("9, 5, 2") && s("9, 5, 2") > s("1, 3, 4"));
     assert_eq!(s("I cannot do that."), 0.0);
@@ -218,7 +222,10 @@ fn list_cases() {
     assert!((second - (0.3 + 0.45 * 0.5)).abs() < 1e-12);
     assert!(second > score(max, "The answer is 1.").expect("known"));
     assert!(score(max, "The answer is 7.").expect("known") > 0.3);
-    assert!(score(max, "The answer is 7.").expect("known") > score(max, "The answer is 70.").expect("known"));
+    assert!(
+        score(max, "The answer is 7.").expect("known")
+            > score(max, "The answer is 70.").expect("known")
+    );
 }
 
 #[test]

@@ -77,11 +77,18 @@ fn default_world_files_read_back_with_the_configured_sizes() {
     assert_eq!(eval.len(), cfg.eval_examples);
     let dev: Vec<EvalRecord> = read_jsonl(dir.path().join("dev.jsonl")).expect("dev");
     // Word counts' held-out space is mostly taken by eval.jsonl: about 20 are left for dev.
-    assert!((230..=cfg.dev_examples).contains(&dev.len()), "{} dev items", dev.len());
+    assert!(
+        (230..=cfg.dev_examples).contains(&dev.len()),
+        "{} dev items",
+        dev.len()
+    );
     // Dev is the eval split's distribution with no prompt of eval.jsonl.
     let eval_prompts: std::collections::HashSet<&str> =
         eval.iter().map(|r| r.prompt.as_str()).collect();
-    assert!(dev.iter().all(|r| !eval_prompts.contains(r.prompt.as_str())));
+    assert!(
+        dev.iter()
+            .all(|r| !eval_prompts.contains(r.prompt.as_str()))
+    );
     assert!(
         dev.iter()
             .all(|r| r.fields.get("split").and_then(|v| v.as_str()) == Some("eval"))

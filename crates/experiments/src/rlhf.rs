@@ -139,16 +139,22 @@ pub fn report(cfg: &DemoConfig, results: &[SeedResult], seconds: f64) -> String 
     );
     let _ = writeln!(
         s,
-        "Recipe: {:?} preset, {} pretraining steps, {} SFT steps, K = {}, {} PPO iterations at \
-         lr {}, PPO-ptx γ = {}; {} held-out prompts per evaluation.\n",
+        "Recipe: {:?} preset, {} pretraining steps, {} SFT steps, {} prompts × K = {} samples \
+         ranked by the simulated labelers, {} PPO iterations at lr {} with {} epochs and β = {}, \
+         PPO-ptx γ = {}; {} held-out prompts, {} sample(s) of each model per prompt (the \
+         interval resamples prompts).\n",
         cfg.preset,
         cfg.pretrain_steps,
         cfg.sft_steps,
+        cfg.prompts,
         cfg.k,
         cfg.ppo_iterations,
         cfg.ppo_lr,
+        cfg.ppo_epochs,
+        cfg.kl_coef,
         cfg.ptx_coef,
         cfg.eval_prompts.map_or("all".into(), |n| n.to_string()),
+        cfg.eval_samples,
     );
     let run_cell = |r: Option<&RunResult>| r.map_or("–".into(), |r| fmt_interval(&r.win_rate, 3));
     let nll_cell = |x: Option<f64>| x.map_or("–".into(), |v| format!("{v:.3}"));
@@ -218,7 +224,11 @@ pub fn verdict(results: &[SeedResult]) -> String {
             .iter()
             .filter_map(|r| r.run(name).map(|x| (r.seed, x.win_rate.lo > 0.5)))
             .fold((vec![], vec![]), |(mut yes, mut no), (seed, ok)| {
-                if ok { yes.push(seed) } else { no.push(seed) }
+                if ok {
+                    yes.push(seed)
+                } else {
+                    no.push(seed)
+                }
                 (yes, no)
             })
     };
@@ -258,7 +268,10 @@ pub fn verdict(results: &[SeedResult]) -> String {
     if tax.is_empty() {
         s.push_str("PPO-ptx's corpus NLL stays at or below SFT's on every seed.");
     } else {
-        let _ = write!(s, "PPO-ptx's corpus NLL rises above SFT's on seed(s) {tax:?}.");
+        let _ = write!(
+            s,
+            "PPO-ptx's corpus NLL rises above SFT's on seed(s) {tax:?}."
+        );
     }
     s
 }
@@ -322,7 +335,10 @@ mod tests {
     #[test]
     fn verdict_names_the_seeds_that_fail() {
         let ok = verdict(&[seed(0, 0.52, 1.4), seed(1, 0.51, 1.5)]);
-        assert!(ok.contains("reproduces: PPO beats SFT on every seed (2 of 2"), "{ok}");
+        assert!(
+            ok.contains("reproduces: PPO beats SFT on every seed (2 of 2"),
+            "{ok}"
+        );
         assert!(ok.contains("at or below SFT's on every seed"), "{ok}");
         let bad = verdict(&[seed(0, 0.52, 1.4), seed(1, 0.49, 1.6)]);
         assert!(bad.contains("not above 0.5 on seed(s) [1]"), "{bad}");

@@ -239,8 +239,7 @@ fn rank(args: Args) -> Result<()> {
     };
     let samples: Vec<SampleRecord> = read_jsonl(samples_path)?;
     if let Some(dir) = out_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let (out, source) = match (&args.judge, args.oracle) {
         (Some(judge), _) => (judge_rank(&args, judge, &samples)?, "the judge"),
@@ -278,15 +277,16 @@ fn oracle_rank(
         let pairs = rlhf_data::sample_pairs(&samples)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let ties = rlhf_data::oracle_tie_share(&pairs);
-        cfg.tau = rlhf_data::calibrate_tau(&pairs, rlhf_data::TARGET_AGREEMENT).with_context(|| {
-            format!(
-                "{}: 73% agreement is out of reach on these samples ({} pairs of different \
+        cfg.tau =
+            rlhf_data::calibrate_tau(&pairs, rlhf_data::TARGET_AGREEMENT).with_context(|| {
+                format!(
+                    "{}: 73% agreement is out of reach on these samples ({} pairs of different \
                  responses, {:.1}% of them scored equal by the oracle)",
-                path.display(),
-                pairs.len(),
-                100.0 * ties
-            )
-        })?;
+                    path.display(),
+                    pairs.len(),
+                    100.0 * ties
+                )
+            })?;
         eprintln!(
             "calibrated tau = {:.3} on {} pairs of these samples ({:.1}% of them oracle ties)",
             cfg.tau,

@@ -95,13 +95,14 @@ pub fn build_world(cfg: &WorldConfig) -> Result<World> {
         cfg.prompts,
         "prompts.jsonl",
         HashSet::new(),
+        false,
     )?
-        .iter()
-        .map(|t| PromptRecord {
-            prompt: t.prompt(),
-            fields: with_split(t, Split::Train, None),
-        })
-        .collect();
+    .iter()
+    .map(|t| PromptRecord {
+        prompt: t.prompt(),
+        fields: with_split(t, Split::Train, None),
+    })
+    .collect();
     let mut rng = world_rng(cfg.seed, EVAL_STREAM);
     let eval_record = |t: &Task| EvalRecord {
         prompt: t.prompt(),
@@ -115,19 +116,21 @@ pub fn build_world(cfg: &WorldConfig) -> Result<World> {
         cfg.eval_examples,
         "eval.jsonl",
         HashSet::new(),
+        false,
     )?
     .iter()
     .map(eval_record)
     .collect();
     let mut rng = world_rng(cfg.seed, DEV_STREAM);
     let taken = eval.iter().map(|r| r.prompt.clone()).collect();
-    let dev = distinct_upto(
+    let dev = distinct(
         &mut rng,
         cfg,
         Split::Eval,
         cfg.dev_examples,
         "dev.jsonl",
         taken,
+        true,
     )?
     .iter()
     .map(eval_record)
@@ -174,33 +177,11 @@ fn with_split(
     fields
 }
 
-/// `n` tasks with distinct prompts, none of them in `seen`, cycling through the families.
+/// `n` tasks with distinct prompts, none of them in `seen`, cycling through the families. When
+/// a family's space runs out this fails, unless `partial`: then that family is skipped from then
+/// on and the result may be shorter than `n` (for `dev.jsonl`, drawn from what `eval.jsonl`
+/// leaves of the held-out split).
 fn distinct<R: RngCore + ?Sized>(
-    rng: &mut R,
-    cfg: &WorldConfig,
-    split: Split,
-    n: usize,
-    file: &'static str,
-    seen: HashSet<String>,
-) -> Result<Vec<Task>> {
-    draw_distinct(rng, cfg, split, n, file, seen, false)
-}
-
-/// Like [`distinct`], but a family whose space runs out is skipped from then on instead of
-/// failing, so the result may be shorter than `n` (for `dev.jsonl`, drawn from what
-/// `eval.jsonl` leaves of the held-out split).
-fn distinct_upto<R: RngCore + ?Sized>(
-    rng: &mut R,
-    cfg: &WorldConfig,
-    split: Split,
-    n: usize,
-    file: &'static str,
-    seen: HashSet<String>,
-) -> Result<Vec<Task>> {
-    draw_distinct(rng, cfg, split, n, file, seen, true)
-}
-
-fn draw_distinct<R: RngCore + ?Sized>(
     rng: &mut R,
     cfg: &WorldConfig,
     split: Split,
