@@ -114,15 +114,17 @@ pub fn grade(task: &Task, response: &str) -> Grade {
     }
 }
 
+/// The response's words, lower-cased, without surrounding punctuation.
+fn bare_words(response: &str) -> impl Iterator<Item = String> + '_ {
+    response.split_whitespace().map(|w| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    })
+}
+
 fn names_entity(response: &str, t: &WordCountTask) -> bool {
     let e = t.entity();
-    response
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .any(|w| w == e.noun || w == e.plural)
+    bare_words(response).any(|w| w == e.noun || w == e.plural)
 }
 
 /// How much of a wrong answer's work holds, from 0 to 1 (rubric item 2 in the module docs).
@@ -474,14 +476,7 @@ fn check_repeat(response: &str, word: &str, times: usize) -> (bool, bool) {
 
 /// Occurrences of `word`, ignoring case and punctuation.
 fn word_count_of(response: &str, word: &str) -> usize {
-    response
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| w == word)
-        .count()
+    bare_words(response).filter(|w| w == word).count()
 }
 
 #[cfg(test)]
