@@ -47,7 +47,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn to_kind(dtype: Dtype) -> Option<Kind> {
+/// The libtorch kind of a safetensors float dtype (`None` for integers and the rest).
+pub(crate) fn float_kind(dtype: Dtype) -> Option<Kind> {
     Some(match dtype {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
@@ -145,7 +146,7 @@ pub fn load_weights_except(
                 var.size()
             )));
         }
-        let kind = to_kind(view.dtype()).ok_or_else(|| {
+        let kind = float_kind(view.dtype()).ok_or_else(|| {
             tensor_err(format!(
                 "dtype {:?} is not a float type we can load",
                 view.dtype()

@@ -7,6 +7,7 @@
 //! Shapes: B batch, T new tokens, L keys attended (past + T), C channels, V vocab,
 //! nh heads, nkv key/value heads, hs head size.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tch::nn::{self, Init, Path as VsPath};
@@ -16,7 +17,8 @@ use crate::checkpoint;
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::layers::{INIT_STD, Layout, Linear, Norm, Rope};
+use crate::layers::{INIT_STD, Layout, Linear, LoraLinear, Norm, Rope};
+use crate::lora::{self, ADAPTER_WEIGHTS, LoraConfig, PEFT_PREFIX};
 
 /// Which output head the model carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,41 @@ impl Attention {
             nkv,
             hs,
         }
+    }
+
+    fn share(&self, lora: bool) -> Self {
+        Self {
+            qkv: match &self.qkv {
+                Qkv::Fused(l) => Qkv::Fused(l.share(lora)),
+                Qkv::Split { q, k, v } => Qkv::Split {
+                    q: q.share(lora),
+                    k: k.share(lora),
+                    v: v.share(lora),
+                },
+            },
+            out: self.out.share(lora),
+            nh: self.nh,
+            nkv: self.nkv,
+            hs: self.hs,
+        }
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        let mut all = match &self.qkv {
+            Qkv::Fused(l) => vec![l],
+            Qkv::Split { q, k, v } => vec![q, k, v],
+        };
+        all.push(&self.out);
+        all
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = match &mut self.qkv {
+            Qkv::Fused(l) => vec![l],
+            Qkv::Split { q, k, v } => vec![q, k, v],
+        };
+        all.push(&mut self.out);
+        all
     }
 
     /// x (B, T, C) -> q (B, nh, T, hs), k and v (B, nkv, T, hs)
@@ -217,6 +254,34 @@ impl Mlp {
         }
     }
 
+    fn share(&self, lora: bool) -> Self {
+        match self {
+            Mlp::Gelu { fc, proj } => Mlp::Gelu {
+                fc: fc.share(lora),
+                proj: proj.share(lora),
+            },
+            Mlp::SwiGlu { gate, up, down } => Mlp::SwiGlu {
+                gate: gate.share(lora),
+                up: up.share(lora),
+                down: down.share(lora),
+            },
+        }
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Mlp::Gelu { fc, proj } => vec![fc, proj],
+            Mlp::SwiGlu { gate, up, down } => vec![gate, up, down],
+        }
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match self {
+            Mlp::Gelu { fc, proj } => vec![fc, proj],
+            Mlp::SwiGlu { gate, up, down } => vec![gate, up, down],
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x).gelu("tanh")),
@@ -266,6 +331,27 @@ impl Block {
         }
     }
 
+    fn share(&self, lora: bool) -> Self {
+        Self {
+            norm1: self.norm1.share(),
+            attn: self.attn.share(lora),
+            norm2: self.norm2.share(),
+            mlp: self.mlp.share(lora),
+        }
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        let mut all = self.attn.linears();
+        all.extend(self.mlp.linears());
+        all
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = self.attn.linears_mut();
+        all.extend(self.mlp.linears_mut());
+        all
+    }
+
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx<'_>, layer: usize) -> Tensor {
         let x = x + self.attn.forward(&self.norm1.forward(x), ctx, layer);
         &x + self.mlp.forward(&self.norm2.forward(&x))
@@ -293,6 +379,20 @@ pub struct Gpt {
     lm_head: Option<Linear>, // None: tied to wte (or a scalar-head model)
     score: Option<Linear>,   // (1, C) + bias, scalar head
     rope: Option<Rope>,
+    adapter: Option<Adapter>,
+}
+
+/// A LoRA adapter attached to a model (`Gpt::add_lora`, `Gpt::load_adapter`): its settings, its
+/// parameters and the base checkpoint it names. The linear maps it adapts hold the same tensors.
+#[derive(Debug)]
+pub struct Adapter {
+    pub cfg: LoraConfig,
+    /// `{module}.lora_A.weight` (r, in) and `{module}.lora_B.weight` (out, r), by module name.
+    pub params: Vec<(String, Tensor)>,
+    /// `base_model_name_or_path`, written when the adapter is saved.
+    pub base: Option<String>,
+    /// The base variables it froze, unfrozen again when it is merged.
+    frozen: Vec<String>,
 }
 
 impl std::fmt::Debug for Gpt {
@@ -360,11 +460,17 @@ impl Gpt {
             lm_head,
             score,
             rope,
+            adapter: None,
         }
     }
 
     /// Loads `config.json` and the weights of a Hugging Face-layout checkpoint directory.
+    /// A PEFT adapter directory (`adapter_config.json`) loads its base checkpoint (named by
+    /// `base_model_name_or_path`) with the adapter attached.
     pub fn load(dir: &Path, head: Head, device: Device) -> Result<Self> {
+        if lora::is_adapter_dir(dir) {
+            return Self::load_adapter_dir(dir, head, device, 0);
+        }
         let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Self::new(&cfg, head, device);
         checkpoint::load_weights(&model.vs, dir, cfg.family)?;
@@ -374,6 +480,9 @@ impl Gpt {
     /// Loads a checkpoint's body with a head it may not have yet: an SFT model becomes a reward
     /// model (a fresh scalar head; the LM head, if separate, is dropped).
     pub fn load_with_head(dir: &Path, head: Head, device: Device) -> Result<Self> {
+        if lora::is_adapter_dir(dir) {
+            return Self::load_adapter_dir(dir, head, device, 0);
+        }
         let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Self::new(&cfg, head, device);
         let fresh = |name: &str| name.starts_with("score.");
@@ -410,6 +519,20 @@ impl Gpt {
             }
             Ok(())
         })?;
+        if let Some(ad) = &self.adapter {
+            model.add_lora(&ad.cfg, ad.base.clone())?;
+            let copies = model
+                .adapter
+                .as_ref()
+                .map(|a| a.params.as_slice())
+                .unwrap_or(&[]);
+            tch::no_grad(|| {
+                for ((_, dst), (_, src)) in copies.iter().zip(&ad.params) {
+                    dst.shallow_clone().f_copy_(src)?;
+                }
+                Ok::<_, tch::TchError>(())
+            })?;
+        }
         Ok(model)
     }
 
@@ -428,8 +551,13 @@ impl Gpt {
     }
 
     /// Writes `config.json` and `model.safetensors` (atomically) into `dir`.
+    /// A model carrying an adapter writes the adapter alone, in PEFT's layout
+    /// ([`Self::save_adapter`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        if self.adapter.is_some() {
+            return self.save_adapter(dir);
+        }
         self.cfg.save(dir)?;
         checkpoint::save_weights(&self.vs, &dir.join("model.safetensors"))
     }
@@ -441,6 +569,9 @@ impl Gpt {
     pub fn set_kind(&mut self, kind: Kind) {
         tch::no_grad(|| {
             for (_, mut var) in self.vs.variables() {
+                var.set_data(&var.to_kind(kind));
+            }
+            for (_, var) in self.adapter.iter_mut().flat_map(|a| a.params.iter_mut()) {
                 var.set_data(&var.to_kind(kind));
             }
         });
@@ -655,4 +786,384 @@ fn attention_mask(
         .logical_and(&keys.view([b, 1, 1, l]))
         .logical_or(&diag);
     (Some(allowed), false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA adapters (settings and files: `crate::lora`).
+
+impl Gpt {
+    /// Every linear map of the transformer blocks (the ones LoRA can adapt), in layer order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        self.blocks.iter().flat_map(Block::linears).collect()
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        self.blocks
+            .iter_mut()
+            .flat_map(Block::linears_mut)
+            .collect()
+    }
+
+    /// The attached adapter, if any.
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_ref()
+    }
+
+    /// What training updates: the adapter's matrices and the variables that still require a
+    /// gradient (with an adapter, only the scalar head's weight; without, every trainable
+    /// weight). Names are unique; the adapter's are `{module}.lora_A.weight` and `lora_B`.
+    pub fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        if let Some(ad) = &self.adapter {
+            out.extend(
+                ad.params
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shallow_clone())),
+            );
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Attaches a fresh LoRA adapter to the linear maps `cfg.targets` selects and freezes every
+    /// base weight except the scalar head (PEFT's `modules_to_save` for a reward or value model).
+    /// `A` starts as PEFT's (uniform in ±1/sqrt(in), from libtorch's generator) and `B` at zero,
+    /// so the model's outputs are unchanged until the first update. `base` is recorded as the
+    /// adapter's `base_model_name_or_path`.
+    pub fn add_lora(&mut self, cfg: &LoraConfig, base: Option<String>) -> Result<()> {
+        cfg.validate()?;
+        if self.adapter.is_some() {
+            return Err(ModelError::Invalid(
+                "the model already carries a LoRA adapter; merge it into the weights first \
+                 (`rlhf merge`), then attach a new one"
+                    .into(),
+            ));
+        }
+        let (kind, dev) = (self.kind(), self.device());
+        let (scale, r) = (cfg.scale(), cfg.r);
+        let mut params = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            for lin in self.linears_mut() {
+                if !cfg.targets_module(&lin.module) {
+                    continue;
+                }
+                let (d_in, d_out) = lin.dims();
+                let bound = 1.0 / (d_in as f64).sqrt();
+                let a = Tensor::f_empty([r, d_in], (kind, dev))?
+                    .f_uniform_(-bound, bound)?
+                    .set_requires_grad(true);
+                let b = Tensor::f_zeros([d_out, r], (kind, dev))?.set_requires_grad(true);
+                params.push((format!("{}.lora_A.weight", lin.module), a.shallow_clone()));
+                params.push((format!("{}.lora_B.weight", lin.module), b.shallow_clone()));
+                lin.lora = Some(LoraLinear {
+                    a,
+                    b,
+                    scale,
+                    dropout: cfg.dropout,
+                });
+            }
+            Ok(())
+        })?;
+        if params.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "lora: no linear map matches the targets {:?}; this model's are {}",
+                cfg.targets,
+                self.module_kinds().join(", ")
+            )));
+        }
+        let frozen = self.freeze_base();
+        self.adapter = Some(Adapter {
+            cfg: cfg.clone(),
+            params,
+            base,
+            frozen,
+        });
+        Ok(())
+    }
+
+    /// The distinct last parts of the adaptable modules' names (`q_proj`, `c_attn`, ...).
+    fn module_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .linears()
+            .iter()
+            .filter_map(|l| l.module.rsplit('.').next().map(str::to_string))
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
+    /// Stops gradients into every base variable but the scalar head; returns the names frozen.
+    fn freeze_base(&mut self) -> Vec<String> {
+        let mut frozen = Vec::new();
+        for (name, t) in self.vs.variables() {
+            if t.requires_grad() && !name.starts_with("score.") {
+                let _ = t.shallow_clone().set_requires_grad(false);
+                frozen.push(name);
+            }
+        }
+        frozen.sort();
+        frozen
+    }
+
+    /// Attaches the PEFT adapter in `dir` (`adapter_config.json`, `adapter_model.safetensors`)
+    /// to this model, which must be its base. A scalar head saved with it (`score.*`) replaces
+    /// this model's. Errors name the file and the tensor: a module this model lacks, a missing
+    /// half of a pair, a shape that does not fit, a tensor of a kind LoRA here cannot place.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let file = lora::read_adapter_config(dir)?;
+        let path = dir.join(ADAPTER_WEIGHTS);
+        let tensors = lora::read_adapter_tensors(dir)?;
+        let terr = |name: &str, msg: String| ModelError::Tensor {
+            path: path.clone(),
+            name: name.to_string(),
+            msg,
+        };
+        let mut pairs: HashMap<String, [Option<Tensor>; 2]> = HashMap::new();
+        let mut head = Vec::new();
+        for (name, t) in tensors {
+            let rest = name.strip_prefix(PEFT_PREFIX).ok_or_else(|| {
+                terr(
+                    &name,
+                    format!("expected a name starting with '{PEFT_PREFIX}' (PEFT's layout)"),
+                )
+            })?;
+            if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+                pairs.entry(m.to_string()).or_default()[0] = Some(t);
+            } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
+                pairs.entry(m.to_string()).or_default()[1] = Some(t);
+            } else if rest == "score.weight" || rest == "score.bias" {
+                head.push((rest.to_string(), name.clone(), t));
+            } else {
+                return Err(terr(
+                    &name,
+                    "is not something this LoRA can place: only lora_A/lora_B of the blocks' \
+                     linear maps and the scalar head 'score' (no embedding or LM-head adapters)"
+                        .into(),
+                ));
+            }
+        }
+        if pairs.is_empty() {
+            return Err(ModelError::config(&path, "holds no lora_A/lora_B tensors"));
+        }
+        if !head.is_empty() && self.head != Head::Scalar {
+            return Err(ModelError::config(
+                &path,
+                "carries a scalar head (a reward or value model's adapter); load it as one",
+            ));
+        }
+        if self.adapter.is_some() {
+            return Err(ModelError::Invalid(format!(
+                "{}: the model already carries an adapter; merge it first",
+                dir.display()
+            )));
+        }
+        let cfg = file.lora;
+        let (kind, scale, r) = (self.kind(), cfg.scale(), cfg.r);
+        let device = self.device();
+        let mut params = Vec::new();
+        let mut names: Vec<&String> = pairs.keys().collect();
+        names.sort();
+        {
+            let mut linears: HashMap<String, &mut Linear> = self
+                .linears_mut()
+                .into_iter()
+                .map(|l| (l.module.clone(), l))
+                .collect();
+            for module in names {
+                let [a, b] = &pairs[module];
+                let a_name = format!("{PEFT_PREFIX}{module}.lora_A.weight");
+                let b_name = format!("{PEFT_PREFIX}{module}.lora_B.weight");
+                let lin = linears.get_mut(module).ok_or_else(|| {
+                    terr(&a_name, format!("module '{module}' is not a linear map of this model's blocks (an adapter for another architecture?)"))
+                })?;
+                let (Some(a), Some(b)) = (a, b) else {
+                    let missing = if a.is_none() { &a_name } else { &b_name };
+                    return Err(terr(missing, "is missing (LoRA needs both A and B)".into()));
+                };
+                let (d_in, d_out) = lin.dims();
+                if a.size() != [r, d_in] {
+                    return Err(terr(
+                        &a_name,
+                        format!(
+                            "has shape {:?}, expected [{r}, {d_in}] (r from adapter_config.json, the input size from the model)",
+                            a.size()
+                        ),
+                    ));
+                }
+                if b.size() != [d_out, r] {
+                    return Err(terr(
+                        &b_name,
+                        format!("has shape {:?}, expected [{d_out}, {r}]", b.size()),
+                    ));
+                }
+                let a = a.to_device(device).to_kind(kind).set_requires_grad(true);
+                let b = b.to_device(device).to_kind(kind).set_requires_grad(true);
+                params.push((format!("{module}.lora_A.weight"), a.shallow_clone()));
+                params.push((format!("{module}.lora_B.weight"), b.shallow_clone()));
+                lin.lora = Some(LoraLinear {
+                    a,
+                    b,
+                    scale,
+                    dropout: cfg.dropout,
+                });
+            }
+        }
+        let vars = self.vs.variables();
+        for (ours, theirs, t) in &head {
+            let var = &vars[ours.as_str()];
+            if t.size() != var.size() {
+                return Err(terr(
+                    theirs,
+                    format!("has shape {:?}, expected {:?}", t.size(), var.size()),
+                ));
+            }
+            tch::no_grad(|| var.shallow_clone().f_copy_(t))?;
+        }
+        let frozen = self.freeze_base();
+        self.adapter = Some(Adapter {
+            cfg,
+            params,
+            base: file.base,
+            frozen,
+        });
+        Ok(())
+    }
+
+    /// Loads the adapter in `dir` on its base checkpoint; a base that is itself an adapter is
+    /// loaded (recursively) and merged first.
+    fn load_adapter_dir(dir: &Path, head: Head, device: Device, depth: usize) -> Result<Self> {
+        if depth >= lora::MAX_CHAIN {
+            return Err(ModelError::config(
+                dir.join(lora::ADAPTER_CONFIG),
+                format!(
+                    "more than {} adapters on adapters (a cycle of base_model_name_or_path?)",
+                    lora::MAX_CHAIN
+                ),
+            ));
+        }
+        let base = lora::base_dir(dir)?;
+        let mut model = if lora::is_adapter_dir(&base) {
+            let mut m = Self::load_adapter_dir(&base, head, device, depth + 1)?;
+            m.merge_adapter()?;
+            m
+        } else {
+            let cfg = ModelConfig::from_file(&base.join("config.json"))?;
+            let m = Self::new(&cfg, head, device);
+            let fresh = |name: &str| name.starts_with("score.");
+            checkpoint::load_weights_except(&m.vs, &base, cfg.family, fresh)?;
+            m
+        };
+        model.load_adapter(dir)?;
+        Ok(model)
+    }
+
+    /// Writes the adapter in PEFT's layout: `adapter_model.safetensors` (the LoRA matrices, and
+    /// the scalar head for a reward or value model) and `adapter_config.json`, whose
+    /// `target_modules` are the adapted modules' last names.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        let ad = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| ModelError::Invalid("the model carries no adapter to save".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let mut named: Vec<(String, Tensor)> = ad
+            .params
+            .iter()
+            .map(|(n, t)| (format!("{PEFT_PREFIX}{n}"), t.detach()))
+            .collect();
+        if self.head == Head::Scalar {
+            for (n, t) in self.vs.variables() {
+                if n.starts_with("score.") {
+                    named.push((format!("{PEFT_PREFIX}{n}"), t.detach()));
+                }
+            }
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::checkpoint::save_tensors(&named, &dir.join(ADAPTER_WEIGHTS))?;
+        let mut targets: Vec<String> = ad
+            .params
+            .iter()
+            .filter_map(|(n, _)| n.strip_suffix(".lora_A.weight"))
+            .filter_map(|m| m.rsplit('.').next().map(str::to_string))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        lora::write_adapter_config(
+            dir,
+            &ad.cfg,
+            &targets,
+            ad.base.as_deref(),
+            self.head == Head::Scalar,
+            self.cfg.family == Family::Gpt2,
+        )
+    }
+
+    /// Folds the adapter into the base weights (`W += scale · B A`, in the weight's layout),
+    /// detaches it and makes the weights it froze trainable again. No adapter: nothing to do.
+    pub fn merge_adapter(&mut self) -> Result<()> {
+        let Some(ad) = self.adapter.take() else {
+            return Ok(());
+        };
+        tch::no_grad(|| -> Result<()> {
+            for lin in self.linears_mut() {
+                if let Some(l) = lin.lora.take() {
+                    let delta = l.delta(lin.layout()).to_kind(lin.weight.kind());
+                    let _ = lin.weight.shallow_clone().f_add_(&delta)?;
+                }
+            }
+            Ok(())
+        })?;
+        let vars = self.vs.variables();
+        for name in &ad.frozen {
+            if let Some(t) = vars.get(name) {
+                let _ = t.shallow_clone().set_requires_grad(true);
+            }
+        }
+        Ok(())
+    }
+
+    /// The model without its adapter, over the same base tensors (no copy of the weights): the
+    /// frozen reference of PPO or DPO when the policy trains an adapter, or the body a value
+    /// model's adapter sits on. The scalar head, if any, is the view's own copy.
+    pub fn base_view(&self) -> Result<Gpt> {
+        let vs = nn::VarStore::new(self.device());
+        let mut score = self.score.as_ref().map(|s| s.share(false));
+        if let Some(s) = &mut score {
+            s.weight = s.weight.detach().copy().set_requires_grad(true);
+            s.bias = s.bias.as_ref().map(|b| b.detach().copy());
+        }
+        for (name, t) in self.vs.variables() {
+            let t = match (&score, name.as_str()) {
+                (Some(s), "score.weight") => s.weight.shallow_clone(),
+                (Some(s), "score.bias") => match &s.bias {
+                    Some(b) => b.shallow_clone(),
+                    None => continue,
+                },
+                _ => t,
+            };
+            let parts: Vec<&str> = name.split('.').collect();
+            let (last, dirs) = parts.split_last().expect("a variable has a name");
+            let path = dirs.iter().fold(vs.root(), |p, d| p.sub(*d));
+            let _ = path.add(last, t, false);
+        }
+        Ok(Gpt {
+            cfg: self.cfg.clone(),
+            head: self.head,
+            vs,
+            wte: self.wte.shallow_clone(),
+            wpe: self.wpe.as_ref().map(Tensor::shallow_clone),
+            blocks: self.blocks.iter().map(|b| b.share(false)).collect(),
+            norm_f: self.norm_f.share(),
+            lm_head: self.lm_head.as_ref().map(|l| l.share(false)),
+            score,
+            rope: self.rope.as_ref().map(Rope::share),
+            adapter: None,
+        })
+    }
 }

@@ -19,12 +19,60 @@ pub enum Layout {
     InOut,
 }
 
-/// A dense map `y = x W (+ b)` with HF tensor names `{name}.weight` / `{name}.bias`.
+/// A dense map `y = x W (+ b)` with HF tensor names `{name}.weight` / `{name}.bias`, plus an
+/// optional LoRA update `scale · B A x` (`crate::lora`).
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     layout: Layout,
+    /// The module's transformers name (e.g. `model.layers.0.self_attn.q_proj`).
+    pub module: String,
+    pub lora: Option<LoraLinear>,
+}
+
+/// A LoRA update on one linear map: `A` (r, in), `B` (out, r) under PEFT's shapes whatever the
+/// base weight's layout, and the scale `alpha / r` (or `alpha / sqrt(r)` with rsLoRA).
+#[derive(Debug)]
+pub struct LoraLinear {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    /// Dropout on the adapter's input, applied only while gradients are recorded (training).
+    pub dropout: f64,
+}
+
+impl LoraLinear {
+    /// The update `scale · B A x` for x (..., in).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let train = self.dropout > 0.0 && crate::skinny::grad_enabled();
+        let x = if train {
+            x.dropout(self.dropout, true)
+        } else {
+            x.shallow_clone()
+        };
+        x.linear(&self.a, None::<&Tensor>)
+            .linear(&self.b, None::<&Tensor>)
+            * self.scale
+    }
+
+    /// The update as a dense matrix in the base weight's layout: (out, in) or (in, out).
+    pub fn delta(&self, layout: Layout) -> Tensor {
+        let d = self.b.matmul(&self.a) * self.scale; // (out, in)
+        match layout {
+            Layout::OutIn => d,
+            Layout::InOut => d.tr(),
+        }
+    }
+
+    fn share(&self) -> Self {
+        Self {
+            a: self.a.shallow_clone(),
+            b: self.b.shallow_clone(),
+            scale: self.scale,
+            dropout: self.dropout,
+        }
+    }
 }
 
 impl Linear {
@@ -48,11 +96,49 @@ impl Linear {
             weight,
             bias,
             layout,
+            module: p.components().collect::<Vec<_>>().join("."),
+            lora: None,
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// (in, out) of the map, whatever the layout.
+    pub fn dims(&self) -> (i64, i64) {
+        let s = self.weight.size();
+        match self.layout {
+            Layout::OutIn => (s[1], s[0]),
+            Layout::InOut => (s[0], s[1]),
+        }
+    }
+
+    /// The same map over the same tensors (no copy), with or without its LoRA update.
+    pub fn share(&self, with_lora: bool) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+            layout: self.layout,
+            module: self.module.clone(),
+            lora: self
+                .lora
+                .as_ref()
+                .filter(|_| with_lora)
+                .map(LoraLinear::share),
         }
     }
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        let y = self.forward_base(x);
+        match &self.lora {
+            Some(l) => y + l.forward(x),
+            None => y,
+        }
+    }
+
+    fn forward_base(&self, x: &Tensor) -> Tensor {
         match self.layout {
             Layout::OutIn => crate::skinny::linear(x, &self.weight, self.bias.as_ref())
                 .unwrap_or_else(|| x.linear(&self.weight, self.bias.as_ref())),
@@ -88,6 +174,28 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// The same norm over the same tensors (no copy).
+    pub fn share(&self) -> Self {
+        match self {
+            Norm::Layer {
+                weight,
+                bias,
+                eps,
+                dim,
+            } => Norm::Layer {
+                weight: weight.shallow_clone(),
+                bias: bias.shallow_clone(),
+                eps: *eps,
+                dim: *dim,
+            },
+            Norm::Rms { weight, eps, dim } => Norm::Rms {
+                weight: weight.shallow_clone(),
+                eps: *eps,
+                dim: *dim,
+            },
+        }
+    }
+
     pub fn layer(p: &Path, dim: i64, eps: f64) -> Self {
         let weight = p.var("weight", &[dim], Init::Const(1.0));
         let bias = p.var("bias", &[dim], Init::Const(0.0));
@@ -130,6 +238,13 @@ pub struct Rope {
 }
 
 impl Rope {
+    pub fn share(&self) -> Self {
+        Self {
+            cos: self.cos.shallow_clone(),
+            sin: self.sin.shallow_clone(),
+        }
+    }
+
     pub fn new(head_dim: i64, max_positions: i64, theta: f64, device: tch::Device) -> Self {
         let opts = (Kind::Float, device);
         let exponents = Tensor::arange_start_step(0, head_dim, 2, opts) / head_dim as f64;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;
+pub mod lora;
 pub mod pretrained;
 pub mod sample;
 pub mod score;
@@ -22,8 +23,9 @@ pub use checkpoint::{load_weights, save_weights};
 pub use config::{Family, ModelConfig};
 pub use device::DeviceArg;
 pub use error::{ModelError, Result};
-pub use gpt::{Batch, Gpt, Head};
+pub use gpt::{Adapter, Batch, Gpt, Head};
 pub use kv_cache::KvCache;
+pub use lora::{LoraConfig, is_adapter_dir};
 pub use pretrained::{Pretrained, PromptFormat, TextGenerateConfig, TextGeneration};
 pub use sample::{GenerateConfig, Generation, Sampling};
 pub use score::{

@@ -67,7 +67,13 @@ impl Pretrained {
     /// tokenizer can produce has an embedding row.
     pub fn load(dir: &Path, head: Head, device: Device) -> Result<Self> {
         let model = Gpt::load(dir, head, device)?;
-        let tokenizer = Tokenizer::from_dir(dir).map_err(tok_err)?;
+        // An adapter directory without its own tokenizer uses its base checkpoint's.
+        let tok_dir = if crate::lora::is_adapter_dir(dir) && !dir.join("tokenizer.json").exists() {
+            crate::lora::base_dir(dir)?
+        } else {
+            dir.to_path_buf()
+        };
+        let tokenizer = Tokenizer::from_dir(&tok_dir).map_err(tok_err)?;
         let (n_tok, n_emb) = (tokenizer.vocab_size() as i64, model.cfg.vocab_size);
         if n_tok > n_emb {
             return Err(ModelError::config(

@@ -59,7 +59,7 @@ fn records_graph(inputs: &[&Tensor]) -> bool {
     inputs.iter().any(|t| t.requires_grad()) && grad_enabled()
 }
 
-fn grad_enabled() -> bool {
+pub(crate) fn grad_enabled() -> bool {
     // libtorch has no getter in tch; setting returns the previous mode, which we restore.
     unsafe {
         let prev = torch_sys::at_grad_set_enabled(0);
