@@ -85,6 +85,69 @@ impl ConfigArgs {
     }
 }
 
+/// `--lora` and its settings, shared by the training commands (`sft`, `reward`, `ppo`). Each flag
+/// overrides the configuration's `[lora]` table, which `--config`/`--set lora.KEY=...` also set.
+#[derive(Debug, Args)]
+pub struct LoraArgs {
+    /// Train a LoRA adapter instead of every weight; OUT then holds the adapter in PEFT's
+    /// layout (adapter_config.json, adapter_model.safetensors) naming MODEL as its base. MODEL
+    /// must be a full checkpoint (`rlhf merge` makes one from an adapter).
+    #[arg(long)]
+    pub lora: bool,
+    /// Rank of the adapters [default: 8].
+    #[arg(long, value_name = "R")]
+    pub lora_r: Option<i64>,
+    /// Scale numerator: updates are scaled by ALPHA / R [default: 16].
+    #[arg(long, value_name = "ALPHA")]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input while training [default: 0].
+    #[arg(long, value_name = "P")]
+    pub lora_dropout: Option<f64>,
+    /// Modules to adapt, comma-separated transformers names (q_proj,v_proj; c_attn for GPT-2),
+    /// or all-linear: every linear map of the blocks [default: all-linear].
+    #[arg(long, value_name = "NAMES")]
+    pub lora_targets: Option<String>,
+    /// rsLoRA: scale by ALPHA / sqrt(R) instead of ALPHA / R.
+    #[arg(long)]
+    pub rslora: bool,
+}
+
+impl LoraArgs {
+    /// Writes the flags given into `cfg`; a LoRA setting without `--lora` (or lora.enabled in
+    /// the configuration) is an error rather than silently unused.
+    pub fn apply(&self, cfg: &mut rlhf_model::LoraConfig) -> Result<()> {
+        cfg.enabled |= self.lora;
+        let any = self.lora_r.is_some()
+            || self.lora_alpha.is_some()
+            || self.lora_dropout.is_some()
+            || self.lora_targets.is_some()
+            || self.rslora;
+        if any && !cfg.enabled {
+            anyhow::bail!(
+                "--lora-r, --lora-alpha, --lora-dropout, --lora-targets and --rslora need --lora"
+            );
+        }
+        if let Some(r) = self.lora_r {
+            cfg.r = r;
+        }
+        if let Some(a) = self.lora_alpha {
+            cfg.alpha = a;
+        }
+        if let Some(d) = self.lora_dropout {
+            cfg.dropout = d;
+        }
+        if let Some(t) = &self.lora_targets {
+            cfg.targets = t
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        cfg.rslora |= self.rslora;
+        Ok(())
+    }
+}
+
 /// Prints one line of output. A closed pipe (`rlhf score ... | head`) ends the program quietly,
 /// as it does for other command-line tools, instead of panicking inside `println!`.
 pub fn print_line(line: impl std::fmt::Display) -> Result<()> {

@@ -1035,6 +1035,67 @@ impl Gpt {
         Ok(())
     }
 
+    /// Copies the adapter (and scalar head) saved in `dir` into this model's attached adapter, in
+    /// place (the tensors may live in an optimizer's buffer): a training checkpoint's resume.
+    /// The saved adapter must have the same modules and shapes.
+    pub fn restore_adapter(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(ADAPTER_WEIGHTS);
+        let Some(ad) = &self.adapter else {
+            return Err(ModelError::config(
+                &path,
+                "is a LoRA adapter, but this run trains every weight (resume it with the same \
+                 [lora] settings)",
+            ));
+        };
+        if !lora::is_adapter_dir(dir) {
+            return Err(ModelError::config(
+                dir.join(lora::ADAPTER_CONFIG),
+                "missing: this run trains a LoRA adapter, the checkpoint holds full weights",
+            ));
+        }
+        let saved: HashMap<String, Tensor> = lora::read_adapter_tensors(dir)?.into_iter().collect();
+        let mut targets: Vec<(String, Tensor)> = ad
+            .params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        if self.head == Head::Scalar {
+            targets.extend(
+                self.vs
+                    .variables()
+                    .into_iter()
+                    .filter(|(n, _)| n.starts_with("score.")),
+            );
+        }
+        let expected = targets.len();
+        for (name, var) in targets {
+            let key = format!("{PEFT_PREFIX}{name}");
+            let t = saved.get(&key).ok_or_else(|| ModelError::Tensor {
+                path: path.clone(),
+                name: key.clone(),
+                msg: "missing (the checkpoint's adapter has other modules or rank)".into(),
+            })?;
+            if t.size() != var.size() {
+                return Err(ModelError::Tensor {
+                    path: path.clone(),
+                    name: key,
+                    msg: format!("has shape {:?}, this run's is {:?}", t.size(), var.size()),
+                });
+            }
+            tch::no_grad(|| var.shallow_clone().f_copy_(t))?;
+        }
+        if saved.len() != expected {
+            return Err(ModelError::config(
+                &path,
+                format!(
+                    "holds {} tensors, this run's adapter has {expected}",
+                    saved.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the adapter in `dir` on its base checkpoint; a base that is itself an adapter is
     /// loaded (recursively) and merged first.
     fn load_adapter_dir(dir: &Path, head: Head, device: Device, depth: usize) -> Result<Self> {

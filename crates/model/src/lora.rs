@@ -341,3 +341,16 @@ pub fn read_adapter_tensors(dir: &Path) -> Result<Vec<(String, Tensor)>> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
+
+/// Where the tokenizer of the model in `dir` lives: `dir` itself, or for an adapter directory
+/// without a `tokenizer.json`, its base checkpoint (followed through adapters on adapters).
+pub fn tokenizer_dir(dir: &Path) -> Result<PathBuf> {
+    let mut dir = dir.to_path_buf();
+    for _ in 0..MAX_CHAIN {
+        if !is_adapter_dir(&dir) || dir.join("tokenizer.json").exists() {
+            return Ok(dir);
+        }
+        dir = base_dir(&dir)?;
+    }
+    Ok(dir)
+}

@@ -68,11 +68,7 @@ impl Pretrained {
     pub fn load(dir: &Path, head: Head, device: Device) -> Result<Self> {
         let model = Gpt::load(dir, head, device)?;
         // An adapter directory without its own tokenizer uses its base checkpoint's.
-        let tok_dir = if crate::lora::is_adapter_dir(dir) && !dir.join("tokenizer.json").exists() {
-            crate::lora::base_dir(dir)?
-        } else {
-            dir.to_path_buf()
-        };
+        let tok_dir = crate::lora::tokenizer_dir(dir)?;
         let tokenizer = Tokenizer::from_dir(&tok_dir).map_err(tok_err)?;
         let (n_tok, n_emb) = (tokenizer.vocab_size() as i64, model.cfg.vocab_size);
         if n_tok > n_emb {
@@ -297,4 +293,68 @@ impl Pretrained {
             .iter()
             .fold((0.0, 0), |(s, n), x| (s - x.sum, n + x.tokens)))
     }
+}
+
+/// What `merge_adapter_dir` wrote.
+#[derive(Debug, Clone)]
+pub struct MergeSummary {
+    pub base: std::path::PathBuf,
+    pub head: Head,
+    /// Linear maps the adapter changed.
+    pub modules: usize,
+}
+
+/// `rlhf merge`: the adapter in `adapter` folded into its base (`base`, or the one its config
+/// names) and written to `out` as a plain checkpoint: `config.json`, `model.safetensors`, the
+/// tokenizer files and `generation_config.json` from wherever the model's live, and a reward
+/// model's `reward.json`. An adapter with a scalar head (a reward or value model's) becomes a
+/// scalar-head checkpoint.
+pub fn merge_adapter_dir(
+    adapter: &Path,
+    base: Option<&Path>,
+    out: &Path,
+    device: Device,
+) -> Result<MergeSummary> {
+    use crate::lora;
+    let file = lora::read_adapter_config(adapter)?;
+    let base = match base {
+        Some(b) => b.to_path_buf(),
+        None => lora::base_dir(adapter)?,
+    };
+    let names = lora::read_adapter_tensors(adapter)?;
+    let scalar = file.task_type.as_deref() == Some("SEQ_CLS")
+        || names.iter().any(|(n, _)| n.ends_with("score.weight"));
+    let head = if scalar { Head::Scalar } else { Head::Lm };
+    let mut model = Gpt::load_with_head(&base, head, device)?;
+    model.merge_adapter()?; // a base that is itself an adapter
+    model.load_adapter(adapter)?;
+    let modules = model.linears().iter().filter(|l| l.lora.is_some()).count();
+    model.merge_adapter()?;
+    if adapter.canonicalize().ok() == out.canonicalize().ok() {
+        return Err(ModelError::Invalid(format!(
+            "{}: --out is the adapter's own directory; merge into another one",
+            out.display()
+        )));
+    }
+    model.save(out)?;
+    let tok = lora::tokenizer_dir(adapter)?;
+    let copies = [
+        (tok.clone(), "tokenizer.json"),
+        (tok.clone(), "tokenizer_config.json"),
+        (tok.clone(), "special_tokens_map.json"),
+        (tok, "chat_template.jinja"),
+        (base.clone(), "generation_config.json"),
+        (adapter.to_path_buf(), "reward.json"),
+    ];
+    for (dir, name) in copies {
+        let src = dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, out.join(name)).map_err(|e| ModelError::io(&src, e))?;
+        }
+    }
+    Ok(MergeSummary {
+        base,
+        head,
+        modules,
+    })
 }

@@ -185,6 +185,10 @@ fn sync_path(path: &Path) -> Result<()> {
 /// architecture with a message that lists the differences (instead of a shape error on the
 /// first tensor that happens to differ).
 pub fn load_gpt(gpt: &Gpt, dir: &Path) -> Result<()> {
+    if gpt.adapter().is_some() || rlhf_model::is_adapter_dir(dir) {
+        // A LoRA run's checkpoints hold the adapter (and a head) only; the base is its input.
+        return Ok(gpt.restore_adapter(dir)?);
+    }
     let saved = ModelConfig::from_file(&dir.join("config.json"))?;
     let diffs = architecture_diff(&saved, &gpt.cfg);
     if !diffs.is_empty() {

@@ -71,6 +71,7 @@
 //!
 //! This file only declares and re-exports.
 
+pub mod adapter;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod config;

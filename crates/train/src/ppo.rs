@@ -99,8 +99,12 @@ pub struct PpoConfig {
     pub checkpoint_every: u64,
     /// Checkpoints kept. 2.
     pub keep_checkpoints: usize,
-    /// Seeds prompt order, sampling and the ptx batches. 0.
+    /// Seeds prompt order, sampling, the ptx batches and fresh adapters. 0.
     pub seed: u64,
+    /// LoRA (`--lora`; off by default): the policy trains an adapter and the reference is its
+    /// base with the adapter off (no second copy); the value model trains its own adapter and
+    /// head on the reward model's frozen body (shared with the reward model, no copy).
+    pub lora: rlhf_model::LoraConfig,
 }
 
 impl Default for PpoConfig {
@@ -135,6 +139,7 @@ impl Default for PpoConfig {
             checkpoint_every: 20,
             keep_checkpoints: 2,
             seed: 0,
+            lora: Default::default(),
         }
     }
 }
@@ -199,7 +204,7 @@ impl PpoConfig {
         if self.eval_every > 0 && self.eval_prompts == 0 {
             return bad("eval_prompts must be at least 1 when eval_every is set");
         }
-        Ok(())
+        crate::adapter::validate(&self.lora)
     }
 }
 
@@ -243,13 +248,11 @@ pub struct PpoSummary {
 /// head's bias is fixed), named `policy.*` and `value.*`.
 pub fn optimizer(policy: &Gpt, value: &Gpt, cfg: &PpoConfig) -> Result<AdamW> {
     let mut params: Vec<(String, Tensor)> = Vec::new();
-    for (n, t) in policy.vs.variables() {
+    for (n, t) in policy.trainable_parameters() {
         params.push((format!("policy.{n}"), t));
     }
-    for (n, t) in value.vs.variables() {
-        if t.requires_grad() {
-            params.push((format!("value.{n}"), t));
-        }
+    for (n, t) in value.trainable_parameters() {
+        params.push((format!("value.{n}"), t));
     }
     AdamW::new(
         params,
@@ -541,12 +544,39 @@ struct PpoModels {
 }
 
 impl PpoModels {
-    fn load(inputs: &PpoInputs, device: Device) -> Result<Self> {
-        let policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
-        let reference = Pretrained::load(&inputs.policy, Head::Lm, device)?;
+    fn load(inputs: &PpoInputs, lora: &rlhf_model::LoraConfig, device: Device) -> Result<Self> {
+        let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
+        crate::adapter::prepare(&mut policy.model, lora, &inputs.policy)?;
+        let reference = if lora.enabled {
+            Pretrained {
+                model: policy.model.base_view()?,
+                tokenizer: policy.tokenizer.clone(),
+            }
+        } else {
+            Pretrained::load(&inputs.policy, Head::Lm, device)?
+        };
         let reward = RewardModel::load(&inputs.reward, device)?;
         reward.check_tokenizer(&policy.tokenizer, &inputs.policy)?;
-        let value = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+        let value = match (lora.enabled, reward.pre.model.adapter().is_some()) {
+            // The reward model's frozen body, shared; the value's head is the view's own copy.
+            (true, false) => {
+                let mut v = reward.pre.model.base_view()?;
+                v.add_lora(lora, Some(crate::adapter::absolute(&inputs.reward)))?;
+                v
+            }
+            // A LoRA reward model: its adapter merged into a copy, the value's adapter on that.
+            (true, true) => {
+                let mut v = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+                v.merge_adapter()?;
+                v.add_lora(lora, Some(crate::adapter::absolute(&inputs.reward)))?;
+                v
+            }
+            (false, _) => {
+                let mut v = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+                v.merge_adapter()?;
+                v
+            }
+        };
         let stats = RewardStats::read(&inputs.reward)?;
         Ok(Self {
             policy,
@@ -770,7 +800,8 @@ pub fn ppo(
     let t0 = Instant::now();
 
     // Phase "load".
-    let models = PpoModels::load(inputs, device)?;
+    tch::manual_seed(cfg.seed as i64); // fresh adapters' initialisation
+    let models = PpoModels::load(inputs, &cfg.lora, device)?;
     let pre = &models.policy;
     let prompt_ids = tokenize_prompts(pre, &inputs.prompts, &prompts, cfg.max_new_tokens)?;
     let prompt_texts: Vec<String> = prompts.into_iter().map(|(_, p)| p).collect();

@@ -152,6 +152,8 @@ pub struct RewardConfig {
     pub pairing: Pairing,
     /// `max_steps` is derived from `epochs`; `batch_size` counts prompts (each with K responses).
     pub trainer: TrainerConfig,
+    /// LoRA instead of every weight (`--lora`; off by default): an adapter plus the scalar head.
+    pub lora: rlhf_model::LoraConfig,
 }
 
 impl Default for RewardConfig {
@@ -171,6 +173,7 @@ impl Default for RewardConfig {
                 loss_weighting: crate::config::LossWeighting::MicroBatch,
                 ..Default::default()
             },
+            lora: Default::default(),
         }
     }
 }
@@ -243,11 +246,7 @@ pub struct Accuracy {
 /// A reward model's trainable parameters: all but the scalar head's bias, which is fixed during
 /// training (see `Gpt::new`) and set afterwards to centre the rewards.
 pub fn trainable_parameters(gpt: &Gpt) -> Vec<(String, Tensor)> {
-    gpt.vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect()
+    gpt.trainable_parameters()
 }
 
 /// Share of untied pairs the model orders like the labels (and like the oracle).
@@ -445,6 +444,7 @@ impl RewardConfig {
                 self.eval_fraction
             )));
         }
+        crate::adapter::validate(&self.lora)?;
         self.trainer.validate()
     }
 }
@@ -461,8 +461,9 @@ pub fn reward(
     std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
     // The fresh scalar head's initialisation comes from this seed.
     tch::manual_seed(cfg.trainer.seed as i64);
-    let gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
-    let tokenizer = Tokenizer::from_dir(model)?;
+    let mut gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
+    crate::adapter::prepare(&mut gpt, &cfg.lora, model)?;
+    let tokenizer = Tokenizer::from_dir(&rlhf_model::lora::tokenizer_dir(model)?)?;
     let pre = Pretrained {
         model: gpt,
         tokenizer,

@@ -36,6 +36,8 @@ pub struct SftConfig {
     /// Share of demonstrations held out for the eval loss. 0.05, as in pretraining.
     pub eval_fraction: f64,
     pub trainer: TrainerConfig,
+    /// LoRA instead of every weight (`--lora`; off by default).
+    pub lora: rlhf_model::LoraConfig,
 }
 
 impl SftConfig {
@@ -47,6 +49,7 @@ impl SftConfig {
                 self.eval_fraction
             )));
         }
+        crate::adapter::validate(&self.lora)?;
         self.trainer.validate()
     }
 }
@@ -66,6 +69,7 @@ impl Default for SftConfig {
                 checkpoint_every: 0,
                 ..Default::default()
             },
+            lora: Default::default(),
         }
     }
 }
@@ -220,7 +224,7 @@ impl TrainStep for SftStep<'_> {
     type Batch = (Tensor, Tensor);
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.gpt.vs.variables().into_iter().collect()
+        self.gpt.trainable_parameters()
     }
 
     fn loss(&mut self, (ids, labels): &(Tensor, Tensor)) -> Result<StepOutput> {
@@ -330,7 +334,8 @@ pub fn sft(
     cfg.validate()?;
     let run = RunOptions::stage(out, "sft", cfg, &[("model", model), ("data", data)], resume)?;
     let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
-    let pre = Pretrained::load(model, Head::Lm, device)?;
+    let mut pre = Pretrained::load(model, Head::Lm, device)?;
+    crate::adapter::prepare(&mut pre.model, &cfg.lora, model)?;
     let mut examples = load_examples(&pre, data)?;
     let n_eval = ((examples.len() as f64) * cfg.eval_fraction).ceil() as usize;
     if examples.len() < n_eval + cfg.trainer.batch_size {

@@ -100,6 +100,7 @@ impl Default for DistillCliConfig {
                 eval_every: 0,
                 ..base.trainer.clone()
             },
+            lora: Default::default(),
         };
         Self {
             distill: DistillConfig::default(),

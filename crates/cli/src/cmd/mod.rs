@@ -11,6 +11,7 @@ pub mod flan;
 pub mod generate;
 pub mod import;
 pub mod label;
+pub mod merge;
 pub mod nll;
 pub mod ppo;
 pub mod pretrain;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use rlhf_eval::{JudgeSpec, Oracle, RewardModel, Scorer};
 use rlhf_train::{PpoConfig, PpoInputs, Resume};
 
-use crate::common::ConfigArgs;
+use crate::common::{ConfigArgs, LoraArgs};
 
 /// Optimise the SFT policy against a reward model with PPO: one sampled response per prompt
 /// (KV cache, temperature T, log-probs recomputed at T), reward = the reward model's score at
@@ -51,10 +51,13 @@ pub struct Args {
     resume: bool,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let mut cfg: PpoConfig = args.config.load()?;
+    args.lora.apply(&mut cfg.lora)?;
     match (args.ptx_coef, &args.ptx_data) {
         (Some(g), _) => cfg.ptx_coef = g,
         (None, Some(_)) if cfg.ptx_coef == 0.0 => cfg.ptx_coef = 1.0,

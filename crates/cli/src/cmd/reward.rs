@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rlhf_train::RewardConfig;
 
-use crate::common::ConfigArgs;
+use crate::common::{ConfigArgs, LoraArgs};
 
 /// Train a reward model from an SFT checkpoint: its LM head is replaced by a scalar head (init
 /// N(0, 1/(d+1))), the reward is read at the final (EOS) token, and each prompt's K ranked
@@ -25,10 +25,13 @@ pub struct Args {
     out: PathBuf,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let cfg: RewardConfig = args.config.load()?;
+    let mut cfg: RewardConfig = args.config.load()?;
+    args.lora.apply(&mut cfg.lora)?;
     let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, device)?;
     let (a0, a1) = (&s.eval_accuracy_start, &s.eval_accuracy_end);
     let oracle = match (a0.oracle, a1.oracle) {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use rlhf_train::{Resume, SftConfig};
 
-use crate::common::ConfigArgs;
+use crate::common::{ConfigArgs, LoraArgs};
 
 /// Fine-tune a checkpoint on demonstrations: {"prompt","completion"} or {"messages"} JSONL. The
 /// checkpoint's chat template renders each example (tiny models carry a ChatML default); loss
@@ -26,10 +26,13 @@ pub struct Args {
     resume: bool,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let cfg: SftConfig = args.config.load()?;
+    let mut cfg: SftConfig = args.config.load()?;
+    args.lora.apply(&mut cfg.lora)?;
     let resume = if args.resume {
         Resume::Latest
     } else {

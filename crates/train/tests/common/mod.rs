@@ -115,7 +115,7 @@ impl TrainStep for Lm {
     type Batch = Tensor;
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.gpt.vs.variables().into_iter().collect()
+        self.gpt.trainable_parameters()
     }
 
     fn loss(&mut self, ids: &Tensor) -> Result<StepOutput> {
