@@ -2,7 +2,7 @@
 # Creates (once) the Python virtual environment that provides libtorch for the build and the
 # reference tools (transformers, tokenizers) for the tests. Idempotent: a second run is a no-op.
 #   scripts/setup-env.sh          torch only (enough to build and run `rlhf`)
-#   scripts/setup-env.sh --test   plus transformers/tokenizers/safetensors for the parity tests, and
+#   scripts/setup-env.sh --test   plus transformers/tokenizers/safetensors/peft for the parity tests, and
 #                                 the official openai client, pytest and selenium for the API
 #                                 and browser tests
 set -euo pipefail
@@ -40,6 +40,10 @@ if [ "${1:-}" = "--test" ]; then
   if ! "$venv/bin/python" -c 'import transformers, tokenizers, safetensors, numpy' 2>/dev/null; then
     echo "[setup] installing transformers, tokenizers, safetensors" >&2
     "$venv/bin/python" -m pip install --quiet "transformers>=4.57" tokenizers safetensors numpy jinja2
+  fi
+  if ! "$venv/bin/python" -c 'import peft' 2>/dev/null; then
+    echo "[setup] installing peft (LoRA parity tests)" >&2
+    "$venv/bin/python" -m pip install --quiet "peft>=0.17"
   fi
   if ! "$venv/bin/python" -c 'import openai, pytest, selenium' 2>/dev/null; then
     echo "[setup] installing openai, pytest, selenium" >&2

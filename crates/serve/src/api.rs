@@ -7,7 +7,8 @@
 //!
 //! Not here: decoding (`engine.rs`), response assembly and SSE (`reply.rs`).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -46,6 +47,11 @@ pub struct ServeConfig {
     /// `max_tokens` of a completions request that gives none: 16, OpenAI's default. Chat
     /// requests default to the rest of the context.
     pub default_completion_tokens: usize,
+    /// Names of the LoRA adapters the engine loaded at start (`EngineConfig::adapters`).
+    pub adapters: Vec<String>,
+    /// Allow `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM's runtime adapter
+    /// API). Off by default: it reads server-side paths a client names.
+    pub dynamic_adapters: bool,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +63,8 @@ impl Default for ServeConfig {
             max_tokens_cap: 4096,
             max_n: 16,
             default_completion_tokens: 16,
+            adapters: vec![],
+            dynamic_adapters: false,
         }
     }
 }
@@ -66,6 +74,8 @@ pub(crate) struct Inner {
     pub tokenizer: Tokenizer,
     pub cfg: ServeConfig,
     pub created: u64,
+    /// The adapters requests may name, as the engine has them.
+    pub adapters: RwLock<BTreeSet<String>>,
 }
 
 type AppState = Arc<Inner>;
@@ -73,17 +83,21 @@ type AppState = Arc<Inner>;
 /// The routes over an engine and the checkpoint's tokenizer.
 pub fn router(engine: Engine, tokenizer: Tokenizer, cfg: ServeConfig) -> Router {
     let limit = cfg.max_body_bytes;
+    let adapters = RwLock::new(cfg.adapters.iter().cloned().collect());
     let state = Arc::new(Inner {
         engine,
         tokenizer,
         cfg,
         created: now(),
+        adapters,
     });
     let api = Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/load_lora_adapter", post(load_adapter))
+        .route("/v1/unload_lora_adapter", post(unload_adapter))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     api.route("/health", get(|| async { "ok" }))
         .fallback(not_found)
@@ -227,19 +241,25 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     }
 }
 
-fn card(s: &Inner) -> ModelCard {
+fn card(s: &Inner, id: &str) -> ModelCard {
     ModelCard {
-        id: s.cfg.model_name.clone(),
+        id: id.to_string(),
         object: "model".into(),
         created: s.created,
         owned_by: "rlhf".into(),
     }
 }
 
+fn adapter_names(s: &Inner) -> BTreeSet<String> {
+    s.adapters.read().map(|a| a.clone()).unwrap_or_default()
+}
+
 async fn list_models(State(s): State<AppState>) -> Json<ModelList> {
+    let mut data = vec![card(&s, &s.cfg.model_name)];
+    data.extend(adapter_names(&s).iter().map(|a| card(&s, a)));
     Json(ModelList {
         object: "list".into(),
-        data: vec![card(&s)],
+        data,
     })
 }
 
@@ -248,23 +268,130 @@ async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
     check_model(&s, &id)?;
-    Ok(Json(card(&s)))
+    Ok(Json(card(&s, &id)))
 }
 
-fn check_model(s: &Inner, name: &str) -> Result<(), ApiError> {
+/// The adapter a request's `model` names (`None`: the served model itself), or 404.
+fn check_model(s: &Inner, name: &str) -> Result<Option<String>, ApiError> {
     if name == s.cfg.model_name {
-        return Ok(());
+        return Ok(None);
     }
+    let adapters = adapter_names(s);
+    if adapters.contains(name) {
+        return Ok(Some(name.to_string()));
+    }
+    let mut known = vec![format!("`{}`", s.cfg.model_name)];
+    known.extend(adapters.iter().map(|a| format!("`{a}` (LoRA adapter)")));
     Err(ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!(
-            "the model `{name}` does not exist; this server serves `{}`",
-            s.cfg.model_name
+            "the model `{name}` does not exist; this server serves {}",
+            known.join(", ")
         ),
         kind: "invalid_request_error",
         param: Some("model"),
         code: Some("model_not_found"),
     })
+}
+
+/// `POST /v1/load_lora_adapter` body, as vLLM takes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadAdapter {
+    lora_name: String,
+    lora_path: String,
+}
+
+/// `POST /v1/unload_lora_adapter` body (vLLM also accepts a `lora_int_id`, unused here).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnloadAdapter {
+    lora_name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    lora_int_id: Option<i64>,
+}
+
+fn dynamic_enabled(s: &Inner) -> Result<(), ApiError> {
+    if s.cfg.dynamic_adapters {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "loading adapters at run time is off; start the server with --dynamic-adapters"
+            .into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+    })
+}
+
+/// Loads a PEFT adapter from a server-side directory under `lora_name`; requests then name it
+/// as their `model`. The answer is vLLM's: 200 with a plain-text success line.
+async fn load_adapter(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    dynamic_enabled(&s)?;
+    let req: LoadAdapter = parse(body)?;
+    let name = req.lora_name.trim().to_string();
+    if name.is_empty() || name.len() > 256 {
+        return Err(ApiError::bad(
+            "lora_name must be 1 to 256 characters",
+            Some("lora_name"),
+        ));
+    }
+    if name == s.cfg.model_name || adapter_names(&s).contains(&name) {
+        return Err(ApiError::bad(
+            format!("the LoRA adapter `{name}` has already been loaded (or is the model's name)"),
+            Some("lora_name"),
+        ));
+    }
+    if req.lora_path.is_empty() {
+        return Err(ApiError::bad("lora_path is empty", Some("lora_path")));
+    }
+    let path = std::path::PathBuf::from(&req.lora_path);
+    match s.engine.load_adapter(name.clone(), path).await {
+        Ok(()) => {
+            if let Ok(mut a) = s.adapters.write() {
+                a.insert(name.clone());
+            }
+            Ok(format!(
+                "Success: LoRA adapter '{name}' added successfully."
+            ))
+        }
+        Err(ServeError::Adapter(msg)) => Err(ApiError::bad(msg, Some("lora_path"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops an adapter; requests naming it get 404 from then on.
+async fn unload_adapter(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    dynamic_enabled(&s)?;
+    let req: UnloadAdapter = parse(body)?;
+    let name = req.lora_name;
+    // Unlisted first, so no new request names it while the engine drops it.
+    let listed = s
+        .adapters
+        .write()
+        .map(|mut a| a.remove(&name))
+        .unwrap_or(false);
+    if !listed {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("the LoRA adapter `{name}` is not loaded"),
+            kind: "invalid_request_error",
+            param: Some("lora_name"),
+            code: Some("model_not_found"),
+        });
+    }
+    s.engine.unload_adapter(name.clone()).await?;
+    Ok(format!(
+        "Success: LoRA adapter '{name}' removed successfully."
+    ))
 }
 
 /// The body as `T`: 413 over the size limit, 400 for anything that is not the expected JSON.
@@ -399,7 +526,7 @@ async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(body)?;
-    check_model(&s, &req.model)?;
+    let adapter = check_model(&s, &req.model)?;
     if req.tools.is_some() {
         return Err(ApiError::bad(
             "tools are not supported by this server",
@@ -465,10 +592,11 @@ async fn chat(
         first_choice: 0,
         params,
         events: tx,
+        adapter: adapter.clone(),
     })?;
     let reply = Reply {
         kind: Kind::Chat,
-        model: s.cfg.model_name.clone(),
+        model: adapter.clone().unwrap_or_else(|| s.cfg.model_name.clone()),
         choices: n,
         prompt_tokens,
         logprobs: logprobs.is_some(),
@@ -537,7 +665,7 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(body)?;
-    check_model(&s, &req.model)?;
+    let adapter = check_model(&s, &req.model)?;
     if req.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
         return Err(ApiError::bad(
             "suffix (insertion) is not supported",
@@ -582,6 +710,7 @@ async fn completions(
             first_choice: i * n,
             params: params.clone(),
             events: tx.clone(),
+            adapter: adapter.clone(),
         })?;
         if req.echo == Some(true) {
             echo.extend(std::iter::repeat_n(text, n));
@@ -590,7 +719,7 @@ async fn completions(
     drop(tx);
     let reply = Reply {
         kind: Kind::Completion,
-        model: s.cfg.model_name.clone(),
+        model: adapter.clone().unwrap_or_else(|| s.cfg.model_name.clone()),
         choices,
         prompt_tokens,
         logprobs: req.logprobs.is_some(),

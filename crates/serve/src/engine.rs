@@ -14,7 +14,7 @@
 //!
 //! Not here either: choosing tokens (`sampler.rs`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rlhf_model::sample::left_pad;
-use rlhf_model::{Batch, Head, KvCache, Pretrained};
+use rlhf_model::{Batch, Gpt, Head, KvCache, Pretrained};
 use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -73,6 +73,29 @@ pub struct Job {
     pub first_choice: usize,
     pub params: Params,
     pub events: UnboundedSender<Event>,
+    /// The LoRA adapter to decode with, by the name it was loaded under; `None`: the model.
+    pub adapter: Option<String>,
+}
+
+/// A change to the engine's LoRA adapters, applied between batches; `reply` gets the outcome.
+#[derive(Debug)]
+pub enum AdapterOp {
+    Load {
+        name: String,
+        path: PathBuf,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+    Unload {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What the engine thread receives.
+#[derive(Debug)]
+enum Msg {
+    Job(Job),
+    Adapter(AdapterOp),
 }
 
 /// A generated token as the API reports it.
@@ -113,6 +136,8 @@ pub struct EngineConfig {
     /// Let requests join a running batch at the next step (continuous batching); when false
     /// they wait for the batch to finish (static batching, kept for comparison).
     pub continuous: bool,
+    /// LoRA adapters loaded at start, by name (requests pick one with `model: NAME`).
+    pub adapters: Vec<(String, PathBuf)>,
 }
 
 impl Default for EngineConfig {
@@ -121,6 +146,7 @@ impl Default for EngineConfig {
             max_batch_rows: 64,
             max_queue: 4096,
             continuous: true,
+            adapters: vec![],
         }
     }
 }
@@ -128,7 +154,7 @@ impl Default for EngineConfig {
 /// The handle the HTTP side holds: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Engine {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     queued: Arc<AtomicUsize>,
     max_queue: usize,
     /// The model's context (positions).
@@ -139,28 +165,39 @@ impl Engine {
     /// Loads the checkpoint on a new thread and starts serving jobs; returns when the model is
     /// loaded (or failed to load).
     pub fn start(dir: PathBuf, device: Device, cfg: EngineConfig) -> Result<Engine> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         let rows = cfg.max_batch_rows.max(1);
         let continuous = cfg.continuous;
+        let adapters = cfg.adapters.clone();
         std::thread::Builder::new()
             .name("rlhf-engine".into())
             .spawn(move || {
-                let pre = match Pretrained::load(&dir, Head::Lm, device) {
-                    Ok(pre) => pre,
+                let loaded = Pretrained::load(&dir, Head::Lm, device)
+                    .map_err(ServeError::from)
+                    .and_then(|pre| {
+                        let mut decoder = Decoder::new(pre);
+                        for (name, path) in adapters {
+                            decoder.load_adapter(&name, &path)?;
+                        }
+                        Ok(decoder)
+                    });
+                let decoder = match loaded {
+                    Ok(d) => d,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(pre.model.cfg.max_positions as usize));
+                let _ = ready_tx.send(Ok(decoder.context()));
                 Worker {
-                    decoder: Decoder::new(pre),
+                    decoder,
                     max_rows: rows,
                     continuous,
                     deferred: VecDeque::new(),
+                    control: VecDeque::new(),
                 }
                 .run(rx, counter);
             })
@@ -182,10 +219,33 @@ impl Engine {
             return Err(ServeError::Overloaded);
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(job).map_err(|_| {
+        self.tx.send(Msg::Job(job)).map_err(|_| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             ServeError::Engine("the engine has stopped".into())
         })
+    }
+
+    /// Loads the LoRA adapter in `path` under `name` (after the running batch finishes).
+    pub async fn load_adapter(&self, name: String, path: PathBuf) -> Result<()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control(AdapterOp::Load { name, path, reply }, rx)
+            .await
+    }
+
+    /// Drops the adapter `name`; requests already queued for it fail.
+    pub async fn unload_adapter(&self, name: String) -> Result<()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control(AdapterOp::Unload { name, reply }, rx).await
+    }
+
+    async fn control(
+        &self,
+        op: AdapterOp,
+        rx: tokio::sync::oneshot::Receiver<Result<()>>,
+    ) -> Result<()> {
+        let stopped = || ServeError::Engine("the engine has stopped".into());
+        self.tx.send(Msg::Adapter(op)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -228,6 +288,8 @@ struct Worker {
     continuous: bool,
     /// Jobs that did not fit into the last batch, first in the next.
     deferred: VecDeque<Job>,
+    /// Adapter changes that arrived during a batch, applied after it.
+    control: VecDeque<AdapterOp>,
 }
 
 /// A model with what decoding needs to know about its tokenizer; runs one batch at a time.
@@ -235,6 +297,8 @@ pub struct Decoder {
     pre: Pretrained,
     eos: Vec<i64>,
     pad: i64,
+    /// LoRA adapters by name, each on the model's base weights (shared, not copied).
+    adapters: HashMap<String, Gpt>,
 }
 
 impl Decoder {
@@ -242,7 +306,57 @@ impl Decoder {
         let eos = pre.eos_ids();
         let tok = &pre.tokenizer;
         let pad = tok.padding_id();
-        Self { pre, eos, pad }
+        Self {
+            pre,
+            eos,
+            pad,
+            adapters: HashMap::new(),
+        }
+    }
+
+    /// Loads the PEFT adapter in `path` on the model's base weights under `name`.
+    pub fn load_adapter(&mut self, name: &str, path: &std::path::Path) -> Result<()> {
+        if self.adapters.contains_key(name) {
+            return Err(ServeError::Adapter(format!(
+                "the LoRA adapter `{name}` is already loaded"
+            )));
+        }
+        let mut model = self.pre.model.base_view()?;
+        model
+            .load_adapter(path)
+            .map_err(|e| ServeError::Adapter(format!("cannot load `{name}`: {e}")))?;
+        self.adapters.insert(name.to_string(), model);
+        Ok(())
+    }
+
+    /// Drops the adapter `name`.
+    pub fn unload_adapter(&mut self, name: &str) -> Result<()> {
+        match self.adapters.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(ServeError::AdapterNotFound(name.to_string())),
+        }
+    }
+
+    /// The model a job decodes with: its adapter's, or the plain one.
+    fn model(&self, adapter: Option<&String>) -> Result<&Gpt> {
+        match adapter {
+            None => Ok(&self.pre.model),
+            Some(name) => self
+                .adapters
+                .get(name)
+                .ok_or_else(|| ServeError::AdapterNotFound(name.clone())),
+        }
+    }
+
+    fn apply(&mut self, op: AdapterOp) {
+        match op {
+            AdapterOp::Load { name, path, reply } => {
+                let _ = reply.send(self.load_adapter(&name, &path));
+            }
+            AdapterOp::Unload { name, reply } => {
+                let _ = reply.send(self.unload_adapter(&name));
+            }
+        }
     }
 
     pub fn context(&self) -> usize {
@@ -276,11 +390,12 @@ impl Decoder {
         mut admit: impl FnMut(&Room) -> Vec<Job>,
     ) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        let model = &self.pre.model;
+        // Every job of a batch decodes with the same adapter (`Worker::gather` and `admit`).
+        let model = self.model(jobs.first().and_then(|j| j.adapter.as_ref()))?;
         let dev = model.device();
         let mut rows: Vec<Row> = Vec::new();
         let longest = jobs.iter().map(|j| j.params.max_tokens).max().unwrap_or(1) as i64;
-        let (mut cache, mut logits) = self.prefill(jobs, 0, &mut rows, longest)?;
+        let (mut cache, mut logits) = self.prefill(model, jobs, 0, &mut rows, longest)?;
         let mut active: Vec<usize> = (0..rows.len()).collect();
         let params: Vec<&Params> = rows.iter().map(|r| &jobs[r.job].params).collect();
         let mut knobs = Knobs::new(&params, logits.size()[1], dev);
@@ -301,7 +416,7 @@ impl Decoder {
                 let (first_job, first_row) = (jobs.len(), rows.len());
                 jobs.extend(new);
                 let (fresh, fresh_logits) =
-                    self.prefill(&jobs[first_job..], first_job, &mut rows, 0)?;
+                    self.prefill(model, &jobs[first_job..], first_job, &mut rows, 0)?;
                 let longest = jobs[first_job..].iter().map(|j| j.params.max_tokens).max();
                 let len = cache.len().max(fresh.len());
                 let capacity = len + remaining.max(longest.unwrap_or(0)) as i64;
@@ -359,12 +474,12 @@ impl Decoder {
     /// next-token logits (B, V).
     fn prefill(
         &self,
+        model: &Gpt,
         jobs: &[Job],
         job_offset: usize,
         rows: &mut Vec<Row>,
         room: i64,
     ) -> Result<(KvCache, Tensor)> {
-        let model = &self.pre.model;
         let mut prompts: Vec<Vec<i64>> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             let base = job.params.seed.unwrap_or_else(|| rand::rng().random());
@@ -457,28 +572,54 @@ impl Decoder {
 }
 
 impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<Job>, queued: Arc<AtomicUsize>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>, queued: Arc<AtomicUsize>) {
         // The queue count drops when a job leaves the channel (deferred jobs are already out).
-        let received = |job: Job| {
-            queued.fetch_sub(1, Ordering::Relaxed);
-            job
+        // Adapter changes wait in `control` until the running batch is done.
+        let mut control = VecDeque::new();
+        let received = |msg: Msg, control: &mut VecDeque<AdapterOp>| match msg {
+            Msg::Job(job) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                Some(job)
+            }
+            Msg::Adapter(op) => {
+                control.push_back(op);
+                None
+            }
         };
         loop {
+            for op in self.control.drain(..).chain(control.drain(..)) {
+                self.decoder.apply(op);
+            }
             let first = match self.deferred.pop_front() {
                 Some(job) => job,
                 None => match rx.recv() {
-                    Ok(job) => received(job),
+                    Ok(msg) => match received(msg, &mut control) {
+                        Some(job) => job,
+                        None => continue,
+                    },
                     Err(_) => return, // every handle dropped: shut down
                 },
             };
-            let jobs = self.gather(first, || rx.try_recv().ok().map(received));
+            let mut pending = VecDeque::new();
+            let jobs = self.gather(first, || {
+                loop {
+                    let msg = rx.try_recv().ok()?;
+                    if let Some(job) = received(msg, &mut pending) {
+                        return Some(job);
+                    }
+                }
+            });
+            self.control.extend(pending);
             let live: Vec<Job> = jobs.into_iter().filter(|j| !j.events.is_closed()).collect();
             if live.is_empty() {
                 continue;
             }
+            let adapter = live[0].adapter.clone();
             let (max_rows, continuous) = (self.max_rows, self.continuous);
             let deferred = &mut self.deferred;
-            // Requests that arrive while the batch runs join it at the next step if they fit.
+            let held = &mut self.control;
+            // Requests that arrive while the batch runs join it at the next step if they fit
+            // and decode with the batch's adapter; the first that does not waits (in order).
             let mut since = 0usize;
             let admit = |room: &Room| {
                 let mut taken = Vec::new();
@@ -490,14 +631,21 @@ impl Worker {
                 }
                 let mut room = *room;
                 let mut skipped = VecDeque::new();
-                while let Some(job) = deferred
-                    .pop_front()
-                    .or_else(|| rx.try_recv().ok().map(received))
-                {
+                loop {
+                    let job = match deferred.pop_front() {
+                        Some(job) => job,
+                        None => match rx.try_recv() {
+                            Ok(msg) => match received(msg, held) {
+                                Some(job) => job,
+                                None => continue,
+                            },
+                            Err(_) => break,
+                        },
+                    };
                     if job.events.is_closed() {
                         continue;
                     }
-                    if room.fits(&job, max_rows) {
+                    if job.adapter == adapter && room.fits(&job, max_rows) {
                         room.active_rows += job.n;
                         room.len = room.len.max(job.prompt.len());
                         room.remaining = room.remaining.max(job.params.max_tokens);
@@ -520,12 +668,14 @@ impl Worker {
         }
     }
 
-    /// The batch: `first` plus whatever is waiting, as long as the rows fit and every prompt plus
-    /// the longest answer fits the context (left padding shares one cache length).
+    /// The batch: `first` plus whatever is waiting for the same adapter, as long as the rows
+    /// fit and every prompt plus the longest answer fits the context (left padding shares one
+    /// cache length).
     fn gather(&mut self, first: Job, mut waiting: impl FnMut() -> Option<Job>) -> Vec<Job> {
         let context = self.decoder.context();
         let (mut rows, mut longest_prompt, mut longest_answer) =
             (first.n, first.prompt.len(), first.params.max_tokens);
+        let adapter = first.adapter.clone();
         let mut jobs = vec![first];
         let mut skipped = VecDeque::new();
         while rows < self.max_rows {
@@ -534,7 +684,7 @@ impl Worker {
             };
             let p = longest_prompt.max(job.prompt.len());
             let a = longest_answer.max(job.params.max_tokens);
-            if rows + job.n > self.max_rows || p + a > context {
+            if job.adapter != adapter || rows + job.n > self.max_rows || p + a > context {
                 skipped.push_back(job);
                 continue;
             }

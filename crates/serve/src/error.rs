@@ -17,6 +17,12 @@ pub enum ServeError {
     Io(String, #[source] std::io::Error),
     #[error("engine: {0}")]
     Engine(String),
+    /// A LoRA adapter could not be loaded (bad files, a name in use).
+    #[error("{0}")]
+    Adapter(String),
+    /// No adapter of this name is loaded.
+    #[error("the LoRA adapter `{0}` is not loaded")]
+    AdapterNotFound(String),
     /// Too many requests are waiting.
     #[error("the server is overloaded: too many requests are waiting")]
     Overloaded,

@@ -57,6 +57,7 @@ fn job(prompt: Vec<i64>, n: usize, params: Params) -> (Job, UnboundedReceiver<Ev
         first_choice: 0,
         params,
         events: tx,
+        adapter: None,
     };
     (job, rx)
 }

@@ -52,7 +52,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     );
     let engine = Engine::start(args.model.clone(), device, EngineConfig::default())
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let tokenizer = Tokenizer::from_dir(&rlhf_model::lora::tokenizer_dir(&args.model)?)?;
     let mut chat = Chat {
         engine,
         tokenizer,
@@ -150,6 +150,7 @@ impl Chat {
             first_choice: 0,
             params,
             events: tx,
+            adapter: None,
         })?;
         let mut reply = String::new();
         while let Some(event) = rx.blocking_recv() {

@@ -11,11 +11,26 @@ use rlhf_tokenizer::Tokenizer;
 /// events. Requests that arrive together are decoded together in one batch with the KV cache;
 /// each keeps its own temperature, top_p, seed, stop sequences and logprobs. Errors use OpenAI's
 /// JSON error shape. Prints the address once it listens; Ctrl-C stops after open requests finish.
+///
+/// LoRA adapters (PEFT's layout) are served beside the model on its shared weights: `--adapter`
+/// loads them at start and, with `--dynamic-adapters`, vLLM's `POST /v1/load_lora_adapter`
+/// {"lora_name","lora_path"} and `POST /v1/unload_lora_adapter` {"lora_name"} change them while
+/// the server runs; a request picks one by sending its name as `model`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    /// Checkpoint directory (config.json, model.safetensors, tokenizer.json), or a LoRA adapter
+    /// directory (served merged-in as the model).
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter to serve beside the model, as NAME=DIR or DIR (named after the
+    /// directory); requests select it with `model: NAME` (repeatable).
+    #[arg(long, value_name = "[NAME=]DIR")]
+    adapter: Vec<String>,
+    /// Allow loading and unloading adapters at run time (POST /v1/load_lora_adapter and
+    /// /v1/unload_lora_adapter, vLLM's API). They read directories on this machine that a
+    /// client names: keep it off on a shared network, or set an API key.
+    #[arg(long)]
+    dynamic_adapters: bool,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -51,25 +66,49 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
+    let adapters: Vec<(String, PathBuf)> = args
+        .adapter
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
+            None => {
+                let dir = PathBuf::from(a);
+                let name = dir
+                    .canonicalize()
+                    .unwrap_or(dir.clone())
+                    .file_name()
+                    .map_or("adapter".into(), |n| n.to_string_lossy().into_owned());
+                (name, dir)
+            }
+        })
+        .collect();
     let engine_cfg = EngineConfig {
         max_batch_rows: args.max_batch,
         max_queue: args.max_queue,
         continuous: !args.static_batching,
+        adapters: adapters.clone(),
     };
     let engine = Engine::start(args.model.clone(), device, engine_cfg)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let tokenizer = Tokenizer::from_dir(&rlhf_model::lora::tokenizer_dir(&args.model)?)?;
     let name = args.served_model_name.clone().unwrap_or_else(|| {
         let dir = args.model.canonicalize().unwrap_or(args.model.clone());
         dir.file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned())
     });
+    if adapters.iter().any(|(a, _)| *a == name) {
+        anyhow::bail!(
+            "--adapter: the name `{name}` is the model's own; give the adapter another (NAME=DIR)"
+        );
+    }
     let cfg = ServeConfig {
         model_name: name.clone(),
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: args.max_body_bytes,
         max_tokens_cap: args.max_tokens_cap,
         max_n: args.max_n,
+        adapters: adapters.into_iter().map(|(n, _)| n).collect(),
+        dynamic_adapters: args.dynamic_adapters,
         ..Default::default()
     };
     let context = engine.context;
@@ -84,6 +123,9 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        for a in &args.adapter {
+            eprintln!("rlhf serve: LoRA adapter {a}");
+        }
         eprintln!("rlhf serve: model `{name}` (context {context} tokens) on http://{local}/v1");
         rlhf_serve::serve(listener, app, shutdown_signal())
             .await
