@@ -31,7 +31,7 @@ def lora(model_dir, tmp_path_factory):
     world = os.path.join(os.path.dirname(model_dir), "world")
     rlhf("sft", "--model", model_dir, "--data", os.path.join(world, "sft.jsonl"),
          "--out", d / "adapter", "--lora", "--lora-r", "4", "--lora-alpha", "8",
-         "--set", "trainer.max_steps=30", "--set", "trainer.lr=1e-2",
+         "--set", "trainer.max_steps=30", "--set", "trainer.lr=3e-3",
          "--set", "trainer.batch_size=8", "--set", "trainer.eval_every=0")
     rlhf("merge", "--adapter", d / "adapter", "--out", d / "merged")
     texts = d / "texts.jsonl"
@@ -73,6 +73,19 @@ def test_peft_loads_our_adapter_and_agrees(model_dir, lora):
     print(f"\nmean NLL: rlhf {got['mean_nll']:.9f}, PEFT {theirs:.9f}, base {base_nll:.6f}")
     assert abs(got["mean_nll"] - theirs) <= 1e-5 * max(1.0, abs(theirs)), (got, theirs)
     assert abs(theirs - base_nll) > 1e-3, "the adapter changes the model"
+    # Token by token: the log-probs `rlhf generate` reports for its greedy continuation (the
+    # adapter's log-softmax at each position) equal PEFT's on the same ids.
+    for prompt in TEXTS[:2]:
+        out = json.loads(rlhf("generate", "--model", lora["adapter"], "--prompt", prompt, "--json",
+                              "--max-new-tokens", "12", "--temperature", "0").stdout.splitlines()[0])
+        ids = tok(prompt)["input_ids"]
+        full = torch.tensor([ids + out["token_ids"]])
+        with torch.no_grad():
+            lp = torch.log_softmax(peft(input_ids=full).logits[0].double(), -1)
+        theirs_lp = [lp[len(ids) - 1 + i, t].item() for i, t in enumerate(out["token_ids"])]
+        worst_lp = max(abs(a - b) for a, b in zip(out["logprobs"], theirs_lp))
+        print(f"per-token log-probs of {len(theirs_lp)} generated tokens: max |diff| {worst_lp:.3g}")
+        assert worst_lp <= 1e-4, worst_lp
     # PEFT's merge and ours write the same weights.
     merged = peft.merge_and_unload().state_dict()
     written = load_file(os.path.join(lora["merged"], "model.safetensors"))
@@ -101,8 +114,9 @@ def post(url, body):
         return Answer(e.code, e.read().decode())
 
 
-def greedy(client, model, prompt="Tom has 5 apples."):
-    r = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=0,
+def greedy(client, model):
+    """A greedy completion, its token log-probs and the model named."""
+    r = client.completions.create(model=model, prompt=TEXTS[0], max_tokens=12, temperature=0,
                                   logprobs=1)
     c = r.choices[0]
     return c.text, c.logprobs.token_logprobs, r.model
@@ -139,7 +153,7 @@ def test_served_adapters_load_unload_and_change_the_text(model_dir, lora):
     try:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         merged_text, merged_lp, _ = greedy(client, "merged")
-        assert merged_text == text
+        assert merged_text == text and len(merged_lp) == len(lp) > 0, (merged_text, text)
         assert max(abs(a - b) for a, b in zip(merged_lp, lp)) <= 1e-4
     finally:
         stop(proc)

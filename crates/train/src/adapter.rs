@@ -8,10 +8,11 @@ use rlhf_model::{Gpt, LoraConfig};
 use crate::error::{Result, TrainError};
 
 /// Readies a loaded model for training. With `cfg.enabled`: a fresh adapter on the frozen base,
+/// drawn from libtorch's generator seeded with `seed` (the same run gives the same adapter),
 /// recording `model_dir` (absolute) as its base; the input must then be a full checkpoint (an
 /// adapter input would leave the new adapter without a base on disk: merge it first). Without:
 /// full fine-tuning, so an adapter input is merged into the weights.
-pub fn prepare(gpt: &mut Gpt, cfg: &LoraConfig, model_dir: &Path) -> Result<()> {
+pub fn prepare(gpt: &mut Gpt, cfg: &LoraConfig, model_dir: &Path, seed: u64) -> Result<()> {
     if !cfg.enabled {
         return Ok(gpt.merge_adapter()?);
     }
@@ -23,6 +24,7 @@ pub fn prepare(gpt: &mut Gpt, cfg: &LoraConfig, model_dir: &Path) -> Result<()> 
             model_dir.display()
         )));
     }
+    tch::manual_seed(seed as i64);
     Ok(gpt.add_lora(cfg, Some(absolute(model_dir)))?)
 }
 

@@ -544,9 +544,14 @@ struct PpoModels {
 }
 
 impl PpoModels {
-    fn load(inputs: &PpoInputs, lora: &rlhf_model::LoraConfig, device: Device) -> Result<Self> {
+    fn load(
+        inputs: &PpoInputs,
+        lora: &rlhf_model::LoraConfig,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
         let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
-        crate::adapter::prepare(&mut policy.model, lora, &inputs.policy)?;
+        crate::adapter::prepare(&mut policy.model, lora, &inputs.policy, seed)?;
         let reference = if lora.enabled {
             Pretrained {
                 model: policy.model.base_view()?,
@@ -800,8 +805,7 @@ pub fn ppo(
     let t0 = Instant::now();
 
     // Phase "load".
-    tch::manual_seed(cfg.seed as i64); // fresh adapters' initialisation
-    let models = PpoModels::load(inputs, &cfg.lora, device)?;
+    let models = PpoModels::load(inputs, &cfg.lora, cfg.seed, device)?;
     let pre = &models.policy;
     let prompt_ids = tokenize_prompts(pre, &inputs.prompts, &prompts, cfg.max_new_tokens)?;
     let prompt_texts: Vec<String> = prompts.into_iter().map(|(_, p)| p).collect();

@@ -462,7 +462,7 @@ pub fn reward(
     // The fresh scalar head's initialisation comes from this seed.
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
-    crate::adapter::prepare(&mut gpt, &cfg.lora, model)?;
+    crate::adapter::prepare(&mut gpt, &cfg.lora, model, cfg.trainer.seed)?;
     let tokenizer = Tokenizer::from_dir(&rlhf_model::lora::tokenizer_dir(model)?)?;
     let pre = Pretrained {
         model: gpt,

@@ -335,7 +335,7 @@ pub fn sft(
     let run = RunOptions::stage(out, "sft", cfg, &[("model", model), ("data", data)], resume)?;
     let mut trainer = Trainer::new(cfg.trainer.clone(), run)?;
     let mut pre = Pretrained::load(model, Head::Lm, device)?;
-    crate::adapter::prepare(&mut pre.model, &cfg.lora, model)?;
+    crate::adapter::prepare(&mut pre.model, &cfg.lora, model, cfg.trainer.seed)?;
     let mut examples = load_examples(&pre, data)?;
     let n_eval = ((examples.len() as f64) * cfg.eval_fraction).ceil() as usize;
     if examples.len() < n_eval + cfg.trainer.batch_size {
