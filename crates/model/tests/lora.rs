@@ -170,15 +170,7 @@ fn a_fresh_adapter_changes_nothing_and_trains_alone() {
         assert!(trainable.iter().all(|(n, _)| n.contains(".lora_")));
         // A backward pass reaches the adapter (A gets no gradient while B is zero; B does) and
         // nothing of the base.
-        let out = model
-            .forward(
-                Batch {
-                    input_ids: &r["input_ids"],
-                    attention_mask: None,
-                },
-                None,
-            )
-            .unwrap();
+        let (out, _) = logits(&model, &r);
         out.square().mean(Kind::Float).backward();
         for (n, t) in &trainable {
             if n.ends_with("lora_B.weight") {
