@@ -100,18 +100,38 @@ impl JsonlRecord for SftRecord {
 }
 
 fn chat_from_json(f: &Fields<'_>) -> RecordResult<SftRecord> {
-    let items = f.array("messages", "{\"role\", \"content\"} objects")?;
+    let messages = messages_from(f, "messages")?;
+    let last = messages.len() - 1;
+    if messages[last].role != Role::Assistant {
+        return Err(RecordError::field(
+            format!("messages[{last}].role"),
+            "expected the conversation to end with an \"assistant\" message (the demonstration)",
+        ));
+    }
+    if messages[last].content.trim().is_empty() {
+        return Err(RecordError::field(
+            format!("messages[{last}].content"),
+            "expected a non-empty string, found \"\"",
+        ));
+    }
+    Ok(SftRecord::Chat { messages })
+}
+
+/// A non-empty list of `{"role", "content"}` messages in field `name`; errors name
+/// `name[i].role` or `name[i].content`.
+fn messages_from(f: &Fields<'_>, name: &str) -> RecordResult<Vec<Message>> {
+    let items = f.array(name, "{\"role\", \"content\"} objects")?;
     if items.is_empty() {
         return Err(RecordError::field(
-            "messages",
+            name,
             "expected at least one message, found an empty list",
         ));
     }
     let mut messages = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let at = |field: &str| format!("messages[{i}].{field}");
-        let m = Fields::of(item)
-            .map_err(|e| RecordError::field(format!("messages[{i}]"), e.problem))?;
+        let at = |field: &str| format!("{name}[{i}].{field}");
+        let m =
+            Fields::of(item).map_err(|e| RecordError::field(format!("{name}[{i}]"), e.problem))?;
         let role_value = m
             .value("role", "\"system\", \"user\" or \"assistant\"")
             .map_err(|e| RecordError::field(at("role"), e.problem))?;
@@ -136,20 +156,7 @@ fn chat_from_json(f: &Fields<'_>) -> RecordResult<SftRecord> {
             content: content.to_string(),
         });
     }
-    let last = messages.len() - 1;
-    if messages[last].role != Role::Assistant {
-        return Err(RecordError::field(
-            format!("messages[{last}].role"),
-            "expected the conversation to end with an \"assistant\" message (the demonstration)",
-        ));
-    }
-    if messages[last].content.trim().is_empty() {
-        return Err(RecordError::field(
-            format!("messages[{last}].content"),
-            "expected a non-empty string, found \"\"",
-        ));
-    }
-    Ok(SftRecord::Chat { messages })
+    Ok(messages)
 }
 
 /// `{"prompt": ..., "responses": [r1, ..., rK]}`: K sampled responses to one prompt.
@@ -429,4 +436,165 @@ impl JsonlRecord for EvalRecord {
             fields: f.rest(&["prompt", "answer"]),
         })
     }
+}
+
+/// What preference optimisation (`rlhf dpo`) reads: a conversation so far and K ≥ 2 ranked
+/// responses. Read from our rankings (`{"prompt", "responses", "ranking"}`, ties allowed) or from
+/// TRL's preference shapes: `{"prompt", "chosen", "rejected"}` with strings (standard) or message
+/// lists (conversational: the prompt's messages, and one assistant message each), or without a
+/// prompt, `chosen` and `rejected` being whole conversations that differ only in the last
+/// assistant message (implicit prompt). An optional `"system"` string is a system message before
+/// a prompt that has none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceRecord {
+    /// The conversation before the responses; a plain prompt is one user message.
+    pub prompt: Vec<Message>,
+    pub responses: Vec<String>,
+    pub ranking: Ranking,
+    /// The JSON field each response was read from (for errors): `responses[i]`, `chosen`, ...
+    pub fields: Vec<String>,
+}
+
+impl JsonlRecord for PreferenceRecord {
+    fn from_json(value: &Value) -> RecordResult<Self> {
+        let f = Fields::of(value)?;
+        let system = match f.has("system") {
+            true => Some(f.string("system")?.to_string()),
+            false => None,
+        };
+        let with_system = |mut prompt: Vec<Message>| {
+            if let Some(s) = &system
+                && prompt.first().is_none_or(|m| m.role != Role::System)
+            {
+                prompt.insert(
+                    0,
+                    Message {
+                        role: Role::System,
+                        content: s.clone(),
+                    },
+                );
+            }
+            prompt
+        };
+        if f.has("ranking") || f.has("responses") {
+            let r = RankingRecord::from_json(value)?;
+            let fields = (0..r.responses.len())
+                .map(|i| format!("responses[{i}]"))
+                .collect();
+            return Ok(Self {
+                prompt: with_system(vec![Message {
+                    role: Role::User,
+                    content: r.prompt,
+                }]),
+                responses: r.responses,
+                ranking: r.ranking,
+                fields,
+            });
+        }
+        if !f.has("chosen") && !f.has("rejected") {
+            return Err(RecordError::record(
+                "expected a ranking {\"prompt\", \"responses\", \"ranking\"} or a preference \
+                 {\"prompt\", \"chosen\", \"rejected\"}",
+            ));
+        }
+        let (prompt, chosen, rejected) = if f.has("prompt") {
+            let prompt = match f.value("prompt", "a string or a list of messages")? {
+                Value::Array(_) => messages_from(&f, "prompt")?,
+                _ => vec![Message {
+                    role: Role::User,
+                    content: f.string("prompt")?.to_string(),
+                }],
+            };
+            (prompt, answer_of(&f, "chosen")?, answer_of(&f, "rejected")?)
+        } else {
+            implicit_prompt(&f)?
+        };
+        for (name, text) in [("chosen", &chosen), ("rejected", &rejected)] {
+            if text.trim().is_empty() {
+                return Err(RecordError::field(
+                    name,
+                    "expected a non-empty response, found \"\"",
+                ));
+            }
+        }
+        if chosen == rejected {
+            return Err(RecordError::field(
+                "rejected",
+                "is identical to 'chosen'; a preference needs two different responses",
+            ));
+        }
+        Ok(Self {
+            prompt: with_system(prompt),
+            responses: vec![chosen, rejected],
+            ranking: Ranking::from_order(&[0, 1], 2)?,
+            fields: vec!["chosen".into(), "rejected".into()],
+        })
+    }
+}
+
+/// A response given as a string or as a list holding one assistant message.
+fn answer_of(f: &Fields<'_>, name: &str) -> RecordResult<String> {
+    match f.value(name, "a string or a list with one assistant message")? {
+        Value::Array(_) => {
+            let m = messages_from(f, name)?;
+            match m.as_slice() {
+                [one] if one.role == Role::Assistant => Ok(one.content.clone()),
+                _ => Err(RecordError::field(
+                    name,
+                    format!(
+                        "expected one assistant message (the prompt's messages go in 'prompt'), \
+                         found {} message(s)",
+                        m.len()
+                    ),
+                )),
+            }
+        }
+        _ => Ok(f.string(name)?.to_string()),
+    }
+}
+
+/// TRL's implicit prompt: `chosen` and `rejected` are conversations that share every message but
+/// the last, an assistant message.
+fn implicit_prompt(f: &Fields<'_>) -> RecordResult<(Vec<Message>, String, String)> {
+    let split = |name: &str| -> RecordResult<(Vec<Message>, String)> {
+        if !f.has(name) {
+            return Err(RecordError::field(
+                name,
+                "missing; expected a string or a list of messages",
+            ));
+        }
+        if !matches!(f.value(name, "")?, Value::Array(_)) {
+            return Err(RecordError::field(
+                "prompt",
+                format!("missing; with a string '{name}' the prompt must be given"),
+            ));
+        }
+        let mut m = messages_from(f, name)?;
+        let last = m
+            .pop()
+            .filter(|l| l.role == Role::Assistant)
+            .ok_or_else(|| {
+                RecordError::field(
+                    name,
+                    "expected the conversation to end with an \"assistant\" message",
+                )
+            })?;
+        if m.is_empty() {
+            return Err(RecordError::field(
+                "prompt",
+                format!("missing; '{name}' holds only the answer, so the prompt must be given"),
+            ));
+        }
+        Ok((m, last.content))
+    };
+    let (prompt, chosen) = split("chosen")?;
+    let (other, rejected) = split("rejected")?;
+    if prompt != other {
+        return Err(RecordError::field(
+            "rejected",
+            "its messages before the last differ from 'chosen''s; an implicit prompt must be \
+             the same in both",
+        ));
+    }
+    Ok((prompt, chosen, rejected))
 }

@@ -54,8 +54,8 @@ mod world;
 
 pub use error::{DataError, RecordError, Result};
 pub use formats::{
-    EvalRecord, Message, PairwiseRecord, PromptRecord, Ranking, RankingRecord, Role, SampleRecord,
-    SftRecord, TextRecord,
+    EvalRecord, Message, PairwiseRecord, PreferenceRecord, PromptRecord, Ranking, RankingRecord,
+    Role, SampleRecord, SftRecord, TextRecord,
 };
 pub use jsonl::{
     Fields, JsonlRecord, parse_jsonl, read_documents, read_jsonl, read_jsonl_lines, write_jsonl,

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod data;
 pub mod demo;
 pub mod distill;
+pub mod dpo;
 pub mod eval;
 pub mod experiment;
 pub mod flan;
