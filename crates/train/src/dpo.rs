@@ -453,10 +453,15 @@ pub fn preference_accuracy(
     let mut base = 0;
     for it in items {
         let r = |i: usize| beta * (lps[base + i].sum - it.ref_logps[i]);
-        let score = |w: usize, l: usize| match r(w) - r(l) {
-            d if d > 0.0 => 1.0,
-            d if d == 0.0 => 0.5,
-            _ => 0.0,
+        let score = |w: usize, l: usize| {
+            let d = r(w) - r(l);
+            if d > 0.0 {
+                1.0
+            } else if d == 0.0 {
+                0.5
+            } else {
+                0.0
+            }
         };
         for &(w, l) in &it.pairs {
             right += score(w, l);
