@@ -80,6 +80,7 @@ pub mod distill;
 pub mod dpo;
 pub mod error;
 pub mod flan;
+pub mod grpo;
 pub mod lmsi;
 pub mod optim;
 pub mod ppo;

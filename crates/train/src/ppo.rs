@@ -603,7 +603,7 @@ impl PpoModels {
 }
 
 /// Prompt texts with their line numbers, read before any model is loaded.
-fn read_prompts(path: &Path) -> Result<Vec<(usize, String)>> {
+pub(crate) fn read_prompts(path: &Path) -> Result<Vec<(usize, String)>> {
     let records: Vec<(usize, PromptRecord)> = read_jsonl_lines(path)?;
     if records.is_empty() {
         return Err(TrainError::Invalid(format!(
@@ -616,7 +616,7 @@ fn read_prompts(path: &Path) -> Result<Vec<(usize, String)>> {
 
 /// Prompts tokenized with the chat template; one that leaves no room for `max_new` tokens in
 /// the context is an error naming file:line.
-fn tokenize_prompts(
+pub(crate) fn tokenize_prompts(
     pre: &Pretrained,
     path: &Path,
     records: &[(usize, String)],

@@ -86,6 +86,12 @@ pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok(keep(x, mask).sum(x.kind()) / mask.ne(0.0).sum(x.kind()))
 }
 
+/// Masked sum over `dim`: `x`, `mask` (B, T) → (B,) for dim 1.
+pub fn masked_sum_dim(x: &Tensor, mask: &Tensor, dim: i64) -> Result<Tensor> {
+    check("masked_sum_dim", &[("x", x)], Some(mask))?;
+    Ok(keep(x, mask).f_sum_dim_intlist(dim, false, x.kind())?)
+}
+
 /// The masked mean along `dim`: (B, T) with dim 1 → (B,), one mean per row. A row with nothing
 /// masked gives NaN.
 pub fn masked_mean_dim(x: &Tensor, mask: &Tensor, dim: i64) -> Result<Tensor> {

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod experiment;
 pub mod flan;
 pub mod generate;
+pub mod grpo;
 pub mod import;
 pub mod label;
 pub mod merge;

@@ -1,0 +1,179 @@
+//! GRPO and RLOO: advantages against hand-computed values (groups, ties in rewards, the std
+//! division on and off), the loss's aggregation and masks (sequence vs token means, padding
+//! ignored, the k3 term, the clipped ratio), the verifiable answer reward.
+
+use rlhf_eval::Scorer;
+use rlhf_train::grpo::{
+    Aggregation, AnswerMatch, AnswerRecord, GrpoConfig, answer_reached, group_advantages,
+    grpo_loss, rloo_advantages,
+};
+use tch::{Kind, Tensor};
+
+fn close(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}
+
+#[test]
+fn group_advantages_by_hand() {
+    // Group 1: rewards 1, 0, 0, 1 -> mean 0.5, unbiased std sqrt(1/3).
+    // Group 2: all tied -> 0 everywhere (no NaN from a zero std).
+    let r = [1.0, 0.0, 0.0, 1.0, 0.3, 0.3, 0.3, 0.3];
+    let s = (1.0f64 / 3.0).sqrt() + 1e-4;
+    let want = [0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s, 0.0, 0.0, 0.0, 0.0];
+    assert!(close(&group_advantages(&r, 4, true).unwrap(), &want));
+    // Without the std division (Dr. GRPO): r - mean.
+    let want = [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0];
+    assert!(close(&group_advantages(&r, 4, false).unwrap(), &want));
+    // RLOO: r_i - mean of the others. Group (3, 1, 2): 3 - 1.5, 1 - 2.5, 2 - 2.
+    let want = [1.5, -1.5, 0.0];
+    assert!(close(&rloo_advantages(&[3.0, 1.0, 2.0], 3).unwrap(), &want));
+    // RLOO = G/(G-1) × (r - mean), and ties give 0 there too.
+    let r = [0.2, 0.9, 0.4, 0.4, 0.7, 0.7];
+    let a = rloo_advantages(&r, 3).unwrap();
+    let g = group_advantages(&r, 3, false).unwrap();
+    assert!(close(&a, &g.iter().map(|x| x * 1.5).collect::<Vec<_>>()));
+    // Bad shapes and non-finite rewards are errors.
+    assert!(group_advantages(&[1.0, 2.0, 3.0], 2, true).is_err());
+    assert!(rloo_advantages(&[1.0, 2.0], 1).is_err());
+    assert!(group_advantages(&[1.0, f64::NAN], 2, true).is_err());
+}
+
+fn t(rows: &[&[f64]]) -> Tensor {
+    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, -1])
+}
+
+#[test]
+fn loss_aggregation_and_masks() {
+    // Two responses: 3 real tokens and 1 real token (+ 2 padding). Ratio 1 everywhere
+    // (logp == old), no KL term: the per-token loss is -A.
+    let logp = t(&[&[-1.0, -2.0, -0.5], &[-0.3, 9.0, 9.0]]).set_requires_grad(true);
+    let old = t(&[&[-1.0, -2.0, -0.5], &[-0.3, -7.0, -7.0]]);
+    let mask = t(&[&[1.0, 1.0, 1.0], &[1.0, 0.0, 0.0]]);
+    let adv = Tensor::from_slice(&[2.0f64, -1.0]);
+    let go = |agg, beta: f64, kl: bool| {
+        grpo_loss(&logp, &old, &old, &adv, &mask, 0.2, beta, kl, agg).unwrap()
+    };
+    // Sequence: mean over each response's tokens, then over responses: (-2 + 1) / 2.
+    let seq = go(Aggregation::Sequence, 0.0, true);
+    assert!((seq.loss.double_value(&[]) - (-0.5)).abs() < 1e-12);
+    // Token: every real token weighs the same: (3 × -2 + 1 × 1) / 4.
+    let tok = go(Aggregation::Token, 0.0, true);
+    assert!((tok.loss.double_value(&[]) - (-1.25)).abs() < 1e-12);
+    // Padding (logp 9 there) changes nothing, and gets no gradient.
+    tok.loss.backward();
+    let g = logp.grad();
+    assert_eq!(g.double_value(&[1, 1]), 0.0);
+    assert_eq!(g.double_value(&[1, 2]), 0.0);
+    // d/dlogp of -A·ratio at ratio 1 is -A / 4 per token under token aggregation.
+    assert!((g.double_value(&[0, 0]) - (-0.5)).abs() < 1e-12);
+    assert!((g.double_value(&[1, 0]) - 0.25).abs() < 1e-12);
+    // The k3 term: with ref = logp - 0.1 on every token, k3 = e^-0.1 - 1 + 0.1 per token.
+    let refp = &old - 0.1;
+    let l = grpo_loss(
+        &logp,
+        &old,
+        &refp,
+        &adv,
+        &mask,
+        0.2,
+        0.5,
+        true,
+        Aggregation::Token,
+    )
+    .unwrap();
+    let k3 = (-0.1f64).exp() - 1.0 + 0.1;
+    assert!((l.kl - k3).abs() < 1e-12);
+    assert!((l.loss.double_value(&[]) - (-1.25 + 0.5 * k3)).abs() < 1e-12);
+    // KL as a reward penalty instead: no k3 in the loss.
+    let l = grpo_loss(
+        &logp,
+        &old,
+        &refp,
+        &adv,
+        &mask,
+        0.2,
+        0.5,
+        false,
+        Aggregation::Token,
+    )
+    .unwrap();
+    assert!((l.loss.double_value(&[]) - (-1.25)).abs() < 1e-12);
+}
+
+#[test]
+fn the_ratio_is_clipped() {
+    // Ratio e^0.5 > 1.2 with a positive advantage: the clipped term (-1.2 A) wins, no gradient.
+    let logp = Tensor::from_slice(&[0.5f64])
+        .view([1, 1])
+        .set_requires_grad(true);
+    let old = Tensor::zeros([1, 1], (Kind::Double, tch::Device::Cpu));
+    let mask = Tensor::ones([1, 1], (Kind::Double, tch::Device::Cpu));
+    let adv = Tensor::from_slice(&[1.0f64]);
+    let l = grpo_loss(
+        &logp,
+        &old,
+        &old,
+        &adv,
+        &mask,
+        0.2,
+        0.0,
+        true,
+        Aggregation::Token,
+    )
+    .unwrap();
+    assert!((l.loss.double_value(&[]) - (-1.2)).abs() < 1e-12);
+    assert_eq!(l.clip_fraction, 1.0);
+    l.loss.backward();
+    assert_eq!(logp.grad().double_value(&[0, 0]), 0.0);
+}
+
+#[test]
+fn answers_are_checked() {
+    assert!(answer_reached("5 + 3 = 8. The answer is 8.", "8"));
+    assert!(!answer_reached("The answer is 9.", "8"));
+    assert!(answer_reached("so 12 apples", "12"));
+    assert!(answer_reached("The answer is Paris.", "paris"));
+    assert!(answer_reached("I think\nParis", "Paris"));
+    assert!(!answer_reached("The answer is Lyon.", "Paris"));
+    let m = AnswerMatch::new(&[AnswerRecord {
+        prompt: "2+2?".into(),
+        answer: "4".into(),
+    }]);
+    let s = m
+        .score(
+            &["2+2?".into(), "2+2?".into()],
+            &["It is 4.".into(), "5".into()],
+        )
+        .unwrap();
+    assert_eq!(s, vec![1.0, 0.0]);
+    assert!(
+        m.check(&["3+3?".into()]).is_err(),
+        "a prompt without an answer is refused"
+    );
+}
+
+#[test]
+fn settings_are_checked() {
+    for bad in [
+        GrpoConfig {
+            group: 1,
+            ..Default::default()
+        },
+        GrpoConfig {
+            minibatches: 3,
+            ..Default::default()
+        },
+        GrpoConfig {
+            beta: -0.1,
+            ..Default::default()
+        },
+        GrpoConfig {
+            clip: 0.0,
+            ..Default::default()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+    GrpoConfig::default().validate().unwrap();
+}
