@@ -243,11 +243,13 @@ pub fn grpo_loss(
     let a = adv.detach().unsqueeze(1); // (B, 1)
     let unclipped = -(&a * &ratio);
     let clipped = -(&a * ratio.clamp(1.0 - clip, 1.0 + clip));
-    let mut per_token = unclipped.maximum(&clipped);
+    let surrogate = unclipped.maximum(&clipped);
     let k3 = rl::kl_per_token(logp, &ref_logp.detach(), KlEstimator::K3)?;
-    if kl_in_loss && beta > 0.0 {
-        per_token = per_token + &k3 * beta;
-    }
+    let per_token = if kl_in_loss && beta > 0.0 {
+        surrogate + &k3 * beta
+    } else {
+        surrogate
+    };
     let loss = match agg {
         Aggregation::Sequence => rl::masked_mean_dim(&per_token, mask, 1)?.mean(per_token.kind()),
         Aggregation::Token => rl::masked_mean(&per_token, mask)?,
