@@ -177,3 +177,96 @@ fn settings_are_checked() {
     }
     GrpoConfig::default().validate().unwrap();
 }
+
+/// A reward for short answers: −(characters) / 10.
+#[derive(Debug)]
+struct Short;
+
+impl Scorer for Short {
+    fn key(&self) -> &str {
+        "short"
+    }
+    fn name(&self) -> &str {
+        "short"
+    }
+    fn score(&self, _: &[String], responses: &[String]) -> rlhf_eval::Result<Vec<f64>> {
+        Ok(responses
+            .iter()
+            .map(|r| -(r.chars().count() as f64) / 10.0)
+            .collect())
+    }
+}
+
+#[test]
+fn a_short_run_raises_the_reward() {
+    use rlhf_model::{Gpt, Head, ModelConfig, Pretrained};
+    use rlhf_tokenizer::{BpeConfig, train_bpe};
+    use rlhf_train::grpo::{Algo, GrpoInputs, grpo};
+    let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
+    let tok = train_bpe(
+        std::iter::repeat_n(text, 20),
+        &BpeConfig {
+            vocab_size: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let json = serde_json::json!({
+        "model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 64, "max_position_embeddings": 96, "tie_word_embeddings": true,
+    });
+    let cfg = ModelConfig::from_json(&json, std::path::Path::new("tiny")).unwrap();
+    tch::manual_seed(0);
+    let pre = Pretrained {
+        model: Gpt::new(&cfg, Head::Lm, tch::Device::Cpu),
+        tokenizer: tok,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    pre.model.save(&model).unwrap();
+    pre.tokenizer.save(&model).unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    let lines: Vec<String> = (0..16)
+        .map(|i| format!(r#"{{"prompt": "Jane has {i} flowers."}}"#))
+        .collect();
+    std::fs::write(&prompts, lines.join("\n") + "\n").unwrap();
+    for algo in [Algo::Grpo, Algo::Rloo] {
+        let out = dir.path().join(format!("{algo:?}"));
+        let inputs = GrpoInputs {
+            policy: model.clone(),
+            prompts: prompts.clone(),
+            reward: Box::new(Short),
+            eval_prompts: None,
+            out: out.clone(),
+        };
+        let cfg = GrpoConfig {
+            algo,
+            iterations: 12,
+            prompts_per_iteration: 4,
+            group: 8,
+            lr: 1e-2,
+            max_new_tokens: 12,
+            ..Default::default()
+        };
+        let s = grpo(&inputs, &cfg, tch::Device::Cpu).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reward = |rows: &[serde_json::Value]| {
+            rows.iter()
+                .map(|r| r["reward"].as_f64().unwrap())
+                .sum::<f64>()
+                / rows.len() as f64
+        };
+        let (early, late) = (reward(&lines[..3]), reward(&lines[9..]));
+        assert!(
+            late > early + 0.5,
+            "{algo:?}: reward {early:.2} -> {late:.2}"
+        );
+        assert_eq!(s.iterations, 12);
+        assert!(out.join("model.safetensors").is_file());
+    }
+}
