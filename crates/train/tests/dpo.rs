@@ -4,8 +4,9 @@
 //! loss's weighting, bad preference files named by file/line/field, and a short run on a tiny
 //! model that raises preference accuracy while every margin starts at exactly 0.
 
-use rlhf_model::{Gpt, Head, ModelConfig, Pretrained};
-use rlhf_tokenizer::{BpeConfig, train_bpe};
+mod common;
+
+use rlhf_model::{Gpt, Head, Pretrained};
 use rlhf_train::dpo::{
     DpoConfig, DpoLoss, DpoStep, PrefData, encode_items, ipo_loss, listwise_loss,
     preference_accuracy, reference_logprobs, sigmoid_loss,
@@ -93,28 +94,8 @@ fn listwise_gradient_at_k3_matches_the_explicit_expansion() {
     }
 }
 
-/// A tiny Llama with a BPE tokenizer trained on the test's own texts, and a 96-token context.
 fn tiny(positions: i64) -> Pretrained {
-    let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
-    let tok = train_bpe(
-        std::iter::repeat_n(text, 20),
-        &BpeConfig {
-            vocab_size: 300,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let json = serde_json::json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 64, "max_position_embeddings": positions, "tie_word_embeddings": true,
-    });
-    let cfg = ModelConfig::from_json(&json, std::path::Path::new("tiny")).unwrap();
-    tch::manual_seed(0);
-    Pretrained {
-        model: Gpt::new(&cfg, Head::Lm, Device::Cpu),
-        tokenizer: tok,
-    }
+    common::tiny_pretrained(positions)
 }
 
 /// An error and its causes, as the CLI prints them.

@@ -2,6 +2,8 @@
 //! division on and off), the loss's aggregation and masks (sequence vs token means, padding
 //! ignored, the k3 term, the clipped ratio), the verifiable answer reward.
 
+mod common;
+
 use rlhf_eval::Scorer;
 use rlhf_train::grpo::{
     Aggregation, AnswerMatch, AnswerRecord, GrpoConfig, answer_reached, group_advantages,
@@ -199,29 +201,8 @@ impl Scorer for Short {
 
 #[test]
 fn a_short_run_raises_the_reward() {
-    use rlhf_model::{Gpt, Head, ModelConfig, Pretrained};
-    use rlhf_tokenizer::{BpeConfig, train_bpe};
     use rlhf_train::grpo::{Algo, GrpoInputs, grpo};
-    let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
-    let tok = train_bpe(
-        std::iter::repeat_n(text, 20),
-        &BpeConfig {
-            vocab_size: 300,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let json = serde_json::json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 64, "max_position_embeddings": 96, "tie_word_embeddings": true,
-    });
-    let cfg = ModelConfig::from_json(&json, std::path::Path::new("tiny")).unwrap();
-    tch::manual_seed(0);
-    let pre = Pretrained {
-        model: Gpt::new(&cfg, Head::Lm, tch::Device::Cpu),
-        tokenizer: tok,
-    };
+    let pre = common::tiny_pretrained(96);
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     pre.model.save(&model).unwrap();

@@ -1,34 +1,16 @@
 //! SFT: the loss covers exactly the assistant's tokens (plus EOS), batches pad correctly, and one
 //! step changes every parameter.
 
+mod common;
+
 use rlhf_data::SftRecord;
-use rlhf_model::{Batch, Gpt, Head, ModelConfig, Pretrained};
-use rlhf_tokenizer::{BpeConfig, train_bpe};
+use rlhf_model::{Batch, Gpt, Pretrained};
 use rlhf_train::sft::{collate, encode_example, masked_ce, sft_loss};
 use rlhf_train::{DataSource, RandomTokens, TrainStep, TrainerConfig, run_steps};
 use tch::{Device, Kind, Tensor};
 
 fn tiny() -> Pretrained {
-    let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
-    let tok = train_bpe(
-        std::iter::repeat_n(text, 20),
-        &BpeConfig {
-            vocab_size: 300,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let json = serde_json::json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 64, "max_position_embeddings": 256, "tie_word_embeddings": true,
-    });
-    let cfg = ModelConfig::from_json(&json, std::path::Path::new("tiny")).unwrap();
-    tch::manual_seed(0);
-    Pretrained {
-        model: Gpt::new(&cfg, Head::Lm, Device::Cpu),
-        tokenizer: tok,
-    }
+    common::tiny_pretrained(256)
 }
 
 fn record(prompt: &str, completion: &str) -> SftRecord {

@@ -227,3 +227,31 @@ pub fn recorder(trainer: &mut Trainer, stop_after: Option<u64>) -> Rc<RefCell<Ve
     });
     losses
 }
+
+/// A tiny Llama (hidden 32, 2 layers, tied head) with a byte-level BPE tokenizer trained on a
+/// line of task-world text, initialised from libtorch's generator seeded with 0, and
+/// `positions` positions.
+pub fn tiny_pretrained(positions: i64) -> rlhf_model::Pretrained {
+    use rlhf_tokenizer::{BpeConfig, train_bpe};
+    let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
+    let tok = train_bpe(
+        std::iter::repeat_n(text, 20),
+        &BpeConfig {
+            vocab_size: 300,
+            ..Default::default()
+        },
+    )
+    .expect("tokenizer");
+    let json = serde_json::json!({
+        "model_type": "llama", "vocab_size": tok.vocab_size(), "hidden_size": 32,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 64, "max_position_embeddings": positions,
+        "tie_word_embeddings": true,
+    });
+    let cfg = ModelConfig::from_json(&json, Path::new("tiny")).expect("valid tiny config");
+    tch::manual_seed(0);
+    rlhf_model::Pretrained {
+        model: Gpt::new(&cfg, Head::Lm, Device::Cpu),
+        tokenizer: tok,
+    }
+}
