@@ -16,6 +16,10 @@ use crate::common::{ConfigArgs, LoraArgs};
 /// "system" string. Logs TRL's rewards/chosen, rewards/rejected, rewards/margins and
 /// rewards/accuracies per step, and the held-out preference accuracy (and the noise-free oracle's,
 /// for task-world prompts) before and after.
+///
+/// Other settings are config keys (`--set KEY=VALUE`; `--print-config` lists them with their
+/// defaults): epochs (1), eval_fraction (0.1), rows, trainer.lr (1e-5), trainer.batch_size (8
+/// prompts), trainer.warmup_steps, trainer.seed, and [lora].
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Checkpoint to start from (the SFT model): the initial policy and the reference.

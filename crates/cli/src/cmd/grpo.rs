@@ -14,6 +14,11 @@ use crate::common::{ConfigArgs, LoraArgs};
 /// on the reward (kl_mode = "reward"); aggregation = "sequence" (each response weighs the same)
 /// or "token" (each token does). No value model. Writes the policy (or its adapter) to OUT with
 /// metrics.jsonl (one line per iteration) and summary.json.
+///
+/// Every setting is a config key (`--set KEY=VALUE`; `--print-config` lists them with their
+/// defaults): iterations (100), prompts_per_iteration (8), group (8), epochs (1), minibatches
+/// (2), lr (5e-5), clip (0.2), beta (0.04), kl_mode, scale_rewards (true), aggregation (sequence),
+/// temperature (1), max_new_tokens (64), seed, and [lora].
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The initial policy (an SFT checkpoint); also the KL reference.
