@@ -76,7 +76,17 @@ impl ConfigArgs {
     /// Loads the typed config strictly: unknown keys and wrong types are errors with the key path.
     /// With `--print-config`, prints it and exits.
     pub fn load<T: serde::de::DeserializeOwned + serde::Serialize + Default>(&self) -> Result<T> {
-        let cfg: T = rlhf_train::config::load(self.config.as_deref(), &self.set)?;
+        self.load_then(|_| Ok(()))
+    }
+
+    /// As [`Self::load`], with the command's own flags applied by `adjust` before the
+    /// configuration is validated and printed (so `--print-config` shows what would run).
+    pub fn load_then<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
+        &self,
+        adjust: impl FnOnce(&mut T) -> Result<()>,
+    ) -> Result<T> {
+        let mut cfg: T = rlhf_train::config::load(self.config.as_deref(), &self.set)?;
+        adjust(&mut cfg)?;
         if self.print_config {
             print_line(toml::to_string(&cfg)?)?;
             std::process::exit(0);

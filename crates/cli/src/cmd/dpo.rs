@@ -58,21 +58,23 @@ enum LossArg {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut cfg: DpoConfig = args.config.load()?;
-    args.lora.apply(&mut cfg.lora)?;
-    if let Some(l) = args.loss {
-        cfg.loss = match l {
-            LossArg::Sigmoid => DpoLoss::Sigmoid,
-            LossArg::Ipo => DpoLoss::Ipo,
-            LossArg::Listwise => DpoLoss::Listwise,
-        };
-    }
-    if let Some(b) = args.beta {
-        cfg.beta = b;
-    }
-    if let Some(e) = args.label_smoothing {
-        cfg.label_smoothing = e;
-    }
+    let cfg: DpoConfig = args.config.load_then(|cfg: &mut DpoConfig| {
+        args.lora.apply(&mut cfg.lora)?;
+        if let Some(l) = args.loss {
+            cfg.loss = match l {
+                LossArg::Sigmoid => DpoLoss::Sigmoid,
+                LossArg::Ipo => DpoLoss::Ipo,
+                LossArg::Listwise => DpoLoss::Listwise,
+            };
+        }
+        if let Some(b) = args.beta {
+            cfg.beta = b;
+        }
+        if let Some(e) = args.label_smoothing {
+            cfg.label_smoothing = e;
+        }
+        Ok(())
+    })?;
     let resume = if args.resume {
         Resume::Latest
     } else {

@@ -57,17 +57,19 @@ enum AlgoArg {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut cfg: GrpoConfig = args.config.load()?;
-    args.lora.apply(&mut cfg.lora)?;
-    if let Some(a) = args.algo {
-        cfg.algo = match a {
-            AlgoArg::Grpo => Algo::Grpo,
-            AlgoArg::Rloo => Algo::Rloo,
-        };
-    }
-    if let Some(g) = args.group {
-        cfg.group = g;
-    }
+    let cfg: GrpoConfig = args.config.load_then(|cfg: &mut GrpoConfig| {
+        args.lora.apply(&mut cfg.lora)?;
+        if let Some(a) = args.algo {
+            cfg.algo = match a {
+                AlgoArg::Grpo => Algo::Grpo,
+                AlgoArg::Rloo => Algo::Rloo,
+            };
+        }
+        if let Some(g) = args.group {
+            cfg.group = g;
+        }
+        Ok(())
+    })?;
     let inputs = GrpoInputs {
         reward: reward_from_spec(&args.reward, &args.prompts, device)?,
         policy: args.model,

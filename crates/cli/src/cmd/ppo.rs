@@ -56,13 +56,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut cfg: PpoConfig = args.config.load()?;
-    args.lora.apply(&mut cfg.lora)?;
-    match (args.ptx_coef, &args.ptx_data) {
-        (Some(g), _) => cfg.ptx_coef = g,
-        (None, Some(_)) if cfg.ptx_coef == 0.0 => cfg.ptx_coef = 1.0,
-        _ => {}
-    }
+    let cfg: PpoConfig = args.config.load_then(|cfg: &mut PpoConfig| {
+        args.lora.apply(&mut cfg.lora)?;
+        match (args.ptx_coef, &args.ptx_data) {
+            (Some(g), _) => cfg.ptx_coef = g,
+            (None, Some(_)) if cfg.ptx_coef == 0.0 => cfg.ptx_coef = 1.0,
+            _ => {}
+        }
+        Ok(())
+    })?;
     let resume = if args.resume {
         Resume::Latest
     } else {

@@ -30,8 +30,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut cfg: RewardConfig = args.config.load()?;
-    args.lora.apply(&mut cfg.lora)?;
+    let lora = &args.lora;
+    let cfg: RewardConfig = args
+        .config
+        .load_then(|c: &mut RewardConfig| lora.apply(&mut c.lora))?;
     let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, device)?;
     let (a0, a1) = (&s.eval_accuracy_start, &s.eval_accuracy_end);
     let oracle = match (a0.oracle, a1.oracle) {

@@ -31,8 +31,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
-    let mut cfg: SftConfig = args.config.load()?;
-    args.lora.apply(&mut cfg.lora)?;
+    let lora = &args.lora;
+    let cfg: SftConfig = args
+        .config
+        .load_then(|c: &mut SftConfig| lora.apply(&mut c.lora))?;
     let resume = if args.resume {
         Resume::Latest
     } else {
