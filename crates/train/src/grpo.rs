@@ -362,6 +362,8 @@ pub struct GrpoInputs {
     /// Task-world prompts whose greedy word-problem accuracy is measured before and after.
     pub eval_prompts: Option<PathBuf>,
     pub out: PathBuf,
+    /// Draw a progress bar on stderr (iterations, reward, KL, length).
+    pub progress: bool,
 }
 
 /// What a finished run reports (also `summary.json`).
@@ -472,6 +474,13 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
     };
     let t0 = Instant::now();
     let (mut first, mut last) = (f64::NAN, f64::NAN);
+    let bar = inputs.progress.then(|| {
+        let style = indicatif::ProgressStyle::with_template(
+            "grpo {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        indicatif::ProgressBar::new(cfg.iterations).with_style(style)
+    });
     for it in 0..cfg.iterations {
         let t_it = Instant::now();
         let idx = order.next_indices();
@@ -506,6 +515,16 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
         m.insert("step".into(), (it + 1) as f64);
         m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
         metrics_log.append(&m)?;
+        if let Some(b) = &bar {
+            b.set_position(it + 1);
+            b.set_message(format!(
+                "reward {:.3} kl {:.2} len {:.0}",
+                m["reward"], m["kl"], m["response_len"]
+            ));
+        }
+    }
+    if let Some(b) = bar {
+        b.finish();
     }
     let elapsed_s = t0.elapsed().as_secs_f64();
     let acc_after = accuracy(&policy)?;

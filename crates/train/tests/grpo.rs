@@ -220,6 +220,7 @@ fn a_short_run_raises_the_reward() {
             reward: Box::new(Short),
             eval_prompts: None,
             out: out.clone(),
+            progress: false,
         };
         let cfg = GrpoConfig {
             algo,

@@ -76,6 +76,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         prompts: args.prompts,
         eval_prompts: args.eval_prompts,
         out: args.out,
+        progress: true,
     };
     let s = grpo(&inputs, &cfg, device)?;
     let acc = match s.word_problem_accuracy {
