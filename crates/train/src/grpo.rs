@@ -29,7 +29,7 @@ use crate::data::{DataRng, Epochs};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use crate::rl::{self, KlEstimator};
-use crate::run::{Resume, RunDir, RunOptions};
+use crate::run::{self, Resume, RunDir, RunOptions};
 use crate::step::Metrics;
 
 /// Which baseline the advantages use.
@@ -104,6 +104,10 @@ pub struct GrpoConfig {
     pub max_new_tokens: usize,
     /// Seeds prompt order, sampling and fresh adapters. 0.
     pub seed: u64,
+    /// Checkpoint every N iterations (and at the end); 0 only at the end. 20.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept; 0 keeps all. 2.
+    pub keep_checkpoints: usize,
     /// LoRA (`--lora`): the reference is the base with the adapter off.
     pub lora: LoraConfig,
 }
@@ -129,6 +133,8 @@ impl Default for GrpoConfig {
             temperature: 1.0,
             max_new_tokens: 64,
             seed: 0,
+            checkpoint_every: 20,
+            keep_checkpoints: 2,
             lora: LoraConfig::default(),
         }
     }
@@ -381,9 +387,24 @@ pub struct GrpoSummary {
     pub out: PathBuf,
 }
 
+/// What a checkpoint keeps beyond the policy and the optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GrpoState {
+    reward_first: f64,
+}
+
+const STATE_FILE: &str = "grpo_state.json";
+
 /// Trains with GRPO or RLOO; `out` becomes the policy's checkpoint (or adapter) directory, with
-/// `metrics.jsonl` (one line per iteration) and `summary.json`.
-pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<GrpoSummary> {
+/// `metrics.jsonl` (one line per iteration), `checkpoints/` and `summary.json`. With
+/// `Resume::Latest` the run continues from its latest checkpoint (the same configuration and
+/// inputs), drawing the same samples it would have drawn.
+pub fn grpo(
+    inputs: &GrpoInputs,
+    cfg: &GrpoConfig,
+    resume: Resume,
+    device: Device,
+) -> Result<GrpoSummary> {
     cfg.validate()?;
     let prompts = crate::ppo::read_prompts(&inputs.prompts)?;
     let texts: Vec<String> = prompts.iter().map(|(_, p)| p.clone()).collect();
@@ -407,8 +428,9 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
             ("policy", inputs.policy.as_path()),
             ("prompts", inputs.prompts.as_path()),
         ],
-        Resume::No,
+        resume,
     )?)?;
+    let resume_point = run.resume_point()?;
     let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
     crate::adapter::prepare(&mut policy.model, &cfg.lora, &inputs.policy, cfg.seed)?;
     let reference = match (cfg.beta > 0.0, cfg.lora.enabled) {
@@ -463,8 +485,22 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
         },
     )?;
     let mut order = Epochs::new(ids.len(), cfg.prompts_per_iteration, cfg.seed, 9);
+    let steps_per_iteration = (cfg.epochs * cfg.minibatches) as u64;
+    let (mut start, mut elapsed_before, mut first) = (0, 0.0, f64::NAN);
+    if let Some(point) = &resume_point {
+        let dir = &point.dir;
+        crate::checkpoint::load_gpt(&policy.model, &dir.join("policy"))?;
+        run::load_optimizer(&mut opt, dir, point.info.step * steps_per_iteration)?;
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io("read", &path, e))?;
+        let state: GrpoState = serde_json::from_str(&text)
+            .map_err(|e| TrainError::checkpoint(&path, e.to_string()))?;
+        order.seek(&point.info.data_position);
+        (start, elapsed_before, first) =
+            (point.info.step, point.info.elapsed_s, state.reward_first);
+    }
     let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
-    metrics_log.open(0)?;
+    metrics_log.open(start)?;
     let gen_cfg = GenerateConfig {
         max_new_tokens: cfg.max_new_tokens,
         sampling: Sampling::new(cfg.temperature, None, None)?,
@@ -473,15 +509,22 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
         pad_token_id: policy.pad_id(),
     };
     let t0 = Instant::now();
-    let (mut first, mut last) = (f64::NAN, f64::NAN);
+    // A resumed run that is already complete reports its checkpoint's last reward.
+    let mut last = resume_point
+        .as_ref()
+        .and_then(|p| p.info.metrics.get("reward").copied())
+        .unwrap_or(f64::NAN);
     let bar = inputs.progress.then(|| {
         let style = indicatif::ProgressStyle::with_template(
             "grpo {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        indicatif::ProgressBar::new(cfg.iterations).with_style(style)
+        let b = indicatif::ProgressBar::new(cfg.iterations).with_style(style);
+        b.set_position(start);
+        b.reset_eta();
+        b
     });
-    for it in 0..cfg.iterations {
+    for it in start..cfg.iterations {
         let t_it = Instant::now();
         let idx = order.next_indices();
         let mut rows = Vec::with_capacity(idx.len() * cfg.group);
@@ -522,11 +565,36 @@ pub fn grpo(inputs: &GrpoInputs, cfg: &GrpoConfig, device: Device) -> Result<Grp
                 m["reward"], m["kl"], m["response_len"]
             ));
         }
+        let done = it + 1;
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.iterations
+        {
+            let progress = run::Progress {
+                step: done,
+                tokens_seen: 0,
+                elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
+                metrics: m.clone(),
+                data_position: order.position(),
+            };
+            let state = GrpoState {
+                reward_first: first,
+            };
+            let (opt, model) = (&opt, &policy.model);
+            run.save_checkpoint(progress, cfg.keep_checkpoints, |tmp| {
+                rlhf_model::checkpoint::save_tensors(
+                    &opt.state(),
+                    &tmp.join(crate::checkpoint::OPTIMIZER_FILE),
+                )?;
+                model.save(&tmp.join("policy"))?;
+                let p = tmp.join(STATE_FILE);
+                let json = serde_json::to_string(&state).expect("state serialises");
+                std::fs::write(&p, json).map_err(|e| TrainError::io("write", &p, e))
+            })?;
+        }
     }
     if let Some(b) = bar {
         b.finish();
     }
-    let elapsed_s = t0.elapsed().as_secs_f64();
+    let elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
     let acc_after = accuracy(&policy)?;
     policy.tokenizer.save(&inputs.out)?;
     policy.model.save(&inputs.out)?;

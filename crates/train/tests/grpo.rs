@@ -180,25 +180,6 @@ fn settings_are_checked() {
     GrpoConfig::default().validate().unwrap();
 }
 
-/// A reward for short answers: −(characters) / 10.
-#[derive(Debug)]
-struct Short;
-
-impl Scorer for Short {
-    fn key(&self) -> &str {
-        "short"
-    }
-    fn name(&self) -> &str {
-        "short"
-    }
-    fn score(&self, _: &[String], responses: &[String]) -> rlhf_eval::Result<Vec<f64>> {
-        Ok(responses
-            .iter()
-            .map(|r| -(r.chars().count() as f64) / 10.0)
-            .collect())
-    }
-}
-
 #[test]
 fn a_short_run_raises_the_reward() {
     use rlhf_train::grpo::{Algo, GrpoInputs, grpo};
@@ -217,7 +198,7 @@ fn a_short_run_raises_the_reward() {
         let inputs = GrpoInputs {
             policy: model.clone(),
             prompts: prompts.clone(),
-            reward: Box::new(Short),
+            reward: Box::new(common::Short),
             eval_prompts: None,
             out: out.clone(),
             progress: false,
@@ -231,7 +212,7 @@ fn a_short_run_raises_the_reward() {
             max_new_tokens: 12,
             ..Default::default()
         };
-        let s = grpo(&inputs, &cfg, tch::Device::Cpu).unwrap();
+        let s = grpo(&inputs, &cfg, rlhf_train::Resume::No, tch::Device::Cpu).unwrap();
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
             .lines()

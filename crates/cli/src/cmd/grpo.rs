@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use rlhf_train::Resume;
 use rlhf_train::grpo::{Algo, GrpoConfig, GrpoInputs, grpo, reward_from_spec};
 
 use crate::common::{ConfigArgs, LoraArgs};
@@ -18,7 +19,8 @@ use crate::common::{ConfigArgs, LoraArgs};
 /// Every setting is a config key (`--set KEY=VALUE`; `--print-config` lists them with their
 /// defaults): iterations (100), prompts_per_iteration (8), group (8), epochs (1), minibatches
 /// (2), lr (5e-5), clip (0.2), beta (0.04), kl_mode, scale_rewards (true), aggregation (sequence),
-/// temperature (1), max_new_tokens (64), seed, and [lora].
+/// temperature (1), max_new_tokens (64), seed, checkpoint_every (20), keep_checkpoints (2), and
+/// [lora].
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The initial policy (an SFT checkpoint); also the KL reference.
@@ -44,6 +46,9 @@ pub struct Args {
     /// measured on their word problems before and after training.
     #[arg(long)]
     eval_prompts: Option<PathBuf>,
+    /// Continue the run in OUT from its latest checkpoint (same configuration and inputs).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     config: ConfigArgs,
     #[command(flatten)]
@@ -78,7 +83,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         out: args.out,
         progress: true,
     };
-    let s = grpo(&inputs, &cfg, device)?;
+    let resume = if args.resume {
+        Resume::Latest
+    } else {
+        Resume::No
+    };
+    let s = grpo(&inputs, &cfg, resume, device)?;
     let acc = match s.word_problem_accuracy {
         Some((a, b)) => format!(
             "; greedy word-problem accuracy {:.1}% -> {:.1}% ({} problems)",

@@ -255,3 +255,22 @@ pub fn tiny_pretrained(positions: i64) -> rlhf_model::Pretrained {
         tokenizer: tok,
     }
 }
+
+/// A GRPO reward for short answers: −(characters) / 10.
+#[derive(Debug)]
+pub struct Short;
+
+impl rlhf_eval::Scorer for Short {
+    fn key(&self) -> &str {
+        "short"
+    }
+    fn name(&self) -> &str {
+        "short"
+    }
+    fn score(&self, _: &[String], responses: &[String]) -> rlhf_eval::Result<Vec<f64>> {
+        Ok(responses
+            .iter()
+            .map(|r| -(r.chars().count() as f64) / 10.0)
+            .collect())
+    }
+}
