@@ -183,16 +183,8 @@ fn settings_are_checked() {
 #[test]
 fn a_short_run_raises_the_reward() {
     use rlhf_train::grpo::{Algo, GrpoInputs, grpo};
-    let pre = common::tiny_pretrained(96);
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    pre.model.save(&model).unwrap();
-    pre.tokenizer.save(&model).unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
-    let lines: Vec<String> = (0..16)
-        .map(|i| format!(r#"{{"prompt": "Jane has {i} flowers."}}"#))
-        .collect();
-    std::fs::write(&prompts, lines.join("\n") + "\n").unwrap();
+    let (model, prompts) = common::tiny_run_inputs(dir.path(), 16);
     for algo in [Algo::Grpo, Algo::Rloo] {
         let out = dir.path().join(format!("{algo:?}"));
         let inputs = GrpoInputs {

@@ -10,16 +10,8 @@ use rlhf_train::grpo::GrpoConfig;
 fn a_resumed_run_ends_where_a_straight_one_does() {
     use rlhf_train::grpo::{GrpoInputs, grpo};
     use rlhf_train::{Resume, checkpoint};
-    let pre = common::tiny_pretrained(96);
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    pre.model.save(&model).unwrap();
-    pre.tokenizer.save(&model).unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
-    let lines: Vec<String> = (0..8)
-        .map(|i| format!(r#"{{"prompt": "Jane has {i} flowers."}}"#))
-        .collect();
-    std::fs::write(&prompts, lines.join("\n") + "\n").unwrap();
+    let (model, prompts) = common::tiny_run_inputs(dir.path(), 8);
     let cfg = GrpoConfig {
         iterations: 6,
         prompts_per_iteration: 2,

@@ -274,3 +274,18 @@ impl rlhf_eval::Scorer for Short {
             .collect())
     }
 }
+
+/// `tiny_pretrained(96)` saved as a checkpoint in `dir/model`, and `n` task-like prompts in
+/// `dir/prompts.jsonl`: the inputs of a GRPO run.
+pub fn tiny_run_inputs(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pre = tiny_pretrained(96);
+    let model = dir.join("model");
+    pre.model.save(&model).expect("save model");
+    pre.tokenizer.save(&model).expect("save tokenizer");
+    let prompts = dir.join("prompts.jsonl");
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"prompt": "Jane has {i} flowers."}}"#))
+        .collect();
+    std::fs::write(&prompts, lines.join("\n") + "\n").expect("write prompts");
+    (model, prompts)
+}
