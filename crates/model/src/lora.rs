@@ -126,6 +126,9 @@ pub struct AdapterFile {
     pub base: Option<String>,
     /// PEFT's `task_type` (`CAUSAL_LM`, `SEQ_CLS`, or absent).
     pub task_type: Option<String>,
+    /// Whether the adapter carries a scalar head: `task_type` `SEQ_CLS` or `score` among
+    /// `modules_to_save` (a reward or value model's adapter).
+    pub scalar_head: bool,
 }
 
 /// Whether `dir` holds a PEFT adapter (an `adapter_config.json`).
@@ -234,12 +237,17 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterFile> {
     };
     lora.validate()
         .map_err(|e| ModelError::config(&path, e.to_string()))?;
+    let task_type = get("task_type").and_then(Value::as_str).map(str::to_string);
+    let saves_score = get("modules_to_save")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|v| v.as_str() == Some("score")));
     Ok(AdapterFile {
         lora,
         base: get("base_model_name_or_path")
             .and_then(Value::as_str)
             .map(str::to_string),
-        task_type: get("task_type").and_then(Value::as_str).map(str::to_string),
+        scalar_head: saves_score || task_type.as_deref() == Some("SEQ_CLS"),
+        task_type,
     })
 }
 

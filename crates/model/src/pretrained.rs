@@ -316,26 +316,27 @@ pub fn merge_adapter_dir(
     device: Device,
 ) -> Result<MergeSummary> {
     use crate::lora;
-    let file = lora::read_adapter_config(adapter)?;
-    let base = match base {
-        Some(b) => b.to_path_buf(),
-        None => lora::base_dir(adapter)?,
-    };
-    let names = lora::read_adapter_tensors(adapter)?;
-    let scalar = file.task_type.as_deref() == Some("SEQ_CLS")
-        || names.iter().any(|(n, _)| n.ends_with("score.weight"));
-    let head = if scalar { Head::Scalar } else { Head::Lm };
-    let mut model = Gpt::load_with_head(&base, head, device)?;
-    model.merge_adapter()?; // a base that is itself an adapter
-    model.load_adapter(adapter)?;
-    let modules = model.linears().iter().filter(|l| l.lora.is_some()).count();
-    model.merge_adapter()?;
     if adapter.canonicalize().ok() == out.canonicalize().ok() {
         return Err(ModelError::Invalid(format!(
             "{}: --out is the adapter's own directory; merge into another one",
             out.display()
         )));
     }
+    let file = lora::read_adapter_config(adapter)?;
+    let base = match base {
+        Some(b) => b.to_path_buf(),
+        None => lora::base_dir(adapter)?,
+    };
+    let head = if file.scalar_head {
+        Head::Scalar
+    } else {
+        Head::Lm
+    };
+    let mut model = Gpt::load_with_head(&base, head, device)?;
+    model.merge_adapter()?; // a base that is itself an adapter
+    model.load_adapter(adapter)?;
+    let modules = model.linears().iter().filter(|l| l.lora.is_some()).count();
+    model.merge_adapter()?;
     model.save(out)?;
     let tok = lora::tokenizer_dir(adapter)?;
     let copies = [

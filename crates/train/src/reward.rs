@@ -243,12 +243,6 @@ pub struct Accuracy {
     pub oracle_pairs: usize,
 }
 
-/// A reward model's trainable parameters: all but the scalar head's bias, which is fixed during
-/// training (see `Gpt::new`) and set afterwards to centre the rewards.
-pub fn trainable_parameters(gpt: &Gpt) -> Vec<(String, Tensor)> {
-    gpt.trainable_parameters()
-}
-
 /// Share of untied pairs the model orders like the labels (and like the oracle).
 pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Result<Accuracy> {
     let _guard = tch::no_grad_guard();
@@ -281,7 +275,9 @@ impl TrainStep for RewardStep<'_> {
     type Batch = (Vec<Vec<i64>>, PairGroups, i64);
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
-        trainable_parameters(self.gpt)
+        // All but the scalar head's bias, which is fixed during training (see `Gpt::new`) and
+        // set afterwards to centre the rewards; with LoRA, the adapter and the head's weight.
+        self.gpt.trainable_parameters()
     }
 
     fn loss(&mut self, (seqs, groups, pad): &Self::Batch) -> Result<StepOutput> {
