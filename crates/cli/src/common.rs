@@ -243,3 +243,54 @@ impl JudgeEndpointArgs {
         )
     }
 }
+
+/// The network limits of a server (`rlhf serve`, `rlhf label serve`).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Seconds a client has to send a request's line and headers (counted from when the
+    /// connection opens or finishes its last request): slow or idle connections are closed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request's whole body once its headers arrived.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub body_timeout: f64,
+    /// Most connections open at once; more wait in the kernel's queue until one closes.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> rlhf_http::Limits {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, 86_400.0));
+        rlhf_http::Limits {
+            header_timeout: secs(self.header_timeout),
+            body_timeout: secs(self.body_timeout),
+            max_connections: self.max_connections.max(1),
+            ..Default::default()
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `kill`, systemd and container runtimes send), saying
+/// so on stderr as `WHO: shutting down ...`.
+pub async fn shutdown_signal(who: &'static str) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("{who}: shutting down after the open requests");
+}

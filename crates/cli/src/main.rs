@@ -50,6 +50,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logged events (a server's internal errors, with the id its client was given) go to
+    // stderr; RLHF_LOG takes a tracing filter (e.g. `info`, `rlhf_serve=debug`).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RLHF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = cli.runtime.init().and_then(|device| match cli.command {
         Command::Demo(args) => cmd::demo::run(args, device),
         Command::Data(args) => cmd::data::run(args),

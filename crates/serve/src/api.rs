@@ -27,7 +27,7 @@ use rlhf_tokenizer::{Message, Tokenizer};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, Job, Params};
+use crate::engine::{EVENT_BUFFER, Engine, Job, Params};
 use crate::error::ServeError;
 use crate::reply::{self, Kind, Reply};
 
@@ -44,6 +44,11 @@ pub struct ServeConfig {
     pub max_tokens_cap: usize,
     /// Largest `n`.
     pub max_n: usize,
+    /// Most choices one request may ask for: prompts × n (a completions request takes a list of
+    /// prompts, each decoded n times). Bounds what one client can put in the queue.
+    pub max_choices: usize,
+    /// Longest stop sequence, in bytes (at most 4 of them, as OpenAI allows).
+    pub max_stop_bytes: usize,
     /// `max_tokens` of a completions request that gives none: 16, OpenAI's default. Chat
     /// requests default to the rest of the context.
     pub default_completion_tokens: usize,
@@ -62,6 +67,8 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             max_tokens_cap: 4096,
             max_n: 16,
+            max_choices: 128,
+            max_stop_bytes: 1024,
             default_completion_tokens: 16,
             adapters: vec![],
             dynamic_adapters: false,
@@ -98,23 +105,56 @@ pub fn router(engine: Engine, tokenizer: Tokenizer, cfg: ServeConfig) -> Router 
         .route("/v1/chat/completions", post(chat))
         .route("/v1/load_lora_adapter", post(load_adapter))
         .route("/v1/unload_lora_adapter", post(unload_adapter))
+        .route_layer(middleware::from_fn(json_only))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    api.route("/health", get(|| async { "ok" }))
+    api.route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes (then finishes the open requests).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// `GET /health`: 200 `{"status":"ok", ...}` while the engine runs, 503 when it has stopped
+/// (a supervisor or load balancer restarts or routes around it).
+async fn health(State(s): State<AppState>) -> Response {
+    let h = s.engine.health();
+    let body = serde_json::json!({
+        "status": if h.alive { "ok" } else { "engine stopped" },
+        "engine": { "alive": h.alive, "queued": h.queued, "deferred": h.deferred,
+                    "max_queue": h.max_queue, "failed_batches": h.failed_batches },
+    });
+    let status = if h.alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// POST bodies must say they are JSON: a web page can send `text/plain` (or a form) to a local
+/// port without a CORS preflight, but not `application/json`, so this closes cross-site
+/// requests to a server without an API key.
+async fn json_only(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        return next.run(req).await;
+    }
+    ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        message: "the request body must be JSON, sent with `Content-Type: application/json`".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unsupported_media_type"),
+    }
+    .into_response()
 }
 
 pub(crate) fn now() -> u64 {
@@ -149,10 +189,17 @@ impl ApiError {
         self
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    /// A server-side failure. The detail (libtorch, I/O, engine messages) goes to the log
+    /// under a random id; the client gets the id only, never internal text.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let id = format!("{:016x}", rand::random::<u64>());
+        tracing::error!(error_id = %id, "internal error: {detail}");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
+            message: format!(
+                "the server had an error while processing the request (error id {id}; the \
+                 server's log has the details)"
+            ),
             kind: "server_error",
             param: None,
             code: None,
@@ -187,7 +234,7 @@ impl From<ServeError> for ApiError {
                 param: None,
                 code: Some("overloaded"),
             },
-            e => Self::internal(e.to_string()),
+            e => Self::internal(e),
         }
     }
 }
@@ -436,6 +483,9 @@ fn in_range(v: f64, lo: f64, hi: f64, name: &'static str) -> Result<f64, ApiErro
     ))
 }
 
+/// Temperatures below this decode greedily (the limit where sampling already is greedy in f32).
+pub const GREEDY_BELOW: f64 = 1e-4;
+
 /// Validated engine parameters and `n`; `longest_prompt` is in tokens, `default_max` applies
 /// when `max_tokens` is absent (None: the rest of the context).
 fn params(
@@ -491,6 +541,16 @@ fn params(
             Some("stop"),
         ));
     }
+    if let Some(long) = stop.iter().find(|x| x.len() > s.cfg.max_stop_bytes) {
+        return Err(ApiError::bad(
+            format!(
+                "a stop sequence is {} bytes long; this server allows at most {}",
+                long.len(),
+                s.cfg.max_stop_bytes
+            ),
+            Some("stop"),
+        ));
+    }
     let top_p = q.top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::bad(
@@ -498,9 +558,16 @@ fn params(
             Some("top_p"),
         ));
     }
+    let temperature = in_range(q.temperature.unwrap_or(1.0), 0.0, 2.0, "temperature")?;
     let params = Params {
         max_tokens,
-        temperature: in_range(q.temperature.unwrap_or(1.0), 0.0, 2.0, "temperature")?,
+        // Below the floor, logits / temperature overflow f32 (1e-300 is 0 in f32: NaN
+        // probabilities); such a temperature means greedy, and greedy it is.
+        temperature: if temperature < GREEDY_BELOW {
+            0.0
+        } else {
+            temperature
+        },
         top_p,
         seed: q.seed.map(|s| s as u64),
         stop,
@@ -585,7 +652,7 @@ async fn chat(
     };
     let (params, n) = params(&s, sampling, prompt.len(), None, "messages")?;
     let prompt_tokens = prompt.len();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     s.engine.submit(Job {
         prompt,
         n,
@@ -609,7 +676,7 @@ async fn chat(
 /// The engine's events as a stream of server-sent events, or collected into one response.
 async fn answer(
     reply: Reply,
-    rx: mpsc::UnboundedReceiver<crate::engine::Event>,
+    rx: mpsc::Receiver<crate::engine::Event>,
     stream: bool,
 ) -> Result<Response, ApiError> {
     if stream {
@@ -678,6 +745,23 @@ async fn completions(
             Some("logprobs"),
         ));
     }
+    let asked = match &req.prompt {
+        Prompt::Text(_) | Prompt::Tokens(_) => 1,
+        Prompt::Texts(t) => t.len(),
+        Prompt::TokenLists(l) => l.len(),
+    };
+    let per_prompt = req.n.unwrap_or(1).max(1) as usize;
+    if asked.saturating_mul(per_prompt) > s.cfg.max_choices {
+        return Err(ApiError::bad(
+            format!(
+                "{asked} prompts × n = {per_prompt} asks for {} choices; this server allows at \
+                 most {} per request",
+                asked.saturating_mul(per_prompt),
+                s.cfg.max_choices
+            ),
+            Some("prompt"),
+        ));
+    }
     let prompts = prompts(&s, &req.prompt)?;
     if let Some(b) = req.best_of.filter(|&b| b != req.n.unwrap_or(1)) {
         return Err(ApiError::bad(
@@ -699,24 +783,28 @@ async fn completions(
     };
     let default_max = Some(s.cfg.default_completion_tokens);
     let (params, n) = params(&s, sampling, longest, default_max, "prompt")?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     let prompt_tokens = prompts.iter().map(|(ids, _)| ids.len()).sum();
     let mut echo = vec![];
     let choices = n * prompts.len();
+    let mut jobs = Vec::with_capacity(prompts.len());
     for (i, (ids, text)) in prompts.into_iter().enumerate() {
-        s.engine.submit(Job {
+        jobs.push(Job {
             prompt: ids,
             n,
             first_choice: i * n,
             params: params.clone(),
             events: tx.clone(),
             adapter: adapter.clone(),
-        })?;
+        });
         if req.echo == Some(true) {
             echo.extend(std::iter::repeat_n(text, n));
         }
     }
     drop(tx);
+    // All of the request's prompts are queued or none (a half-queued request would decode
+    // for nobody).
+    s.engine.submit_all(jobs)?;
     let reply = Reply {
         kind: Kind::Completion,
         model: adapter.clone().unwrap_or_else(|| s.cfg.model_name.clone()),

@@ -15,9 +15,10 @@
 //! Not here either: choosing tokens (`sampler.rs`).
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use rand::{Rng, SeedableRng};
@@ -25,7 +26,8 @@ use rand_chacha::ChaCha8Rng;
 use rlhf_model::sample::left_pad;
 use rlhf_model::{Batch, Gpt, Head, KvCache, Pretrained};
 use tch::{Device, Kind, Tensor};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::error::{Result, ServeError};
 use crate::sampler::Knobs;
@@ -72,7 +74,10 @@ pub struct Job {
     /// prompts shares one channel: prompt i's choices start at i × n).
     pub first_choice: usize,
     pub params: Params,
-    pub events: UnboundedSender<Event>,
+    /// Where the job's events go. Bounded (`EVENT_BUFFER`): the engine never waits for a
+    /// client, and a row whose client reads too slowly to take its events is ended, so a slow
+    /// reader costs at most the buffer.
+    pub events: Sender<Event>,
     /// The LoRA adapter to decode with, by the name it was loaded under; `None`: the model.
     pub adapter: Option<String>,
 }
@@ -90,6 +95,10 @@ pub enum AdapterOp {
         reply: tokio::sync::oneshot::Sender<Result<()>>,
     },
 }
+
+/// Events buffered per request (its channel's capacity): far more than a client that keeps up
+/// ever has waiting (one per row per decoding step).
+pub const EVENT_BUFFER: usize = 4096;
 
 /// What the engine thread receives.
 #[derive(Debug)]
@@ -131,7 +140,8 @@ pub enum Event {
 pub struct EngineConfig {
     /// Rows (choices) decoded together. 64 keeps a CPU busy without making one step slow.
     pub max_batch_rows: usize,
-    /// Requests allowed to wait; beyond that `submit` refuses (the API answers 503).
+    /// Jobs (prompts) allowed to wait for a batch, counted until they start decoding or their
+    /// client leaves; beyond that `submit` refuses (the API answers 503).
     pub max_queue: usize,
     /// Let requests join a running batch at the next step (continuous batching); when false
     /// they wait for the batch to finish (static batching, kept for comparison).
@@ -155,10 +165,45 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Msg>,
-    queued: Arc<AtomicUsize>,
+    state: Arc<Shared>,
     max_queue: usize,
     /// The model's context (positions).
     pub context: usize,
+}
+
+/// What the engine thread and the handles share.
+#[derive(Default)]
+struct Shared {
+    /// Jobs submitted and not yet decoding (in the channel or deferred by the worker).
+    queued: AtomicUsize,
+    /// Of those, the ones the worker holds (taken from the channel, waiting for room).
+    deferred: AtomicUsize,
+    /// The engine thread is running.
+    alive: AtomicBool,
+    /// Batches that failed (an error or a panic) since the start.
+    failed_batches: AtomicUsize,
+    /// Test hook: the next batch panics (as a libtorch abort-by-panic would).
+    fault: AtomicBool,
+}
+
+/// Marks the engine dead when its thread ends, however it ends.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What `/health` reports about the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub alive: bool,
+    pub queued: usize,
+    /// Of `queued`, the jobs the engine took but could not fit into a batch yet.
+    pub deferred: usize,
+    pub max_queue: usize,
+    pub failed_batches: usize,
 }
 
 impl Engine {
@@ -167,14 +212,16 @@ impl Engine {
     pub fn start(dir: PathBuf, device: Device, cfg: EngineConfig) -> Result<Engine> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<usize>>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let counter = queued.clone();
+        let state = Arc::new(Shared::default());
+        state.alive.store(true, Ordering::SeqCst);
+        let shared = state.clone();
         let rows = cfg.max_batch_rows.max(1);
         let continuous = cfg.continuous;
         let adapters = cfg.adapters.clone();
         std::thread::Builder::new()
             .name("rlhf-engine".into())
             .spawn(move || {
+                let _alive = AliveGuard(shared.clone());
                 let loaded = Pretrained::load(&dir, Head::Lm, device)
                     .map_err(ServeError::from)
                     .and_then(|pre| {
@@ -198,8 +245,9 @@ impl Engine {
                     continuous,
                     deferred: VecDeque::new(),
                     control: VecDeque::new(),
+                    shared,
                 }
-                .run(rx, counter);
+                .run(rx);
             })
             .map_err(|e| ServeError::Io("spawning the engine thread".into(), e))?;
         let context = ready_rx
@@ -207,22 +255,56 @@ impl Engine {
             .map_err(|_| ServeError::Engine("the engine thread died while loading".into()))??;
         Ok(Engine {
             tx,
-            queued,
+            state,
             max_queue: cfg.max_queue,
             context,
         })
     }
 
-    /// Queues a job; `Err(Overloaded)` when the queue is full or the engine stopped.
+    /// Queues a job; `Err(Overloaded)` when the queue is full, `Err(Engine)` when the engine
+    /// stopped.
     pub fn submit(&self, job: Job) -> Result<()> {
-        if self.queued.load(Ordering::Relaxed) >= self.max_queue {
-            return Err(ServeError::Overloaded);
+        self.submit_all(vec![job])
+    }
+
+    /// Queues all of a request's jobs or none: their queue slots are reserved in one atomic
+    /// step, so concurrent requests can never together pass `max_queue`.
+    pub fn submit_all(&self, jobs: Vec<Job>) -> Result<()> {
+        if !self.state.alive.load(Ordering::SeqCst) {
+            return Err(ServeError::Engine("the engine has stopped".into()));
         }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Msg::Job(job)).map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            ServeError::Engine("the engine has stopped".into())
-        })
+        let k = jobs.len();
+        let max = self.max_queue;
+        self.state
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                (q + k <= max).then_some(q + k)
+            })
+            .map_err(|_| ServeError::Overloaded)?;
+        for (i, job) in jobs.into_iter().enumerate() {
+            if self.tx.send(Msg::Job(job)).is_err() {
+                self.state.queued.fetch_sub(k - i, Ordering::SeqCst);
+                return Err(ServeError::Engine("the engine has stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's state for `/health`.
+    pub fn health(&self) -> Health {
+        Health {
+            alive: self.state.alive.load(Ordering::SeqCst),
+            queued: self.state.queued.load(Ordering::SeqCst),
+            deferred: self.state.deferred.load(Ordering::SeqCst),
+            max_queue: self.max_queue,
+            failed_batches: self.state.failed_batches.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Test hook: makes the next batch panic inside the engine thread.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.state.fault.store(true, Ordering::SeqCst);
     }
 
     /// Loads the LoRA adapter in `path` under `name` (after the running batch finishes).
@@ -290,6 +372,7 @@ struct Worker {
     deferred: VecDeque<Job>,
     /// Adapter changes that arrived during a batch, applied after it.
     control: VecDeque<AdapterOp>,
+    shared: Arc<Shared>,
 }
 
 /// A model with what decoding needs to know about its tokenizer; runs one batch at a time.
@@ -378,7 +461,7 @@ impl Decoder {
         let result = self.decode_batch(&mut jobs, admit);
         if let Err(e) = &result {
             for job in &jobs {
-                let _ = job.events.send(Event::Failed(e.to_string()));
+                let _ = job.events.try_send(Event::Failed(e.to_string()));
             }
         }
         result
@@ -546,16 +629,20 @@ impl Decoder {
                 (step.delta, None)
             }
         };
-        if !delta.is_empty() || (reason.is_some() && !row.pending.is_empty()) {
-            let tokens = std::mem::take(&mut row.pending);
-            let _ = events.send(Event::Delta {
+        // A full buffer means the client reads too slowly: its row ends here (the reply sees
+        // the answer end early and says so) rather than the engine buffering without bound.
+        let sent = |e: Event| !matches!(events.try_send(e), Err(TrySendError::Full(_)));
+        if (!delta.is_empty() || (reason.is_some() && !row.pending.is_empty()))
+            && !sent(Event::Delta {
                 choice,
                 text: delta,
-                tokens,
-            });
+                tokens: std::mem::take(&mut row.pending),
+            })
+        {
+            return Ok(false);
         }
         if let Some(reason) = reason {
-            let _ = events.send(Event::Finished {
+            sent(Event::Finished {
                 choice,
                 reason,
                 tokens: n,
@@ -572,24 +659,30 @@ impl Decoder {
 }
 
 impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<Msg>, queued: Arc<AtomicUsize>) {
-        // The queue count drops when a job leaves the channel (deferred jobs are already out).
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // A job counts as queued from `submit` until it starts decoding or is dropped because
+        // its client left (deferred jobs included, so `max_queue` bounds everything waiting).
         // Adapter changes wait in `control` until the running batch is done.
         let mut control = VecDeque::new();
         let received = |msg: Msg, control: &mut VecDeque<AdapterOp>| match msg {
-            Msg::Job(job) => {
-                queued.fetch_sub(1, Ordering::Relaxed);
-                Some(job)
-            }
+            Msg::Job(job) => Some(job),
             Msg::Adapter(op) => {
                 control.push_back(op);
                 None
             }
         };
+        let shared = self.shared.clone();
+        let left = |n: usize| {
+            shared.queued.fetch_sub(n, Ordering::SeqCst);
+        };
         loop {
             for op in self.control.drain(..).chain(control.drain(..)) {
                 self.decoder.apply(op);
             }
+            // Jobs whose clients left while they waited free their slots.
+            let before = self.deferred.len();
+            self.deferred.retain(|j| !j.events.is_closed());
+            left(before - self.deferred.len());
             let first = match self.deferred.pop_front() {
                 Some(job) => job,
                 None => match rx.recv() {
@@ -610,6 +703,10 @@ impl Worker {
                 }
             });
             self.control.extend(pending);
+            left(jobs.len());
+            self.shared
+                .deferred
+                .store(self.deferred.len(), Ordering::SeqCst);
             let live: Vec<Job> = jobs.into_iter().filter(|j| !j.events.is_closed()).collect();
             if live.is_empty() {
                 continue;
@@ -643,12 +740,14 @@ impl Worker {
                         },
                     };
                     if job.events.is_closed() {
+                        left(1);
                         continue;
                     }
                     if job.adapter == adapter && room.fits(&job, max_rows) {
                         room.active_rows += job.n;
                         room.len = room.len.max(job.prompt.len());
                         room.remaining = room.remaining.max(job.params.max_tokens);
+                        left(1);
                         taken.push(job);
                     } else {
                         skipped.push_back(job);
@@ -657,13 +756,41 @@ impl Worker {
                 }
                 skipped.extend(deferred.drain(..));
                 *deferred = skipped;
+                shared.deferred.store(deferred.len(), Ordering::SeqCst);
                 if !taken.is_empty() {
                     since = 0;
                 }
                 taken
             };
-            if let Err(e) = self.decoder.run(live, admit) {
-                tracing::error!("a batch failed: {e}");
+            let fault = self.shared.fault.swap(false, Ordering::SeqCst);
+            let decoder = &self.decoder;
+            // A panic inside a batch (a libtorch error surfacing as a panic, an out-of-memory
+            // on CUDA) ends that batch only: its requests get an error (their channels close
+            // unfinished) and the engine goes on with the next one.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                if fault {
+                    panic!("injected engine fault (test hook)");
+                }
+                decoder.run(live, admit)
+            }));
+            let failed = match outcome {
+                Ok(Ok(())) => false,
+                Ok(Err(e)) => {
+                    tracing::error!("a batch failed: {e}");
+                    true
+                }
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic");
+                    tracing::error!("a batch panicked and was abandoned: {what}");
+                    true
+                }
+            };
+            if failed {
+                self.shared.failed_batches.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
@@ -682,6 +809,10 @@ impl Worker {
             let Some(job) = self.deferred.pop_front().or_else(&mut waiting) else {
                 break;
             };
+            if job.events.is_closed() {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             let p = longest_prompt.max(job.prompt.len());
             let a = longest_answer.max(job.params.max_tokens);
             if job.adapter != adapter || rows + job.n > self.max_rows || p + a > context {

@@ -10,7 +10,7 @@ mod reply;
 mod sampler;
 pub mod text;
 
-pub use api::{ServeConfig, router, serve};
-pub use engine::{Decoder, Engine, EngineConfig, Event, Job, Params, TokenInfo};
+pub use api::{ServeConfig, router};
+pub use engine::{Decoder, Engine, EngineConfig, Event, Health, Job, Params, TokenInfo};
 pub use error::{Result, ServeError};
 pub use text::StopText;

@@ -17,7 +17,7 @@ use rlhf_client::types::{
     Usage,
 };
 use serde_json::{Map, Value};
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::mpsc::{self, Receiver};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::{ApiError, now};
@@ -65,7 +65,7 @@ struct Choice {
 }
 
 /// Waits for every choice and builds the whole response.
-pub(crate) async fn collect(r: Reply, mut rx: UnboundedReceiver<Event>) -> Result<Value, ApiError> {
+pub(crate) async fn collect(r: Reply, mut rx: Receiver<Event>) -> Result<Value, ApiError> {
     let mut choices = vec![Choice::default(); r.choices];
     let mut finished = 0;
     while finished < r.choices {
@@ -208,7 +208,7 @@ fn completion_logprobs(tokens: &[TokenInfo], start: usize) -> CompletionLogprobs
 }
 
 /// Streams the answer as server-sent events.
-pub(crate) fn stream(r: Reply, rx: UnboundedReceiver<Event>) -> impl IntoResponse {
+pub(crate) fn stream(r: Reply, rx: Receiver<Event>) -> impl IntoResponse {
     let (tx, out) = mpsc::channel(64);
     tokio::spawn(pump(r, rx, tx));
     Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default())
@@ -276,11 +276,7 @@ impl Chunks<'_> {
     }
 }
 
-async fn pump(
-    r: Reply,
-    mut rx: UnboundedReceiver<Event>,
-    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
-) {
+async fn pump(r: Reply, mut rx: Receiver<Event>, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
     let send = |v: String| {
         let tx = tx.clone();
         async move { tx.send(Ok(SseEvent::default().data(v))).await.is_ok() }

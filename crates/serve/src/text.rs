@@ -10,9 +10,55 @@
 
 #[derive(Debug, Clone, Default)]
 pub struct StopText {
-    stops: Vec<String>,
+    stops: Vec<Stop>,
     /// What has been handed out so far; always a prefix of the text.
     sent: String,
+}
+
+/// A stop sequence with its KMP failure table, so that finding how much of it the text ends
+/// with costs O(its length) per token, not O(length²).
+#[derive(Debug, Clone, Default)]
+struct Stop {
+    text: String,
+    /// `fail[i]`: the length of the longest proper prefix of `text[..=i]` that is also its
+    /// suffix (bytes).
+    fail: Vec<usize>,
+}
+
+impl Stop {
+    fn new(text: String) -> Self {
+        let b = text.as_bytes();
+        let mut fail = vec![0; b.len()];
+        let mut k = 0;
+        for i in 1..b.len() {
+            while k > 0 && b[i] != b[k] {
+                k = fail[k - 1];
+            }
+            if b[i] == b[k] {
+                k += 1;
+            }
+            fail[i] = k;
+        }
+        Self { text, fail }
+    }
+
+    /// The longest proper prefix of the stop that `full` ends with (bytes). Only the last
+    /// `len - 1` bytes of `full` can take part, so the work is bounded by the stop's length.
+    fn held(&self, full: &str) -> usize {
+        let (s, f) = (self.text.as_bytes(), full.as_bytes());
+        let tail = &f[f.len().saturating_sub(s.len().saturating_sub(1))..];
+        let mut k = 0;
+        for &c in tail {
+            while k > 0 && (k == s.len() || c != s[k]) {
+                k = self.fail[k - 1];
+            }
+            if c == s[k] {
+                k += 1;
+            }
+        }
+        // A whole match is a stop (found by `first_stop`), not a prefix to hold.
+        if k == s.len() { self.fail[k - 1] } else { k }
+    }
 }
 
 /// What a new token changed.
@@ -26,7 +72,11 @@ pub struct Step {
 
 impl StopText {
     pub fn new(stops: Vec<String>) -> Self {
-        let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+        let stops = stops
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(Stop::new)
+            .collect();
         Self {
             stops,
             sent: String::new(),
@@ -65,12 +115,17 @@ impl StopText {
     /// Byte offset of the earliest stop sequence that ends after `from` (text before `from` was
     /// already checked and sent).
     fn first_stop(&self, full: &str, from: usize) -> Option<usize> {
-        // A stop sequence may start inside sent text only if that text was held back as its
-        // prefix, which never happens; searching from a little before `from` is still needed
-        // when the sent part changes its ending (it cannot: it is final).
+        // Sent text never holds a stop nor ends with a stop's prefix (that is held back), so a
+        // stop can only start at `from` or later: only the new text is searched, and the work
+        // per token is bounded by the new text plus the stops, not by the whole answer.
+        let start = (0..=from.min(full.len()))
+            .rev()
+            .find(|&i| full.is_char_boundary(i))
+            .unwrap_or(0);
         self.stops
             .iter()
-            .filter_map(|s| full.find(s.as_str()))
+            .filter(|s| s.text.len() <= full.len() - start)
+            .filter_map(|s| full[start..].find(s.text.as_str()).map(|i| start + i))
             .min()
             .map(|cut| cut.max(from))
     }
@@ -78,17 +133,9 @@ impl StopText {
     /// Bytes at the end that may not be sent yet.
     fn held_back(&self, full: &str) -> usize {
         let partial_char = full.len() - full.trim_end_matches('\u{FFFD}').len();
-        let stop_prefix = self
-            .stops
-            .iter()
-            .filter_map(|s| {
-                (1..s.len())
-                    .rev()
-                    .filter(|&k| s.is_char_boundary(k))
-                    .find(|&k| full.ends_with(&s[..k]))
-            })
-            .max()
-            .unwrap_or(0);
+        // A byte-wise match of a stop's prefix against the end of valid UTF-8 text ends on a
+        // character boundary of both, so no boundary check is needed.
+        let stop_prefix = self.stops.iter().map(|s| s.held(full)).max().unwrap_or(0);
         partial_char.max(stop_prefix)
     }
 
@@ -153,6 +200,51 @@ mod tests {
         assert_eq!(st.push("aé").delta, "é");
         assert_eq!(st.finish("aé!"), "!");
         assert_eq!(st.sent(), "aé!");
+    }
+
+    /// The held-back length equals the brute-force definition (longest proper prefix of a stop
+    /// that the text ends with) on periodic and overlapping stops.
+    #[test]
+    fn kmp_hold_equals_the_definition() {
+        let brute = |s: &str, full: &str| {
+            (1..s.len())
+                .rev()
+                .filter(|&k| s.is_char_boundary(k))
+                .find(|&k| full.ends_with(&s[..k]))
+                .unwrap_or(0)
+        };
+        let stops = ["aab", "abab", "aaaa", "abcabd", "é€é", "x"];
+        let texts = [
+            "", "a", "aa", "aaa", "aaab", "aba", "ababa", "abcab", "xxabcabc", "é€", "é",
+        ];
+        for s in stops {
+            let stop = Stop::new(s.to_string());
+            for t in texts {
+                assert_eq!(stop.held(t), brute(s, t), "stop {s:?} text {t:?}");
+            }
+        }
+    }
+
+    /// Four stops of 250 kB against a growing answer: the matching work per token is bounded by
+    /// the stops' length (it was quadratic in it: minutes for one token).
+    #[test]
+    fn long_stops_cost_linear_work() {
+        let stops: Vec<String> = (0..4)
+            .map(|i| format!("{}{i}", "ab".repeat(125_000)))
+            .collect();
+        let mut st = StopText::new(stops);
+        let mut full = String::new();
+        let t0 = std::time::Instant::now();
+        for _ in 0..1000 {
+            full.push_str("ab");
+            st.push(&full);
+        }
+        assert!(t0.elapsed().as_secs_f64() < 2.0, "{:?}", t0.elapsed());
+        assert_eq!(
+            st.sent(),
+            "",
+            "the text is a prefix of every stop: nothing may be sent"
+        );
     }
 
     #[test]

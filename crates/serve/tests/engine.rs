@@ -2,42 +2,16 @@
 //! batched with (padding, other rows' settings), greedy rows equal the reference sampler,
 //! top_p → 0 is greedy, penalties change repetition, and a client that leaves stops its rows.
 
-use rlhf_model::{Gpt, Head, ModelConfig, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_serve::engine::EVENT_BUFFER;
 use rlhf_serve::{Decoder, Event, Job, Params};
-use rlhf_tokenizer::{BpeConfig, train_bpe};
-use serde_json::json;
 use tch::Device;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{Receiver, channel};
 
-const CORPUS: &str = "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. \
-How many flowers does she have left? The answer is 7. Sort the list: 3, 1, 2.";
+mod common;
 
 fn decoder(dir: &std::path::Path) -> Decoder {
-    let tok = train_bpe(
-        std::iter::repeat_n(CORPUS, 20),
-        &BpeConfig {
-            vocab_size: 300,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    tok.save(dir).unwrap();
-    let cfg = json!({
-        "model_type": "llama", "vocab_size": tok.vocab_size(),
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 96,
-        "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
-    });
-    let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
-    {
-        // libtorch's generator is global and the tests run on parallel threads: without the
-        // lock another test's initialisation can interleave with this one and change the
-        // weights (the penalty test once saw a different model in CI and failed).
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(3);
-        Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
-    }
+    common::tiny_model(dir);
     Decoder::new(Pretrained::load(dir, Head::Lm, Device::Cpu).unwrap())
 }
 
@@ -49,8 +23,8 @@ fn ids(p: &Pretrained, text: &str) -> Vec<i64> {
     p.encode_prompt(text, PromptFormat::Raw).unwrap()
 }
 
-fn job(prompt: Vec<i64>, n: usize, params: Params) -> (Job, UnboundedReceiver<Event>) {
-    let (tx, rx) = unbounded_channel();
+fn job(prompt: Vec<i64>, n: usize, params: Params) -> (Job, Receiver<Event>) {
+    let (tx, rx) = channel(EVENT_BUFFER);
     let job = Job {
         prompt,
         n,
@@ -65,7 +39,7 @@ fn job(prompt: Vec<i64>, n: usize, params: Params) -> (Job, UnboundedReceiver<Ev
 /// Per choice: (text, finish reason, token count, sampled-token logprobs).
 type Out = Vec<(String, &'static str, usize, Vec<f32>)>;
 
-fn drain(mut rx: UnboundedReceiver<Event>, n: usize) -> Out {
+fn drain(mut rx: Receiver<Event>, n: usize) -> Out {
     let mut out = vec![(String::new(), "", 0, vec![]); n];
     while let Ok(e) = rx.try_recv() {
         match e {
@@ -309,4 +283,203 @@ fn a_row_admitted_mid_batch_decodes_as_if_alone() {
         }
     }
     assert_eq!(drain(rx_b, 1)[0].0, b_alone[0].0);
+}
+
+/// An engine on the tiny model in `dir` (written by `decoder`).
+fn engine(dir: &std::path::Path, max_batch_rows: usize, max_queue: usize) -> rlhf_serve::Engine {
+    drop(decoder(dir));
+    let cfg = rlhf_serve::EngineConfig {
+        max_batch_rows,
+        max_queue,
+        ..Default::default()
+    };
+    rlhf_serve::Engine::start(dir.to_path_buf(), Device::Cpu, cfg).unwrap()
+}
+
+/// Waits for a job's end: Some(generated tokens per choice) when every choice finished, None
+/// when the channel closed first (the batch failed) or an `Event::Failed` came.
+fn wait(mut rx: Receiver<Event>, n: usize) -> Option<Vec<usize>> {
+    let mut done = vec![None; n];
+    while done.iter().any(Option::is_none) {
+        match rx.blocking_recv()? {
+            Event::Finished { choice, tokens, .. } => done[choice] = Some(tokens),
+            Event::Failed(_) => return None,
+            Event::Delta { .. } => {}
+        }
+    }
+    done.into_iter().collect()
+}
+
+/// 64 clients with mixed n, prompt lengths and answer lengths against a queue of 8: every job
+/// the engine holds back (deferred because it did not fit the running batch) stays counted, so
+/// what waits never passes --max-queue (the engine used to take jobs off the counted channel
+/// into an uncounted, unbounded list), and every accepted job completes.
+#[test]
+fn the_queue_stays_within_max_queue_under_64_mixed_clients() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, max_queue) = (4, 8);
+    let eng = engine(dir.path(), rows, max_queue);
+    let p = pre(dir.path());
+    let texts = [
+        "Jane",
+        "Sort the list: 3, 1, 2.",
+        "Jane has 12 flowers. She gives 2 to her mom and 3 to her dad. How many",
+    ];
+    let prompts: Vec<Vec<i64>> = texts.iter().map(|t| ids(&p, t)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let monitor = {
+        let (eng, stop, worst) = (eng.clone(), stop.clone(), worst.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let h = eng.health();
+                worst.0.fetch_max(h.queued, Ordering::SeqCst);
+                worst.1.fetch_max(h.deferred, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let (accepted, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..64)
+        .map(|c| {
+            let (eng, prompts) = (eng.clone(), prompts.clone());
+            let (accepted, refused) = (accepted.clone(), refused.clone());
+            std::thread::spawn(move || {
+                for k in 0..3 {
+                    let i = c * 3 + k;
+                    // Mostly full-width jobs behind an occasional narrow one: a narrow job
+                    // opens a batch the wide ones do not fit, so the engine sets them aside.
+                    let n = if i % 4 == 0 { 1 } else { rows };
+                    let prompt = prompts[i % prompts.len()].clone();
+                    let max_tokens = [8, 24, 40][(i / 3) % 3].min(96 - prompt.len());
+                    let params = Params {
+                        max_tokens,
+                        ..sampled(i as u64)
+                    };
+                    // Retry until accepted (as clients do on 503).
+                    loop {
+                        let (j, rx) = job(prompt.clone(), n, params.clone());
+                        match eng.submit(j) {
+                            Ok(()) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                let out = wait(rx, n).expect("an accepted job completes");
+                                assert!(out.iter().all(|&t| t >= 1 && t <= max_tokens));
+                                break;
+                            }
+                            Err(rlhf_serve::ServeError::Overloaded) => {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    monitor.join().unwrap();
+    let (queued, deferred) = (
+        worst.0.load(Ordering::SeqCst),
+        worst.1.load(Ordering::SeqCst),
+    );
+    let (ok, no) = (
+        accepted.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+    );
+    eprintln!("accepted {ok}, refused {no}; most queued {queued}, most deferred {deferred}");
+    assert!(queued <= max_queue, "queued {queued} > {max_queue}");
+    assert!(deferred <= max_queue, "deferred {deferred} > {max_queue}");
+    assert!(no > 0, "64 clients against a queue of 8 must see refusals");
+    assert_eq!(ok, 64 * 3, "every job was eventually accepted");
+    let h = eng.health();
+    assert_eq!(
+        (h.queued, h.deferred),
+        (0, 0),
+        "every slot was given back: {h:?}"
+    );
+}
+
+/// A panic inside a batch (as a libtorch error can raise) fails that batch's request and
+/// nothing else: the engine thread lives, counts the failure and serves the next request.
+#[test]
+fn an_injected_panic_fails_one_batch_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let eng = engine(dir.path(), 8, 16);
+    let p = pre(dir.path());
+    eng.inject_panic();
+    let (j, rx) = job(ids(&p, "Jane"), 2, sampled(1));
+    eng.submit(j).unwrap();
+    assert_eq!(
+        wait(rx, 2),
+        None,
+        "the panicked batch's request ends unfinished"
+    );
+    let h = eng.health();
+    assert!(h.alive, "{h:?}");
+    assert_eq!(h.failed_batches, 1);
+    let (j, rx) = job(ids(&p, "Jane"), 2, sampled(1));
+    eng.submit(j).unwrap();
+    let out = wait(rx, 2).expect("the next request is served");
+    assert!(out.iter().all(|&t| t >= 1));
+    assert_eq!(eng.health().failed_batches, 1);
+}
+
+/// A client that never reads its events: its row ends once its buffer is full (the engine
+/// does not buffer without bound, nor wait), and the other request of the batch completes.
+#[test]
+fn a_client_that_does_not_read_is_cut_at_its_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dec = decoder(dir.path());
+    let p = pre(dir.path());
+    let (tx, slow_rx) = channel(3);
+    let slow = Job {
+        prompt: ids(&p, "Jane"),
+        n: 1,
+        first_choice: 0,
+        params: Params {
+            temperature: 0.0,
+            max_tokens: 60,
+            ..Default::default()
+        },
+        events: tx,
+        adapter: None,
+    };
+    let greedy = Params {
+        temperature: 0.0,
+        max_tokens: 60,
+        ..Default::default()
+    };
+    let (fast, fast_rx) = job(ids(&p, "Jane"), 1, greedy.clone());
+    dec.run_batch(vec![slow, fast]).unwrap();
+    let fast_out = drain(fast_rx, 1);
+    let (alone, alone_rx) = job(ids(&p, "Jane"), 1, greedy);
+    dec.run_batch(vec![alone]).unwrap();
+    assert_eq!(
+        fast_out,
+        drain(alone_rx, 1),
+        "the reading client got its whole answer"
+    );
+    assert!(
+        fast_out[0].2 > 4,
+        "the answer is longer than the slow buffer: {fast_out:?}"
+    );
+    let mut slow_rx = slow_rx;
+    let mut got = 0;
+    while let Ok(e) = slow_rx.try_recv() {
+        assert!(
+            !matches!(e, Event::Finished { .. }),
+            "the slow row was cut, not finished"
+        );
+        got += 1;
+    }
+    assert!(
+        got <= 3,
+        "{got} events held for a client that reads nothing"
+    );
 }

@@ -143,7 +143,7 @@ impl Chat {
     fn answer(&mut self, mut params: Params, out: &mut impl Write) -> Result<String> {
         let prompt = self.prompt()?;
         params.max_tokens = params.max_tokens.min(self.engine.context - prompt.len());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(rlhf_serve::engine::EVENT_BUFFER);
         self.engine.submit(Job {
             prompt,
             n: 1,

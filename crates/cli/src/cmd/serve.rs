@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+use crate::common::shutdown_signal;
 use rlhf_serve::{Engine, EngineConfig, ServeConfig};
 use rlhf_tokenizer::Tokenizer;
 
@@ -63,6 +65,14 @@ pub struct Args {
     /// Largest request body in bytes; bigger ones get 413.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Most choices one request may ask for (completions: prompts × n); more is a 400.
+    #[arg(long, default_value_t = 128)]
+    max_choices: usize,
+    /// Longest stop sequence in bytes; longer is a 400.
+    #[arg(long, default_value_t = 1024)]
+    max_stop_bytes: usize,
+    #[command(flatten)]
+    http: crate::common::HttpArgs,
 }
 
 pub fn run(args: Args, device: tch::Device) -> Result<()> {
@@ -107,6 +117,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_tokens_cap: args.max_tokens_cap,
         max_n: args.max_n,
+        max_choices: args.max_choices,
+        max_stop_bytes: args.max_stop_bytes,
         adapters: adapters.into_iter().map(|(n, _)| n).collect(),
         dynamic_adapters: args.dynamic_adapters,
         ..Default::default()
@@ -127,31 +139,9 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             eprintln!("rlhf serve: LoRA adapter {a}");
         }
         eprintln!("rlhf serve: model `{name}` (context {context} tokens) on http://{local}/v1");
-        rlhf_serve::serve(listener, app, shutdown_signal())
+        rlhf_http::serve(listener, app, args.http.limits(), shutdown_signal("rlhf serve"))
             .await
             .context("serving")
     })
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("rlhf serve: shutting down after the open requests");
-}
