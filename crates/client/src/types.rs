@@ -135,6 +135,9 @@ pub struct ChatRequest {
     pub tools: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Token id (as a string) → bias in [-100, 100] added to its logit before sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// `prompt` of a completions request: text, several texts, token ids, or several lists of them.
@@ -191,6 +194,9 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Token id (as a string) → bias in [-100, 100] added to its logit before sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// Token counts of a request.

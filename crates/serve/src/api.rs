@@ -460,6 +460,165 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     })
 }
 
+/// The fields `POST /v1/chat/completions` takes. Anything else is refused with a 400 naming it,
+/// as OpenAI does ("Unrecognized request argument"): a field accepted and ignored would change
+/// an answer silently. `user` and `metadata` are labels that never change an answer.
+const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "stream",
+    "stream_options",
+    "tools",
+    "user",
+    "metadata",
+    // Accepted only with values that change nothing (checked in `check_fields`).
+    "response_format",
+    "tool_choice",
+    "parallel_tool_calls",
+    "store",
+    "service_tier",
+];
+
+/// The fields `POST /v1/completions` takes (see `CHAT_FIELDS`).
+const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "logprobs",
+    "echo",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "best_of",
+    "suffix",
+    "stream",
+    "stream_options",
+    "user",
+];
+
+/// The roles a chat message may have (OpenAI's); `developer` is rendered as `system`.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// Most `logit_bias` entries (OpenAI's limit).
+const MAX_LOGIT_BIAS: usize = 300;
+
+/// Refuses fields the endpoint does not take, fields it takes only with neutral values when
+/// they carry others, and message fields other than `role` and `content`.
+fn check_fields(body: &serde_json::Value, known: &'static [&'static str]) -> Result<(), ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::bad(
+            "the request body must be a JSON object",
+            None,
+        ));
+    };
+    let param = |name: &str| known.iter().find(|k| **k == name).copied();
+    for (key, value) in obj {
+        let Some(field) = param(key) else {
+            return Err(ApiError::bad(
+                format!("unrecognized request argument supplied: {key}"),
+                None,
+            )
+            .with_code("unknown_parameter"));
+        };
+        let neutral = match field {
+            "response_format" => value.is_null() || value.get("type").is_some_and(|t| t == "text"),
+            "tool_choice" => value.is_null() || value == "none" || value == "auto",
+            "store" => value.is_null() || value == false,
+            "service_tier" => value.is_null() || value == "auto" || value == "default",
+            _ => true,
+        };
+        if !neutral {
+            return Err(ApiError::bad(
+                format!("{field} = {value} is not supported by this server"),
+                Some(field),
+            ));
+        }
+    }
+    if let Some(messages) = obj.get("messages").and_then(|m| m.as_array()) {
+        for (i, m) in messages.iter().enumerate() {
+            let extra = m.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| !["role", "content"].contains(&k.as_str()))
+            });
+            if let Some(k) = extra {
+                return Err(ApiError::bad(
+                    format!("messages[{i}].{k} is not supported (messages take role and content)"),
+                    Some("messages"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `logit_bias` as (token id, bias) pairs: ids inside the vocabulary, biases in [-100, 100].
+fn logit_bias(
+    s: &Inner,
+    bias: &Option<std::collections::BTreeMap<String, f64>>,
+) -> Result<Vec<(i64, f32)>, ApiError> {
+    let Some(bias) = bias else {
+        return Ok(vec![]);
+    };
+    let bad = |m: String| ApiError::bad(m, Some("logit_bias"));
+    if bias.len() > MAX_LOGIT_BIAS {
+        return Err(bad(format!(
+            "logit_bias has {} entries; at most {MAX_LOGIT_BIAS}",
+            bias.len()
+        )));
+    }
+    let vocab = s.tokenizer.vocab_size() as u64;
+    bias.iter()
+        .map(|(key, &v)| {
+            let id: u64 = key
+                .parse()
+                .map_err(|_| bad(format!("logit_bias keys are token ids; `{key}` is not one")))?;
+            if id >= vocab {
+                return Err(bad(format!(
+                    "logit_bias: token id {id} is outside the vocabulary of {vocab}"
+                )));
+            }
+            if !(v.is_finite() && (-100.0..=100.0).contains(&v)) {
+                return Err(bad(format!(
+                    "logit_bias: the bias of token {id} must be in [-100, 100], got {v}"
+                )));
+            }
+            Ok((id as i64, v as f32))
+        })
+        .collect()
+}
+
+/// The body as `T` after `check_fields` against the endpoint's fields.
+fn parse_checked<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    known: &'static [&'static str],
+) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse(body)?;
+    check_fields(&value, known)?;
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad(
+            format!("the request body is not valid JSON for this endpoint: {e}"),
+            None,
+        )
+    })
+}
+
 /// The sampling fields both endpoints share.
 struct Sampling<'a> {
     max_tokens: Option<u32>,
@@ -471,6 +630,7 @@ struct Sampling<'a> {
     presence_penalty: Option<f64>,
     frequency_penalty: Option<f64>,
     logprobs: Option<usize>,
+    logit_bias: Vec<(i64, f32)>,
 }
 
 fn in_range(v: f64, lo: f64, hi: f64, name: &'static str) -> Result<f64, ApiError> {
@@ -584,6 +744,7 @@ fn params(
             2.0,
             "frequency_penalty",
         )?,
+        logit_bias: q.logit_bias,
     };
     Ok((params, n))
 }
@@ -592,7 +753,7 @@ async fn chat(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse(body)?;
+    let req: ChatRequest = parse_checked(body, CHAT_FIELDS)?;
     let adapter = check_model(&s, &req.model)?;
     if req.tools.is_some() {
         return Err(ApiError::bad(
@@ -609,9 +770,25 @@ async fn chat(
     let messages = req
         .messages
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::bad(
+                    format!(
+                        "messages[{i}].role is `{}`; it must be one of {}",
+                        m.role,
+                        ROLES.join(", ")
+                    ),
+                    Some("messages"),
+                ));
+            }
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                &m.role
+            };
             Ok(Message::new(
-                m.role.clone(),
+                role,
                 m.text().map_err(|e| ApiError::bad(e, Some("messages")))?,
             ))
         })
@@ -649,6 +826,7 @@ async fn chat(
         presence_penalty: req.presence_penalty,
         frequency_penalty: req.frequency_penalty,
         logprobs,
+        logit_bias: logit_bias(&s, &req.logit_bias)?,
     };
     let (params, n) = params(&s, sampling, prompt.len(), None, "messages")?;
     let prompt_tokens = prompt.len();
@@ -731,7 +909,7 @@ async fn completions(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse(body)?;
+    let req: CompletionRequest = parse_checked(body, COMPLETION_FIELDS)?;
     let adapter = check_model(&s, &req.model)?;
     if req.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
         return Err(ApiError::bad(
@@ -780,6 +958,7 @@ async fn completions(
         presence_penalty: req.presence_penalty,
         frequency_penalty: req.frequency_penalty,
         logprobs: req.logprobs.map(|k| k as usize),
+        logit_bias: logit_bias(&s, &req.logit_bias)?,
     };
     let default_max = Some(s.cfg.default_completion_tokens);
     let (params, n) = params(&s, sampling, longest, default_max, "prompt")?;

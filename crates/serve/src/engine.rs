@@ -48,6 +48,9 @@ pub struct Params {
     pub logprobs: Option<usize>,
     pub presence_penalty: f64,
     pub frequency_penalty: f64,
+    /// (token id, bias) pairs added to the logits before penalties, temperature and top_p
+    /// (OpenAI's `logit_bias`; ids checked against the vocabulary by the API).
+    pub logit_bias: Vec<(i64, f32)>,
 }
 
 impl Default for Params {
@@ -61,6 +64,7 @@ impl Default for Params {
             logprobs: None,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: vec![],
         }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Knobs {
     counts: Option<Tensor>,
     presence: Tensor,
     frequency: Tensor,
+    /// (B, V) logit biases, only when some row has one.
+    bias: Option<Tensor>,
     top_k: i64,
 }
 
@@ -69,6 +71,19 @@ impl Knobs {
         let penalised = params
             .iter()
             .any(|p| p.presence_penalty != 0.0 || p.frequency_penalty != 0.0);
+        let bias = params.iter().any(|p| !p.logit_bias.is_empty()).then(|| {
+            let mut b = vec![0f32; params.len() * vocab as usize];
+            for (row, p) in params.iter().enumerate() {
+                for &(id, v) in &p.logit_bias {
+                    if (0..vocab).contains(&id) {
+                        b[row * vocab as usize + id as usize] += v;
+                    }
+                }
+            }
+            Tensor::from_slice(&b)
+                .reshape([params.len() as i64, vocab])
+                .to_device(dev)
+        });
         Self {
             // Greedy rows divide by 1: their logits are only used through the argmax.
             temperature: col(&|p| {
@@ -86,6 +101,7 @@ impl Knobs {
                 .then(|| Tensor::zeros([params.len() as i64, vocab], (Kind::Float, dev))),
             presence: col(&|p| p.presence_penalty),
             frequency: col(&|p| p.frequency_penalty),
+            bias,
             top_k: params
                 .iter()
                 .filter_map(|p| p.logprobs)
@@ -98,11 +114,12 @@ impl Knobs {
     pub(crate) fn append(&mut self, other: Knobs) {
         let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
         let (n, m) = (self.greedy.size()[0], other.greedy.size()[0]);
-        self.counts = match (self.counts.take(), other.counts) {
+        // (B, V) tables that only exist when some row needs them: a missing side is zeros.
+        let dev = self.greedy.device();
+        let stack = |a: Option<Tensor>, b: Option<Tensor>| match (a, b) {
             (None, None) => None,
             (a, b) => {
                 let vocab = a.as_ref().or(b.as_ref()).map_or(0, |t| t.size()[1]);
-                let dev = self.greedy.device();
                 let zeros = |rows| Tensor::zeros([rows, vocab], (Kind::Float, dev));
                 Some(cat(
                     &a.unwrap_or_else(|| zeros(n)),
@@ -110,6 +127,8 @@ impl Knobs {
                 ))
             }
         };
+        self.counts = stack(self.counts.take(), other.counts);
+        self.bias = stack(self.bias.take(), other.bias);
         self.temperature = cat(&self.temperature, &other.temperature);
         self.top_p = cat(&self.top_p, &other.top_p);
         self.greedy = cat(&self.greedy, &other.greedy);
@@ -130,8 +149,8 @@ impl Knobs {
         ] {
             *t = t.index_select(0, index);
         }
-        if let Some(c) = &mut self.counts {
-            *c = c.index_select(0, index);
+        for t in [&mut self.counts, &mut self.bias].into_iter().flatten() {
+            *t = t.index_select(0, index);
         }
     }
 
@@ -151,6 +170,9 @@ impl Knobs {
         active: &[usize],
     ) -> Result<(Tensor, Option<Picked>)> {
         let mut x = logits.shallow_clone(); // (B, V)
+        if let Some(bias) = &self.bias {
+            x = x + bias;
+        }
         if let Some(counts) = &self.counts {
             // OpenAI's definition: subtract frequency × count and presence × [count > 0].
             x = x - &self.frequency * counts - &self.presence * counts.gt(0.0).to_kind(Kind::Float);

@@ -230,3 +230,144 @@ fn a_vanishing_temperature_is_greedy() {
         }
     });
 }
+
+#[test]
+fn chat_roles_and_fields_are_validated_like_openai() {
+    let s = server();
+    runtime().block_on(async {
+        let chat = |messages: Value, extra: Value| {
+            let mut body = json!({"model": "tiny", "messages": messages, "max_tokens": 2});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            body
+        };
+        let user = json!([{"role": "user", "content": "Jane"}]);
+        let refused = [
+            (
+                chat(json!([{"role": "wizard", "content": "hi"}]), json!({})),
+                "messages",
+            ),
+            (
+                chat(
+                    json!([{"role": "user", "content": "hi", "name": "x"}]),
+                    json!({}),
+                ),
+                "messages",
+            ),
+            (
+                chat(
+                    user.clone(),
+                    json!({"response_format": {"type": "json_object"}}),
+                ),
+                "response_format",
+            ),
+            (
+                chat(user.clone(), json!({"tool_choice": "required"})),
+                "tool_choice",
+            ),
+            (chat(user.clone(), json!({"store": true})), "store"),
+            (
+                chat(user.clone(), json!({"logit_bias": {"99999": 1}})),
+                "logit_bias",
+            ),
+            (
+                chat(user.clone(), json!({"logit_bias": {"5": 101}})),
+                "logit_bias",
+            ),
+            (
+                chat(user.clone(), json!({"logit_bias": {"a": 1}})),
+                "logit_bias",
+            ),
+        ];
+        for (body, param) in refused {
+            let (status, v) = post(&s.app, "/v1/chat/completions", body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+            assert_eq!(error_param(&v), param, "{body}: {v}");
+        }
+        let (status, v) = post(
+            &s.app,
+            "/v1/chat/completions",
+            chat(user.clone(), json!({"functions": []})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["code"], "unknown_parameter", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("functions")
+        );
+        let many: serde_json::Map<String, Value> =
+            (0..301).map(|i| (i.to_string(), json!(1))).collect();
+        let (status, _) = post(
+            &s.app,
+            "/v1/chat/completions",
+            chat(user.clone(), json!({"logit_bias": many})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Neutral values of the take-only-if-neutral fields, and every role, pass.
+        let all_roles = json!([
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": "Jane"},
+            {"role": "assistant", "content": "has"},
+            {"role": "user", "content": "12"},
+        ]);
+        let neutral = json!({"response_format": {"type": "text"}, "tool_choice": "none",
+                             "store": false, "user": "u1", "metadata": {"k": "v"},
+                             "logit_bias": {"5": -100, "6": 2.5}});
+        let (status, v) = post(&s.app, "/v1/chat/completions", chat(all_roles, neutral)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    });
+}
+
+/// A +100 bias makes greedy decoding pick that token every step; -100 on the unbiased greedy
+/// token makes it never appear.
+#[test]
+fn logit_bias_forces_and_bans_tokens() {
+    let s = server();
+    runtime().block_on(async {
+        let ask = |bias: Value| {
+            json!({"model": "tiny", "prompt": "Jane has", "max_tokens": 6, "temperature": 0,
+                   "logprobs": 0, "logit_bias": bias})
+        };
+        let tokens = |v: &Value| -> Vec<String> {
+            v["choices"][0]["logprobs"]["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect()
+        };
+        let (_, plain) = post(&s.app, "/v1/completions", ask(json!({}))).await;
+        let forced_id = 40; // some ordinary token of the tiny vocabulary
+        let (status, forced) = post(
+            &s.app,
+            "/v1/completions",
+            ask(json!({forced_id.to_string(): 100})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{forced}");
+        let forced_tokens = tokens(&forced);
+        assert_eq!(forced_tokens.len(), 6, "{forced}");
+        assert!(
+            forced_tokens.iter().all(|t| *t == forced_tokens[0]),
+            "{forced_tokens:?}"
+        );
+        assert_ne!(tokens(&plain), forced_tokens);
+        // Ban the first greedy token (its id from a token-id prompt round trip).
+        let first = tokens(&plain)[0].clone();
+        let tok = Tokenizer::from_dir(s._dir.path()).unwrap();
+        let id = tok.encode(&first, false).unwrap()[0];
+        let (status, banned) = post(
+            &s.app,
+            "/v1/completions",
+            ask(json!({id.to_string(): -100})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_ne!(tokens(&banned)[0], first, "{banned}");
+    });
+}
