@@ -3,9 +3,14 @@
 //! comments), on SQLite (WAL, `synchronous=FULL`) or PostgreSQL through one code path (sqlx's
 //! `Any` driver, `$n` parameters only, never string-built SQL).
 //!
-//! Durability: a submission is one `INSERT` that returns only once committed, and a labeler's
-//! second submission of a task is refused by a unique key, so a retried request cannot count
-//! twice.
+//! Durability: a submission returns only once committed, and a labeler's second submission of a
+//! task is acknowledged as a duplicate (and refused by a unique key), so a retried request cannot
+//! count twice.
+//!
+//! Concurrency: giving out a place on a task and accepting a submission each run in one
+//! transaction that first locks the rows they decide on (the labeler, the task), so that what
+//! they count is what is committed: under PostgreSQL's READ COMMITTED a count-then-insert would
+//! otherwise let two labelers both take a task's last place.
 //!
 //! Not here: HTTP (`web.rs`), what the numbers mean (`stats.rs`).
 
@@ -16,7 +21,7 @@ use rlhf_data::{Ranking, SampleRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use crate::error::{LabelError, Result};
 
@@ -97,6 +102,47 @@ pub struct Progress {
     pub needed: i64,
 }
 
+/// Locks a row until the transaction ends with a write that changes nothing: the one locking
+/// statement both dialects share (SQLite has no `SELECT … FOR UPDATE`). On PostgreSQL it is a row
+/// lock (`FOR NO KEY UPDATE`, so foreign-key checks on the row go on beside it); on SQLite, as a
+/// transaction's first statement, it takes the database's write lock at once, so what the
+/// transaction reads next is the latest commit (a read first would pin an older snapshot and
+/// make the later write fail with SQLITE_BUSY).
+const LOCK_LABELER: &str = "UPDATE labelers SET created_ms = created_ms WHERE id = $1";
+const LOCK_TASK: &str = "UPDATE tasks SET created_ms = created_ms WHERE id = $1";
+
+/// Attempts of `next_task` before it gives up (503). An attempt fails only when the task it
+/// picked filled up between its choice and its lock, i.e. when another labeler just got a place,
+/// so with 32 labelers racing for the same tasks a few attempts suffice.
+const ASSIGN_ATTEMPTS: usize = 64;
+
+/// A query over the tasks `t` that labeler `$1` can be given: not given to them before, and
+/// fewer than `$3` places held, a place being a submission or an assignment shown after `$2`
+/// (older ones without a submission have expired).
+macro_rules! open_tasks {
+    ($head:literal, $tail:literal) => {
+        concat!(
+            $head,
+            " NOT EXISTS (SELECT 1 FROM assignments a \
+                          WHERE a.task_id = t.id AND a.labeler_id = $1) \
+             AND (SELECT COUNT(*) FROM assignments a WHERE a.task_id = t.id \
+                  AND (a.shown_ms > $2 OR EXISTS (SELECT 1 FROM submissions s \
+                       WHERE s.task_id = a.task_id AND s.labeler_id = a.labeler_id))) < $3 ",
+            $tail
+        )
+    };
+}
+
+/// What one attempt to give a labeler a task came to.
+enum Attempt {
+    /// A task (theirs already, or just given) and its display seed.
+    Given(i64, i64),
+    /// Every task is covered or theirs.
+    Nothing,
+    /// The task chosen filled up before it was locked: try again.
+    Raced,
+}
+
 /// The query for submissions with their task and labeler, completed by a literal clause (sqlx
 /// accepts only static SQL: nothing a user sends can become part of a statement).
 macro_rules! submissions {
@@ -132,6 +178,37 @@ fn json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| LabelError::Invalid(e.to_string()))
 }
 
+/// The database URL with its password (in the authority or a `password=` parameter) replaced by
+/// `***`, for messages. Everything up to the last `@` counts as the user part, so a password
+/// holding an unescaped `@`, `/` or `?` is hidden too.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (userinfo, host_and_path) = match rest.rsplit_once('@') {
+        Some((user, tail)) => (Some(user), tail),
+        None => (None, rest),
+    };
+    let user = userinfo.map(|u| match u.split_once(':') {
+        Some((name, _)) => format!("{name}:***@"),
+        None => format!("{u}@"),
+    });
+    let tail = match host_and_path.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => host_and_path.to_string(),
+    };
+    format!("{scheme}://{}{tail}", user.unwrap_or_default())
+}
+
 fn parse_json<T: for<'a> Deserialize<'a>>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text)
         .map_err(|e| LabelError::Corrupt(format!("{what} is not valid JSON: {e}")))
@@ -148,7 +225,8 @@ impl Db {
             Backend::Postgres
         } else {
             return Err(LabelError::Invalid(format!(
-                "database URL `{url}`: expected sqlite://FILE or postgres://USER@HOST:PORT/DB"
+                "database URL `{}`: expected sqlite://FILE or postgres://USER@HOST:PORT/DB",
+                redact_url(url)
             )));
         };
         let url = match backend {
@@ -156,6 +234,13 @@ impl Db {
             _ => url.to_string(),
         };
         let sqlite = backend == Backend::Sqlite;
+        // One connection on its own first, so that a wrong host or password fails at once with
+        // its reason (the pool would retry until its timeout and report only that).
+        AnyConnection::connect(&url)
+            .await
+            .map_err(|e| LabelError::Connect(redact_url(&url), e))?
+            .close()
+            .await?;
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 8 } else { 16 })
             .after_connect(move |conn, _| {
@@ -177,7 +262,7 @@ impl Db {
             })
             .connect(&url)
             .await
-            .map_err(|e| LabelError::Connect(url.clone(), e))?;
+            .map_err(|e| LabelError::Connect(redact_url(&url), e))?;
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
@@ -217,16 +302,42 @@ impl Db {
         Ok(token)
     }
 
-    /// The labeler a token belongs to.
+    /// The labeler a token belongs to, unless it was revoked.
     pub async fn labeler_by_token(&self, token: &str) -> Result<Option<Labeler>> {
-        let row = sqlx::query("SELECT id, name FROM labelers WHERE token_hash = $1")
-            .bind(sha256_hex(token.as_bytes()))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name FROM labelers WHERE token_hash = $1 AND revoked_ms IS NULL",
+        )
+        .bind(sha256_hex(token.as_bytes()))
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| Labeler {
             id: r.get(0),
             name: r.get(1),
         }))
+    }
+
+    /// Revokes a labeler's token: it authenticates nothing from then on. Returns false when it
+    /// was already revoked. Their submissions stay.
+    pub async fn revoke_labeler(&self, name: &str) -> Result<bool> {
+        let name = name.trim();
+        let done = sqlx::query(
+            "UPDATE labelers SET revoked_ms = $2 WHERE name = $1 AND revoked_ms IS NULL",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let exists = sqlx::query("SELECT 1 FROM labelers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match exists {
+            Some(_) => Ok(false),
+            None => Err(LabelError::NotFound(format!("no labeler named `{name}`"))),
+        }
     }
 
     /// Adds the tasks not already present; returns (added, total tasks).
@@ -275,68 +386,107 @@ impl Db {
         .transpose()
     }
 
-    /// The labeler's next task and its display seed: an open assignment of theirs if any, else
-    /// a new one on the first task that fewer than `overlap` labelers have submitted or hold
-    /// (assignments older than `expire_ms` without a submission no longer hold a place).
+    /// The labeler's next task and its display seed: their open assignment if any (shown less
+    /// than `expire_ms` ago, not submitted), else a new one on the first task that fewer than
+    /// `overlap` labelers have submitted or hold. Concurrent calls of one labeler get the same
+    /// assignment.
     pub async fn next_task(
         &self,
         labeler: &Labeler,
         overlap: i64,
         expire_ms: i64,
     ) -> Result<Option<(Task, i64)>> {
+        for _ in 0..ASSIGN_ATTEMPTS {
+            match self.try_assign(labeler, overlap, expire_ms).await? {
+                Attempt::Given(task_id, seed) => {
+                    return Ok(self.task(task_id).await?.map(|t| (t, seed)));
+                }
+                Attempt::Nothing => return Ok(None),
+                Attempt::Raced => continue,
+            }
+        }
+        Err(LabelError::Busy(format!(
+            "every task chosen for you was taken first, {ASSIGN_ATTEMPTS} times: try again"
+        )))
+    }
+
+    /// One transaction: lock the labeler (their concurrent requests queue here, and the second
+    /// finds the first's assignment), pick a task, lock it, and take a place if one is still
+    /// free once every other holder of the lock has committed.
+    async fn try_assign(&self, labeler: &Labeler, overlap: i64, expire_ms: i64) -> Result<Attempt> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_LABELER)
+            .bind(labeler.id)
+            .execute(&mut *tx)
+            .await?;
         let open = sqlx::query(
-            "SELECT a.task_id, a.shuffle_seed FROM assignments a WHERE a.labeler_id = $1 \
+            "SELECT a.task_id, a.shuffle_seed FROM assignments a \
+             WHERE a.labeler_id = $1 AND a.shown_ms > $2 \
              AND NOT EXISTS (SELECT 1 FROM submissions s \
                              WHERE s.task_id = a.task_id AND s.labeler_id = a.labeler_id) \
              ORDER BY a.shown_ms, a.task_id LIMIT 1",
         )
         .bind(labeler.id)
-        .fetch_optional(&self.pool)
+        .bind(now_ms() - expire_ms)
+        .fetch_optional(&mut *tx)
         .await?;
-        let (task_id, seed) = match open {
-            Some(r) => (r.get::<i64, _>(0), r.get::<i64, _>(1)),
-            None => {
-                let now = now_ms();
-                // One statement: SQLite runs it under the write lock, so two labelers cannot
-                // both take the last place of a task.
-                let seed: i64 = rand::rng().random_range(0..i64::MAX);
-                let row = sqlx::query(
-                    "INSERT INTO assignments (task_id, labeler_id, shown_ms, shuffle_seed) \
-                     SELECT t.id, $1, $2, $3 FROM tasks t \
-                     WHERE NOT EXISTS (SELECT 1 FROM assignments a \
-                                       WHERE a.task_id = t.id AND a.labeler_id = $1) \
-                     AND (SELECT COUNT(*) FROM assignments a WHERE a.task_id = t.id \
-                          AND (a.shown_ms > $4 OR EXISTS (SELECT 1 FROM submissions s \
-                               WHERE s.task_id = a.task_id AND s.labeler_id = a.labeler_id))) < $5 \
-                     ORDER BY t.id LIMIT 1 \
-                     RETURNING task_id",
-                )
-                .bind(labeler.id)
-                .bind(now)
-                .bind(seed)
-                .bind(now - expire_ms)
-                .bind(overlap)
-                .fetch_optional(&self.pool)
-                .await?;
-                match row {
-                    Some(r) => (r.get::<i64, _>(0), seed),
-                    None => return Ok(None),
-                }
-            }
+        if let Some(r) = open {
+            tx.rollback().await?; // nothing written but the lock
+            return Ok(Attempt::Given(r.get(0), r.get(1)));
+        }
+        let sql = open_tasks!("SELECT t.id FROM tasks t WHERE", "ORDER BY t.id LIMIT 1");
+        let chosen = sqlx::query(sql)
+            .bind(labeler.id)
+            .bind(now_ms() - expire_ms)
+            .bind(overlap)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(task_id) = chosen.map(|r| r.get::<i64, _>(0)) else {
+            tx.rollback().await?;
+            return Ok(Attempt::Nothing);
         };
-        Ok(self.task(task_id).await?.map(|t| (t, seed)))
+        sqlx::query(LOCK_TASK)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        // The clock is read under the task's lock, as `submit` reads it: an assignment this
+        // counts as expired is one that `submit` refuses.
+        let now = now_ms();
+        let seed: i64 = rand::rng().random_range(0..i64::MAX);
+        let sql = open_tasks!(
+            "INSERT INTO assignments (task_id, labeler_id, shown_ms, shuffle_seed) \
+             SELECT t.id, $1, $4, $5 FROM tasks t WHERE t.id = $6 AND",
+            ""
+        );
+        let taken = sqlx::query(sql)
+            .bind(labeler.id)
+            .bind(now - expire_ms)
+            .bind(overlap)
+            .bind(now)
+            .bind(seed)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        if taken.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        }
+        tx.commit().await?;
+        Ok(Attempt::Given(task_id, seed))
     }
 
-    /// Stores a submission once committed. The labeler must have been given the task; a second
+    /// Stores a submission once committed. The labeler must have been given the task less than
+    /// `expire_ms` ago (after that their place may have gone to someone else); a second
     /// submission of the same task is acknowledged as a duplicate and changes nothing.
     pub async fn submit(
         &self,
         labeler: &Labeler,
         task_id: i64,
         sub: &NewSubmission,
+        expire_ms: i64,
     ) -> Result<Ack> {
         let assigned = sqlx::query(
-            "SELECT a.shown_ms, t.responses FROM assignments a JOIN tasks t ON t.id = a.task_id \
+            "SELECT t.responses FROM assignments a JOIN tasks t ON t.id = a.task_id \
              WHERE a.task_id = $1 AND a.labeler_id = $2",
         )
         .bind(task_id)
@@ -348,23 +498,45 @@ impl Db {
                 "task {task_id} was not given to you"
             )));
         };
+        let responses: Vec<String> = parse_json(&row.get::<String, _>(0), "tasks.responses")?;
+        check_submission(sub, responses.len())?;
+        // Under the task's lock, as `next_task` takes places: a submission and the expiry of
+        // its assignment cannot both count.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_TASK)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT a.shown_ms, s.id FROM assignments a LEFT JOIN submissions s \
+             ON s.task_id = a.task_id AND s.labeler_id = a.labeler_id \
+             WHERE a.task_id = $1 AND a.labeler_id = $2",
+        )
+        .bind(task_id)
+        .bind(labeler.id)
+        .fetch_one(&mut *tx)
+        .await?;
         let shown: i64 = row.get(0);
-        let responses: Vec<String> = parse_json(&row.get::<String, _>(1), "tasks.responses")?;
-        let k = responses.len();
-        Ranking::new(sub.ranking.groups().to_vec(), k)
-            .map_err(|e| LabelError::Invalid(e.to_string()))?;
-        if let Some(i) = sub.flags.keys().find(|&&i| i >= k) {
-            return Err(LabelError::Invalid(format!(
-                "flags: response {i} does not exist (the task has {k})"
+        if let Some(id) = row.get::<Option<i64>, _>(1) {
+            tx.rollback().await?;
+            return Ok(Ack {
+                id,
+                duplicate: true,
+            });
+        }
+        if shown <= now - expire_ms {
+            tx.rollback().await?;
+            return Err(LabelError::Expired(format!(
+                "task {task_id} expired: it was shown {} minutes ago, more than the {} allowed, \
+                 and may have gone to someone else; ask for the next task",
+                (now - shown) / 60_000,
+                expire_ms / 60_000
             )));
         }
-        if sub.comment.len() > 10_000 {
-            return Err(LabelError::Invalid("comment: at most 10000 bytes".into()));
-        }
-        let inserted = sqlx::query(
+        let id = sqlx::query(
             "INSERT INTO submissions (task_id, labeler_id, ranking, flags, comment, shown_ms, \
-             submitted_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (task_id, labeler_id) DO NOTHING RETURNING id",
+             submitted_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(task_id)
         .bind(labeler.id)
@@ -372,24 +544,14 @@ impl Db {
         .bind(json(&sub.flags)?)
         .bind(&sub.comment)
         .bind(shown)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = inserted {
-            return Ok(Ack {
-                id: r.get(0),
-                duplicate: false,
-            });
-        }
-        let id = sqlx::query("SELECT id FROM submissions WHERE task_id = $1 AND labeler_id = $2")
-            .bind(task_id)
-            .bind(labeler.id)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        tx.commit().await?;
         Ok(Ack {
             id,
-            duplicate: true,
+            duplicate: false,
         })
     }
 
@@ -486,6 +648,21 @@ impl Db {
     }
 }
 
+/// A submission that fits a task of `k` responses.
+fn check_submission(sub: &NewSubmission, k: usize) -> Result<()> {
+    Ranking::new(sub.ranking.groups().to_vec(), k)
+        .map_err(|e| LabelError::Invalid(e.to_string()))?;
+    if let Some(i) = sub.flags.keys().find(|&&i| i >= k) {
+        return Err(LabelError::Invalid(format!(
+            "flags: response {i} does not exist (the task has {k})"
+        )));
+    }
+    if sub.comment.len() > 10_000 {
+        return Err(LabelError::Invalid("comment: at most 10000 bytes".into()));
+    }
+    Ok(())
+}
+
 /// A ranking entry as stored and as the page sends it: an index or a list of tied indices.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -499,6 +676,42 @@ impl RankGroup {
         match self {
             RankGroup::One(i) => vec![i],
             RankGroup::Tied(v) => v,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_hides_the_password_and_keeps_the_rest() {
+        let cases = [
+            (
+                "postgres://ann:s3cret@db.example:5432/labels",
+                "postgres://ann:***@db.example:5432/labels",
+            ),
+            (
+                "postgresql://ann:p%40ss@h/db?sslmode=require",
+                "postgresql://ann:***@h/db?sslmode=require",
+            ),
+            // Unescaped `@`, `/` and `?` in the password: all of it up to the last `@` goes.
+            (
+                "postgres://ann:a@b/c?d@host/db",
+                "postgres://ann:***@host/db",
+            ),
+            (
+                "postgres://ann@h/db?sslmode=disable&password=x&user=ann",
+                "postgres://ann@h/db?sslmode=disable&password=***&user=ann",
+            ),
+            ("postgres://h/db?PASSWORD=x", "postgres://h/db?PASSWORD=***"),
+            ("postgres://ann@h:5432/db", "postgres://ann@h:5432/db"),
+            ("sqlite://labels.db", "sqlite://labels.db"),
+            ("sqlite:labels.db", "sqlite:labels.db"),
+            ("", ""),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
         }
     }
 }

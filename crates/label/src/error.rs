@@ -1,5 +1,5 @@
 //! Errors of the labeling crate. The web layer maps them to statuses: `Invalid` → 400,
-//! `NotFound` → 404, the rest → 500.
+//! `NotFound` → 404, `Expired` → 409, `Busy` → 503, the rest → 500 (whose text stays in the log).
 
 use thiserror::Error;
 
@@ -7,7 +7,8 @@ pub type Result<T, E = LabelError> = std::result::Result<T, E>;
 
 #[derive(Debug, Error)]
 pub enum LabelError {
-    #[error("cannot open the database {0}: {1}")]
+    /// The URL is given with its password redacted.
+    #[error("cannot open the database {0}")]
     Connect(String, #[source] sqlx::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -20,6 +21,12 @@ pub enum LabelError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A submission for an assignment older than the expiry.
+    #[error("{0}")]
+    Expired(String),
+    /// Too many concurrent requests for the same places; the client may retry.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Client(#[from] rlhf_client::ClientError),
     #[error("{0}: {1}")]

@@ -1,7 +1,11 @@
 //! The labeling web app: a static page (no inline script, a strict Content-Security-Policy) and
 //! a JSON API under `/api`, every endpoint of which needs a labeler's token as
 //! `Authorization: Bearer …`. Tokens never travel in cookies, so another site cannot submit on a
-//! labeler's behalf (no CSRF); the page keeps the token in the tab's sessionStorage.
+//! labeler's behalf (no CSRF); the page keeps the token in the tab's sessionStorage. A body must
+//! be declared `application/json` (415 otherwise), which a cross-site form cannot send.
+//!
+//! An internal error (the database's) reaches the client as `internal error (id …)` only; its
+//! text is logged under that id.
 //!
 //! A labeler sees a prompt and its responses in an order shuffled per assignment, ranks them
 //! (ties allowed), may flag each and comment; the answer to a submission is sent only after the
@@ -17,12 +21,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rlhf_data::Ranking;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,8 +40,9 @@ pub struct WebConfig {
     /// Labelers per task (InstructGPT had some prompts ranked by several labelers to measure
     /// agreement).
     pub overlap: i64,
-    /// An assignment left without a submission this long frees its place (30 minutes: longer
-    /// than any honest task, short enough that an abandoned tab does not block a task).
+    /// An assignment left without a submission this long frees its place, and a submission for
+    /// it is refused (409) (30 minutes: longer than any honest task, short enough that an
+    /// abandoned tab does not block a task).
     pub expire_ms: i64,
     /// Largest request body; a ranking with comments fits in a few kilobytes.
     pub max_body_bytes: usize,
@@ -143,12 +148,55 @@ impl From<LabelError> for ApiError {
         let status = match &e {
             LabelError::Invalid(_) => StatusCode::BAD_REQUEST,
             LabelError::NotFound(_) => StatusCode::NOT_FOUND,
+            LabelError::Expired(_) => StatusCode::CONFLICT,
+            LabelError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => {
-                tracing::error!("{e}");
-                StatusCode::INTERNAL_SERVER_ERROR
+                // The database's text names tables and columns: it stays in the log, and the
+                // client gets the id to quote.
+                let id = format!("{:08x}", rand::rng().random::<u32>());
+                tracing::error!(error_id = %id, "{e}");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error (id {id})"),
+                );
             }
         };
         Self::new(status, e.to_string())
+    }
+}
+
+/// Whether a Content-Type is JSON's: `application/json`, any case, parameters allowed.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// A request whose body is declared JSON; 415 otherwise. A page on another site can POST
+/// `text/plain` or a form to any address without asking (a CORS "simple request"), but not
+/// `application/json`.
+struct JsonBody;
+
+impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        json_content_type(&parts.headers).map(|()| JsonBody)
+    }
+}
+
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    match declared {
+        Some(t) if is_json(t) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send the body as `Content-Type: application/json` (found {})",
+                declared.map_or("none".into(), |t| format!("`{t}`"))
+            ),
+        )),
     }
 }
 
@@ -232,6 +280,7 @@ struct SubmitBody {
 
 async fn submit(
     State(s): State<AppState>,
+    _: JsonBody,
     Authed(l): Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -248,7 +297,7 @@ async fn submit(
         comment: b.comment,
     };
     // Answered only after the INSERT committed: an acknowledged label is never lost.
-    let ack = s.db.submit(&l, b.task_id, &sub).await?;
+    let ack = s.db.submit(&l, b.task_id, &sub, s.cfg.expire_ms).await?;
     Ok(Json(json!({"id": ack.id, "duplicate": ack.duplicate})))
 }
 
@@ -271,5 +320,29 @@ async fn my_submission(
             StatusCode::NOT_FOUND,
             format!("no submission {id} of yours"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn only_json_is_json() {
+        for t in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+        ] {
+            assert!(is_json(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "application/jsonp",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json(t), "{t}");
+        }
     }
 }
