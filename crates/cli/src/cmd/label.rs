@@ -1,6 +1,6 @@
 //! `rlhf label`: rank samples with simulated labelers (`--oracle`) or an LLM judge
 //! (`--judge openai:URL`), or collect human rankings with the labeling web app (`serve`,
-//! `add-labeler`, `export`, `stats`).
+//! `add-labeler`, `revoke`, `export`, `stats`).
 
 use std::path::PathBuf;
 
@@ -61,23 +61,39 @@ pub struct Args {
 enum LabelCommand {
     Serve(ServeArgs),
     AddLabeler(AddLabelerArgs),
+    Revoke(RevokeArgs),
     Export(ExportArgs),
     Stats(StatsArgs),
+}
+
+/// The labeling database, from --db or the environment.
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// Database: sqlite://FILE (created if missing) or postgres://USER:PASSWORD@HOST:PORT/DB. Give
+    /// a URL with a password in RLHF_LABEL_DB rather than here: a command line is visible to
+    /// every user of the machine (`ps`). Messages print the URL with its password as `***`.
+    #[arg(
+        long = "db",
+        value_name = "URL",
+        env = "RLHF_LABEL_DB",
+        hide_env_values = true,
+        default_value = "sqlite://labels.db"
+    )]
+    url: String,
 }
 
 /// The labeling web app: labelers log in with their token, rank each prompt's responses (shown in
 /// a shuffled order; ties allowed), flag them (wrong, harmful, ignores the instruction), comment
 /// and submit. A submission is acknowledged only once committed. Prints the address once it
-/// listens.
+/// listens; Ctrl-C or SIGTERM stops it after the requests in flight.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Samples JSONL to label ({"prompt", "responses"}); tasks already in the database are kept
     /// and not added twice [default: serve the tasks already in the database].
     #[arg(long)]
     samples: Option<PathBuf>,
-    /// Database: sqlite://FILE (created if missing) or postgres://USER@HOST:PORT/DB.
-    #[arg(long, default_value = "sqlite://labels.db")]
-    db: String,
+    #[command(flatten)]
+    db: DbArgs,
     /// Address to listen on; 0.0.0.0 exposes the app to the network (put TLS in front of it).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -87,7 +103,8 @@ struct ServeArgs {
     /// Labelers per prompt (more than 1 measures agreement).
     #[arg(long, default_value_t = 1)]
     overlap: i64,
-    /// Minutes after which a task shown but not submitted goes to someone else.
+    /// Minutes after which a task shown but not submitted goes to someone else; a submission
+    /// after that is refused (409).
     #[arg(long, default_value_t = 30)]
     expire_minutes: i64,
 }
@@ -97,18 +114,27 @@ struct ServeArgs {
 struct AddLabelerArgs {
     /// The labeler's name (unique).
     name: String,
-    /// Database URL, as for `serve`.
-    #[arg(long, default_value = "sqlite://labels.db")]
-    db: String,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+/// Revoke a labeler's token: every request carrying it is refused (401) from then on, by a
+/// server already running too. Their submissions stay; a task they were shown but did not submit
+/// goes to someone else once it expires (--expire-minutes).
+#[derive(Debug, clap::Args)]
+struct RevokeArgs {
+    /// The labeler's name.
+    name: String,
+    #[command(flatten)]
+    db: DbArgs,
 }
 
 /// Export every submission as the {"prompt", "responses", "ranking"} JSONL `rlhf reward` trains
 /// on (one line per labeler's ranking, with "labeler", "flags" and "comment" for auditing).
 #[derive(Debug, clap::Args)]
 struct ExportArgs {
-    /// Database URL, as for `serve`.
-    #[arg(long, default_value = "sqlite://labels.db")]
-    db: String,
+    #[command(flatten)]
+    db: DbArgs,
     /// Output JSONL.
     #[arg(long)]
     out: PathBuf,
@@ -118,9 +144,8 @@ struct ExportArgs {
 /// response pairs both ranked that they ordered the same way).
 #[derive(Debug, clap::Args)]
 struct StatsArgs {
-    /// Database URL, as for `serve`.
-    #[arg(long, default_value = "sqlite://labels.db")]
-    db: String,
+    #[command(flatten)]
+    db: DbArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -130,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Some(LabelCommand::Serve(a)) => runtime()?.block_on(serve(a)),
         Some(LabelCommand::AddLabeler(a)) => runtime()?.block_on(async {
-            let db = Db::open(&a.db).await?;
+            let db = Db::open(&a.db.url).await?;
             let token = db.add_labeler(&a.name).await?;
             db.close().await;
             eprintln!(
@@ -138,6 +163,14 @@ pub fn run(args: Args) -> Result<()> {
                 a.name.trim()
             );
             println!("{token}");
+            Ok(())
+        }),
+        Some(LabelCommand::Revoke(a)) => runtime()?.block_on(async {
+            let db = Db::open(&a.db.url).await?;
+            let newly = db.revoke_labeler(&a.name).await?;
+            db.close().await;
+            let already = if newly { "" } else { " (it already was)" };
+            eprintln!("labeler `{}`: token revoked{already}", a.name.trim());
             Ok(())
         }),
         Some(LabelCommand::Export(a)) => runtime()?.block_on(export(a)),
@@ -155,7 +188,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn serve(a: ServeArgs) -> Result<()> {
     anyhow::ensure!(a.overlap >= 1, "--overlap must be at least 1");
-    let db = Db::open(&a.db).await?;
+    let db = Db::open(&a.db.url).await?;
     if let Some(path) = &a.samples {
         let samples: Vec<SampleRecord> = read_jsonl(path)?;
         let (added, total) = db.load_tasks(&samples).await?;
@@ -176,15 +209,13 @@ async fn serve(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("rlhf label serve: on http://{}/", listener.local_addr()?);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(crate::common::shutdown_signal("rlhf label serve"))
         .await
         .context("serving")
 }
 
 async fn export(a: ExportArgs) -> Result<()> {
-    let db = Db::open(&a.db).await?;
+    let db = Db::open(&a.db.url).await?;
     let subs = db.all_submissions().await?;
     let records = rlhf_label::stats::export(&subs)?;
     write_jsonl(&a.out, &records).with_context(|| format!("cannot write {}", a.out.display()))?;
@@ -193,7 +224,7 @@ async fn export(a: ExportArgs) -> Result<()> {
 }
 
 async fn stats(a: StatsArgs) -> Result<()> {
-    let db = Db::open(&a.db).await?;
+    let db = Db::open(&a.db.url).await?;
     let s = rlhf_label::stats::stats(&db.all_submissions().await?);
     if a.json {
         return crate::common::print_line(serde_json::to_string_pretty(&s)?);
@@ -234,7 +265,8 @@ async fn stats(a: StatsArgs) -> Result<()> {
 fn rank(args: Args) -> Result<()> {
     let (Some(samples_path), Some(out_path)) = (&args.samples, &args.out) else {
         bail!(
-            "give --samples FILE and --out FILE (or a subcommand: serve, add-labeler, export, stats)"
+            "give --samples FILE and --out FILE (or a subcommand: serve, add-labeler, revoke, export, \
+             stats)"
         );
     };
     let samples: Vec<SampleRecord> = read_jsonl(samples_path)?;
