@@ -100,6 +100,7 @@ impl LlamaHparams {
             mlp_bias: gguf.tensor_info("blk.0.ffn_up.bias").is_some(),
         };
         check_divisibility(gguf, &hp)?;
+        check_scalars(gguf, &hp)?;
         Ok(hp)
     }
 }
@@ -229,6 +230,46 @@ fn rope_scaling(gguf: &GgufFile) -> Result<Option<RopeScaling>> {
         kind: kind.into(),
         factor,
     }))
+}
+
+/// The most positions a context may have: the ceiling `rlhf-model` applies to
+/// `max_position_embeddings` (the longest released contexts are 1M to 10M). Tensor shapes bound
+/// every other size by the file itself; the context is the one size no tensor carries.
+const MAX_CONTEXT: usize = 1 << 24;
+
+/// The numbers no tensor shape checks: the context length and the float constants, which would
+/// otherwise reach `config.json` as absurd sizes or as `null` (JSON has no NaN).
+fn check_scalars(gguf: &GgufFile, hp: &LlamaHparams) -> Result<()> {
+    let bad = |key: &str, reason: String| GgufError::BadMetadata {
+        path: gguf.path().to_path_buf(),
+        what: format!("key '{key}'"),
+        reason,
+    };
+    if hp.n_ctx == 0 || hp.n_ctx > MAX_CONTEXT {
+        return Err(bad(
+            "llama.context_length",
+            format!("{} is not a context length in 1..={MAX_CONTEXT}", hp.n_ctx),
+        ));
+    }
+    if !(hp.rms_norm_eps.is_finite() && (0.0..1.0).contains(&hp.rms_norm_eps)) {
+        return Err(bad(
+            "llama.attention.layer_norm_rms_epsilon",
+            format!("{} is not an epsilon in [0, 1)", hp.rms_norm_eps),
+        ));
+    }
+    if !(hp.rope_theta.is_finite() && hp.rope_theta > 0.0) {
+        return Err(bad(
+            "llama.rope.freq_base",
+            format!("{} is not a positive RoPE base", hp.rope_theta),
+        ));
+    }
+    match &hp.rope_scaling {
+        Some(s) if !(s.factor.is_finite() && s.factor > 0.0) => Err(bad(
+            "llama.rope.scaling.factor",
+            format!("{} is not a positive factor", s.factor),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check_divisibility(gguf: &GgufFile, hp: &LlamaHparams) -> Result<()> {

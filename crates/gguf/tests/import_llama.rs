@@ -286,6 +286,47 @@ fn failures_leave_no_model_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The sizes no tensor shape checks (the context) and the float constants are refused with the
+/// key that holds them, before anything is written.
+#[test]
+fn absurd_context_and_constants_name_their_key() {
+    let dir = common::temp_dir("tinyscalars");
+    let out = dir.join("hf");
+    let cases = [
+        (
+            tiny_llama(false)
+                .remove("llama.context_length")
+                .u32("llama.context_length", u32::MAX),
+            "key 'llama.context_length': 4294967295 is not a context length",
+        ),
+        (
+            tiny_llama(false)
+                .remove("llama.context_length")
+                .u32("llama.context_length", 0),
+            "key 'llama.context_length': 0 is not a context length",
+        ),
+        (
+            tiny_llama(false)
+                .remove("llama.rope.freq_base")
+                .f32("llama.rope.freq_base", f32::NAN),
+            "key 'llama.rope.freq_base': NaN is not a positive RoPE base",
+        ),
+        (
+            tiny_llama(false)
+                .remove("llama.attention.layer_norm_rms_epsilon")
+                .f32("llama.attention.layer_norm_rms_epsilon", f32::INFINITY),
+            "key 'llama.attention.layer_norm_rms_epsilon': inf is not an epsilon",
+        ),
+    ];
+    for (b, want) in cases {
+        let gguf = write(&dir, &b);
+        let e = import_gguf(&gguf, &out, |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("tiny.gguf") && e.contains(want), "{e}");
+        assert!(!out.join("model.safetensors").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn add_bos_token_becomes_a_template_post_processor() {
     let dir = common::temp_dir("tinybos");

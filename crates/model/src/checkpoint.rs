@@ -27,23 +27,34 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             "no model.safetensors (nor model.safetensors.index.json) in the checkpoint directory",
         ));
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| ModelError::Json {
-            path: index.clone(),
-            source,
-        })?;
+    let value = crate::config::read_json_file(&index)?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| ModelError::config(&index, "expected an object field 'weight_map'"))?;
-    let mut files: Vec<PathBuf> = map
-        .values()
-        .filter_map(|v| v.as_str())
-        .map(|f| dir.join(f))
-        .collect();
+    let mut files = Vec::new();
+    for (tensor, file) in map {
+        // A shard is a file next to the index, as transformers writes it; a path elsewhere
+        // would make the index a way to read any file.
+        let name = file
+            .as_str()
+            .filter(|f| !f.is_empty() && Path::new(f).file_name() == Some(f.as_ref()))
+            .ok_or_else(|| {
+                ModelError::config(
+                    &index,
+                    format!(
+                        "weight_map['{tensor}']: expected the file name of a shard next to the \
+                         index, got {file}"
+                    ),
+                )
+            })?;
+        files.push(dir.join(name));
+    }
     files.sort();
     files.dedup();
+    if files.is_empty() {
+        return Err(ModelError::config(&index, "weight_map names no shard"));
+    }
     Ok(files)
 }
 
@@ -71,6 +82,155 @@ fn candidates(name: &str, family: Family) -> Vec<String> {
     names
 }
 
+/// A checkpoint's safetensors files, memory-mapped and with their headers parsed (every name,
+/// dtype and shape, no tensor data read): enough to check a config against the weights before
+/// anything is allocated ([`Checkpoint::check`]), then to copy them ([`Checkpoint::copy_into`]).
+pub struct Checkpoint {
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    /// Tensor name -> where it is and what it holds.
+    index: HashMap<String, Entry>,
+}
+
+/// One tensor's header entry: the index of its file in `Checkpoint::files`, dtype and shape.
+type Entry = (usize, Dtype, Vec<usize>);
+
+impl Checkpoint {
+    /// Maps `dir`'s `model.safetensors` (or its shards) and reads their headers.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for path in weight_files(dir)? {
+            let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
+            // SAFETY: the map is read-only and lives as long as this value; a checkpoint
+            // modified while we read it is the user's race, as with any reader.
+            let mmap =
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+            for (name, view) in st.tensors() {
+                index.insert(name, (files.len(), view.dtype(), view.shape().to_vec()));
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self { files, index })
+    }
+
+    /// The name `name` has in this checkpoint (see [`candidates`]), with its header entry.
+    fn find(&self, name: &str, family: Family) -> Option<(String, &Entry)> {
+        candidates(name, family)
+            .into_iter()
+            .find_map(|n| self.index.get(&n).map(|e| (n, e)))
+    }
+
+    /// Checks, from the headers alone, that every tensor in `expected` (a config's implied
+    /// tensors, `crate::footprint::expected_tensors`) is present with that shape and a float
+    /// dtype; names for which `fresh` holds may be absent. The first problem is the error, and
+    /// it names `config` as what implied the tensor.
+    pub fn check(
+        &self,
+        expected: impl Iterator<Item = (String, Vec<i64>)>,
+        family: Family,
+        fresh: &dyn Fn(&str) -> bool,
+        config: &Path,
+    ) -> Result<()> {
+        let implied_by = config.display().to_string();
+        for (name, want) in expected {
+            self.check_one(&name, &want, family, fresh, &implied_by)?;
+        }
+        Ok(())
+    }
+
+    /// One tensor of [`Self::check`]: its name on disk and file index, `None` when it is absent
+    /// and `fresh`.
+    fn check_one(
+        &self,
+        name: &str,
+        want: &[i64],
+        family: Family,
+        fresh: &dyn Fn(&str) -> bool,
+        implied_by: &str,
+    ) -> Result<Option<(String, usize)>> {
+        let Some((disk_name, (i, dtype, shape))) = self.find(name, family) else {
+            if fresh(name) {
+                return Ok(None);
+            }
+            return Err(ModelError::Tensor {
+                path: self.files[0].0.clone(),
+                name: name.to_string(),
+                msg: format!(
+                    "missing from the checkpoint, but {implied_by} implies it (shape {want:?}); \
+                     do the config and the weights belong together?"
+                ),
+            });
+        };
+        let err = |msg: String| ModelError::Tensor {
+            path: self.files[*i].0.clone(),
+            name: disk_name.clone(),
+            msg,
+        };
+        let have: Vec<i64> = shape
+            .iter()
+            .map(|&d| i64::try_from(d).unwrap_or(-1))
+            .collect();
+        if have != want {
+            return Err(err(format!(
+                "has shape {have:?}, {implied_by} implies {want:?}"
+            )));
+        }
+        if float_kind(*dtype).is_none() {
+            return Err(err(format!(
+                "dtype {dtype:?} is not a float type we can load"
+            )));
+        }
+        Ok(Some((disk_name, *i)))
+    }
+
+    /// Copies every variable of `vs` from the checkpoint; names for which `fresh` holds may be
+    /// absent and keep their initialisation. Each tensor is checked as in [`Self::check`], so
+    /// this is safe on a store that was not checked first.
+    pub fn copy_into(
+        &self,
+        vs: &VarStore,
+        family: Family,
+        fresh: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let parsed = self
+            .files
+            .iter()
+            .map(|(path, mmap)| {
+                SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let vars = vs.variables();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &vars[name];
+            let want = var.size();
+            let found = self.check_one(name, &want, family, fresh, "the model being loaded")?;
+            let Some((disk_name, i)) = found else {
+                continue;
+            };
+            let view = parsed[i]
+                .tensor(&disk_name)
+                .map_err(|e| ModelError::Safetensors {
+                    path: self.files[i].0.clone(),
+                    msg: e.to_string(),
+                })?;
+            // The dtype was checked by `check_one`.
+            let kind = float_kind(view.dtype()).unwrap_or(Kind::Float);
+            let src = Tensor::f_from_data_size(view.data(), &want, kind)?;
+            tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+        }
+        Ok(())
+    }
+}
+
 /// Copies every variable of `vs` from the checkpoint in `dir`. Missing tensors, wrong shapes and
 /// unsupported dtypes are errors; extra tensors (e.g. GPT-2's cached causal-mask buffers) are not.
 pub fn load_weights(vs: &VarStore, dir: &Path, family: Family) -> Result<()> {
@@ -85,77 +245,7 @@ pub fn load_weights_except(
     family: Family,
     fresh: impl Fn(&str) -> bool,
 ) -> Result<()> {
-    let files = weight_files(dir)?;
-    let mut maps = Vec::new();
-    for path in &files {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        // SAFETY: the map is read-only and lives only for this function; a checkpoint modified
-        // while we read it is the user's race, as with any reader.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-        maps.push((path.clone(), mmap));
-    }
-    let mut parsed = Vec::new();
-    for (path, mmap) in &maps {
-        let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        parsed.push((path, st));
-    }
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (i, (_, st)) in parsed.iter().enumerate() {
-        for name in st.names() {
-            index.insert(name.to_string(), i);
-        }
-    }
-    let vars = vs.variables();
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &vars[name];
-        let found = candidates(name, family)
-            .into_iter()
-            .find_map(|n| index.get(&n).map(|i| (n, *i)));
-        let Some((disk_name, i)) = found else {
-            if fresh(name) {
-                continue;
-            }
-            return Err(ModelError::Tensor {
-                path: files[0].clone(),
-                name: name.clone(),
-                msg: format!(
-                    "missing from the checkpoint (expected shape {:?})",
-                    var.size()
-                ),
-            });
-        };
-        let (path, st) = &parsed[i];
-        let view = st.tensor(&disk_name).map_err(|e| ModelError::Safetensors {
-            path: (*path).clone(),
-            msg: e.to_string(),
-        })?;
-        let tensor_err = |msg: String| ModelError::Tensor {
-            path: (*path).clone(),
-            name: disk_name.clone(),
-            msg,
-        };
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        if shape != var.size() {
-            return Err(tensor_err(format!(
-                "has shape {shape:?}, the config implies {:?}",
-                var.size()
-            )));
-        }
-        let kind = float_kind(view.dtype()).ok_or_else(|| {
-            tensor_err(format!(
-                "dtype {:?} is not a float type we can load",
-                view.dtype()
-            ))
-        })?;
-        let src = Tensor::f_from_data_size(view.data(), &shape, kind)?;
-        tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
-    }
-    Ok(())
+    Checkpoint::open(dir)?.copy_into(vs, family, &fresh)
 }
 
 /// A tensor already copied to host memory, ready for the safetensors writer.

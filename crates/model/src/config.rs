@@ -56,6 +56,80 @@ pub struct ModelConfig {
     pub extra: Map<String, Value>,
 }
 
+/// The sizes a config declares, each with a ceiling no released checkpoint comes near. The
+/// ceilings stop a forged or corrupt file before any size is multiplied or allocated (their
+/// products stay far inside `i64`); whether a plausible model fits is the memory check's call
+/// (`crate::footprint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Vocab,
+    Hidden,
+    Layers,
+    Heads,
+    KvHeads,
+    HeadDim,
+    Intermediate,
+    Positions,
+}
+
+impl Size {
+    fn max(self) -> i64 {
+        match self {
+            Size::Vocab => 1 << 24,
+            Size::Hidden => 1 << 17,
+            Size::Layers => 1 << 12,
+            Size::Heads | Size::KvHeads => 1 << 12,
+            Size::HeadDim => 1 << 12,
+            Size::Intermediate => 1 << 20,
+            Size::Positions => 1 << 24,
+        }
+    }
+
+    /// What the largest real models have, quoted in the error.
+    fn why(self) -> &'static str {
+        match self {
+            Size::Vocab => "the largest vocabularies have ~256k tokens",
+            Size::Hidden => "Llama 3.1 405B has 16384 channels",
+            Size::Layers => "Llama 3.1 405B has 126 layers",
+            Size::Heads | Size::KvHeads => "Llama 3.1 405B has 128 heads",
+            Size::HeadDim => "head sizes are 64 to 256",
+            Size::Intermediate => "Llama 3.1 405B's MLP is 53248 wide",
+            Size::Positions => "the longest contexts are 1M to 10M positions",
+        }
+    }
+}
+
+/// The most bytes a JSON side file of a checkpoint (`config.json`, the shard index,
+/// `adapter_config.json`) may have. Real ones are a few KB (the index of a checkpoint with
+/// thousands of tensors, a few hundred KB); a file far larger is not one of them, and reading
+/// it whole would only cost memory.
+const MAX_JSON_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads and parses a JSON side file, refusing one over [`MAX_JSON_FILE_BYTES`] before reading
+/// it. serde_json's recursion limit (128) bounds nesting.
+pub(crate) fn read_json_file(path: &Path) -> Result<Value> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut text = String::new();
+    file.take(MAX_JSON_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| ModelError::io(path, e))?;
+    if text.len() as u64 > MAX_JSON_FILE_BYTES {
+        return Err(ModelError::config(
+            path,
+            format!(
+                "is larger than {} MiB; a model's JSON files are a few KB (is this the right \
+                 file?)",
+                MAX_JSON_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Reads one key with a type check; `None` when absent or JSON null.
 fn opt<T: serde::de::DeserializeOwned>(
     obj: &Map<String, Value>,
@@ -93,12 +167,7 @@ fn token_id(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<i
 impl ModelConfig {
     /// Reads `config.json` from a file path.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&value, path)
+        Self::from_json(&read_json_file(path)?, path)
     }
 
     /// Interprets a parsed `config.json`; `path` is only used in error messages.
@@ -233,22 +302,56 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The `config.json` key each size is read from, for error messages.
+    fn key(&self, size: Size) -> &'static str {
+        let gpt2 = self.family == Family::Gpt2;
+        match size {
+            Size::Vocab => "vocab_size",
+            Size::Hidden if gpt2 => "n_embd",
+            Size::Hidden => "hidden_size",
+            Size::Layers if gpt2 => "n_layer",
+            Size::Layers => "num_hidden_layers",
+            Size::Heads | Size::KvHeads if gpt2 => "n_head",
+            Size::Heads => "num_attention_heads",
+            Size::KvHeads => "num_key_value_heads",
+            Size::HeadDim if gpt2 => "n_embd / n_head",
+            Size::HeadDim => "head_dim",
+            Size::Intermediate if gpt2 => "n_inner",
+            Size::Intermediate => "intermediate_size",
+            Size::Positions if gpt2 => "n_positions",
+            Size::Positions => "max_position_embeddings",
+        }
+    }
+
+    /// Every size positive and under its ceiling, heads that divide, finite norm and RoPE
+    /// constants: checked on the config alone, before anything is sized from it.
     fn validate(&self, path: &Path) -> Result<()> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden size", self.hidden_size),
-            ("number of layers", self.num_layers),
-            ("number of heads", self.num_heads),
-            ("number of key/value heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("intermediate size", self.intermediate_size),
-            ("max positions", self.max_positions),
+        let sizes = [
+            (Size::Vocab, self.vocab_size),
+            (Size::Hidden, self.hidden_size),
+            (Size::Layers, self.num_layers),
+            (Size::Heads, self.num_heads),
+            (Size::KvHeads, self.num_kv_heads),
+            (Size::HeadDim, self.head_dim),
+            (Size::Intermediate, self.intermediate_size),
+            (Size::Positions, self.max_positions),
         ];
-        for (what, v) in positive {
+        for (size, v) in sizes {
+            let (key, max) = (self.key(size), size.max());
             if v <= 0 {
                 return Err(ModelError::config(
                     path,
-                    format!("{what} must be positive, got {v}"),
+                    format!("{key} must be positive, got {v}"),
+                ));
+            }
+            if v > max {
+                return Err(ModelError::config(
+                    path,
+                    format!(
+                        "{key} = {v} is more than the {max} this loader accepts ({}); the file \
+                         is corrupt or not this model's config",
+                        size.why()
+                    ),
                 ));
             }
         }
@@ -272,6 +375,25 @@ impl ModelConfig {
         }
         if self.family != Family::Gpt2 && self.head_dim % 2 != 0 {
             return Err(ModelError::config(path, "head_dim must be even for RoPE"));
+        }
+        let eps_key = match self.family {
+            Family::Gpt2 => "layer_norm_epsilon",
+            _ => "rms_norm_eps",
+        };
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0 && self.norm_eps < 1.0) {
+            return Err(ModelError::config(
+                path,
+                format!("{eps_key} must be in [0, 1), got {}", self.norm_eps),
+            ));
+        }
+        if self.family != Family::Gpt2 && !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "rope_theta must be a positive number, got {}",
+                    self.rope_theta
+                ),
+            ));
         }
         Ok(())
     }
@@ -341,7 +463,8 @@ impl ModelConfig {
         std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(path, e))
     }
 
-    /// Parameters of the decoder (embeddings counted once when tied).
+    /// Parameters of the decoder (embeddings counted once when tied). Cannot overflow for a
+    /// validated config: the size ceilings keep every product under 2^56.
     pub fn num_params(&self) -> i64 {
         let (c, v, i) = (self.hidden_size, self.vocab_size, self.intermediate_size);
         let (q, kv) = (

@@ -13,12 +13,12 @@ use std::path::Path;
 use tch::nn::{self, Init, Path as VsPath};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::layers::{INIT_STD, Layout, Linear, LoraLinear, Norm, Rope};
 use crate::lora::{self, ADAPTER_WEIGHTS, LoraConfig, PEFT_PREFIX};
+use crate::{checkpoint, footprint};
 
 /// Which output head the model carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,10 +471,7 @@ impl Gpt {
         if lora::is_adapter_dir(dir) {
             return Self::load_adapter_dir(dir, head, device, 0);
         }
-        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-        let model = Self::new(&cfg, head, device);
-        checkpoint::load_weights(&model.vs, dir, cfg.family)?;
-        Ok(model)
+        Self::from_checkpoint(dir, head, device, &|_| false)
     }
 
     /// Loads a checkpoint's body with a head it may not have yet: an SFT model becomes a reward
@@ -483,10 +480,34 @@ impl Gpt {
         if lora::is_adapter_dir(dir) {
             return Self::load_adapter_dir(dir, head, device, 0);
         }
-        let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+        Self::from_checkpoint(dir, head, device, &|name| name.starts_with("score."))
+    }
+
+    /// A freshly initialised model, after checking that it fits in memory
+    /// ([`footprint::check_fits`]): the constructor for configs a user wrote.
+    pub fn try_new(cfg: &ModelConfig, head: Head, device: Device) -> Result<Self> {
+        footprint::check_fits(cfg, head, device).map_err(ModelError::Invalid)?;
+        Ok(Self::new(cfg, head, device))
+    }
+
+    /// Everything a load checks before allocating, in order: `config.json` alone (sizes under
+    /// their ceilings, heads that divide), the config against the checkpoint's headers (every
+    /// tensor it implies present with its shape; `fresh` ones may be absent), then the memory
+    /// the model needs against what the machine has. Only then the model is built and filled.
+    fn from_checkpoint(
+        dir: &Path,
+        head: Head,
+        device: Device,
+        fresh: &dyn Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let cfg = ModelConfig::from_file(&cfg_path)?;
+        let ckpt = checkpoint::Checkpoint::open(dir)?;
+        let expected = footprint::expected_tensors(&cfg, head);
+        ckpt.check(expected, cfg.family, fresh, &cfg_path)?;
+        footprint::check_fits(&cfg, head, device).map_err(|m| ModelError::config(&cfg_path, m))?;
         let model = Self::new(&cfg, head, device);
-        let fresh = |name: &str| name.starts_with("score.");
-        checkpoint::load_weights_except(&model.vs, dir, cfg.family, fresh)?;
+        ckpt.copy_into(&model.vs, cfg.family, fresh)?;
         Ok(model)
     }
 
@@ -1114,11 +1135,7 @@ impl Gpt {
             m.merge_adapter()?;
             m
         } else {
-            let cfg = ModelConfig::from_file(&base.join("config.json"))?;
-            let m = Self::new(&cfg, head, device);
-            let fresh = |name: &str| name.starts_with("score.");
-            checkpoint::load_weights_except(&m.vs, &base, cfg.family, fresh)?;
-            m
+            Self::from_checkpoint(&base, head, device, &|name| name.starts_with("score."))?
         };
         model.load_adapter(dir)?;
         Ok(model)

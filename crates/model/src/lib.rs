@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod footprint;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;

@@ -141,11 +141,7 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
 /// each refused with the field that asks for it.
 pub fn read_adapter_config(dir: &Path) -> Result<AdapterFile> {
     let path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let v = crate::config::read_json_file(&path)?;
     let err =
         |field: &str, msg: String| ModelError::config(&path, format!("field '{field}': {msg}"));
     let obj = v

@@ -92,11 +92,12 @@ fn tensor_of_the_wrong_shape() {
     edit_config(dir.path(), |v| v["intermediate_size"] = 48.into());
     let msg = load_err(dir.path());
     assert!(
-        msg.contains("model.safetensors") && msg.contains("mlp.down_proj.weight"),
+        msg.contains("model.safetensors") && msg.contains("mlp.gate_proj.weight"),
         "{msg}"
     );
+    // The first mismatch in model order, found from the header before allocating.
     assert!(
-        msg.contains("[32, 64]") && msg.contains("[32, 48]"),
+        msg.contains("[64, 32]") && msg.contains("config.json implies [48, 32]"),
         "{msg}"
     );
 }
@@ -146,4 +147,159 @@ fn out_of_vocabulary_ids_are_an_error_not_an_abort() {
         .expect_err("id 500 is outside a vocab of 96")
         .to_string();
     assert!(msg.contains("token id 500") && msg.contains("96"), "{msg}");
+}
+
+/// `num_hidden_layers: 1000000000` used to abort the process ("memory allocation of
+/// 328000000000 bytes failed"); now it and every other absurd size is an error naming the file
+/// and the key, found from the config alone in well under a second.
+#[test]
+fn absurd_sizes_name_the_file_and_key() {
+    let cases: [(&str, serde_json::Value); 8] = [
+        ("num_hidden_layers", 1_000_000_000.into()),
+        ("hidden_size", (1i64 << 40).into()),
+        ("vocab_size", 1_000_000_000_000i64.into()),
+        ("intermediate_size", (1i64 << 50).into()),
+        ("max_position_embeddings", 1_000_000_000_000_000i64.into()),
+        ("num_attention_heads", 1_000_000_000.into()),
+        ("head_dim", 1_000_000_000.into()),
+        ("num_key_value_heads", 1_000_000_000.into()),
+    ];
+    for (key, value) in cases {
+        let dir = broken_copy();
+        edit_config(dir.path(), |v| v[key] = value.clone());
+        let t0 = std::time::Instant::now();
+        let msg = load_err(dir.path());
+        assert!(
+            t0.elapsed().as_secs_f64() < 1.0,
+            "{key}: {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            msg.contains("config.json") && msg.contains(&format!("{key} = {value}")),
+            "{key}: {msg}"
+        );
+        assert!(msg.contains("more than the"), "{key}: {msg}");
+    }
+    let dir = broken_copy();
+    edit_config(dir.path(), |v| v["num_hidden_layers"] = (-3).into());
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("num_hidden_layers must be positive, got -3"),
+        "{msg}"
+    );
+    edit_config(dir.path(), |v| {
+        v["num_hidden_layers"] = 2.into();
+        v["rms_norm_eps"] = (-1.0).into();
+    });
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("rms_norm_eps must be in [0, 1), got -1"),
+        "{msg}"
+    );
+}
+
+/// A config that implies tensors the checkpoint lacks fails on the first one, from the
+/// safetensors header, before the model is allocated.
+#[test]
+fn more_layers_than_the_weights_name_the_first_missing_tensor() {
+    let dir = broken_copy();
+    edit_config(dir.path(), |v| v["num_hidden_layers"] = 4000.into());
+    let t0 = std::time::Instant::now();
+    let msg = load_err(dir.path());
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "{:?}", t0.elapsed());
+    assert!(
+        msg.contains("model.safetensors")
+            && msg.contains("'model.layers.2.input_layernorm.weight'")
+            && msg.contains("missing from the checkpoint, but")
+            && msg.contains("config.json implies it"),
+        "{msg}"
+    );
+    // GPT-2: a context longer than the position table is a shape error on `wpe`.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("gpt2").join(f), dir.path().join(f)).unwrap();
+    }
+    edit_config(dir.path(), |v| v["n_positions"] = 100_000.into());
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("wpe.weight") && msg.contains("config.json implies [100000, 32]"),
+        "{msg}"
+    );
+}
+
+/// A model that fits no machine is refused with its size before anything is allocated.
+#[test]
+fn a_model_larger_than_memory_is_refused_up_front() {
+    let mut cfg =
+        rlhf_model::ModelConfig::from_file(&fixture("llama").join("config.json")).unwrap();
+    assert!(rlhf_model::footprint::check_within(&cfg, Head::Lm, None).is_ok());
+    let small = Some((1 << 20, "a 1 MiB test ceiling".to_string()));
+    assert!(rlhf_model::footprint::check_within(&cfg, Head::Lm, small.clone()).is_ok());
+    cfg.num_layers = 4096;
+    cfg.hidden_size = 1 << 16;
+    cfg.intermediate_size = 1 << 18;
+    let msg = rlhf_model::footprint::check_within(&cfg, Head::Lm, small).unwrap_err();
+    assert!(
+        msg.contains("needs") && msg.contains("GiB") && msg.contains("a 1 MiB test ceiling"),
+        "{msg}"
+    );
+    // On this machine too: ~1.3 PB.
+    let msg = rlhf_model::footprint::check_fits(&cfg, Head::Lm, Device::Cpu).unwrap_err();
+    assert!(msg.contains("4096 layers"), "{msg}");
+}
+
+/// The tensors a config implies, computed without allocating, are exactly the variables the
+/// model registers: same names, same shapes, for every family and head.
+#[test]
+fn expected_tensors_are_the_models_variables() {
+    for family in common::FAMILIES {
+        let base =
+            rlhf_model::ModelConfig::from_file(&fixture(family).join("config.json")).unwrap();
+        for tied in [false, true] {
+            let cfg = rlhf_model::ModelConfig {
+                tie_word_embeddings: tied,
+                ..base.clone()
+            };
+            for head in [Head::Lm, Head::Scalar] {
+                let gpt = Gpt::new(&cfg, head, Device::Cpu);
+                let mut have: Vec<(String, Vec<i64>)> = gpt
+                    .vs
+                    .variables()
+                    .into_iter()
+                    .map(|(n, t)| (n, t.size()))
+                    .collect();
+                have.sort();
+                let mut want: Vec<(String, Vec<i64>)> =
+                    rlhf_model::footprint::expected_tensors(&cfg, head).collect();
+                want.sort();
+                assert_eq!(have, want, "{family} tied={tied} {head:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn oversized_json_and_escaping_shards_are_refused() {
+    let dir = broken_copy();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(17 << 20));
+    std::fs::write(dir.path().join("config.json"), big).unwrap();
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("config.json") && msg.contains("larger than 16 MiB"),
+        "{msg}"
+    );
+    let dir = broken_copy();
+    std::fs::rename(
+        dir.path().join("model.safetensors"),
+        dir.path().join("a.safetensors"),
+    )
+    .unwrap();
+    let index = r#"{"weight_map": {"model.norm.weight": "../../etc/passwd"}}"#;
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index).unwrap();
+    let msg = load_err(dir.path());
+    assert!(
+        msg.contains("model.safetensors.index.json")
+            && msg.contains("weight_map['model.norm.weight']"),
+        "{msg}"
+    );
 }

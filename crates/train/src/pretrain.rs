@@ -354,7 +354,7 @@ pub fn pretrain(
         .narrow(0, 0, windows.min(cfg.eval_windows));
     let model_cfg = cfg.preset.model_config(&tok, cfg.max_positions)?;
     tch::manual_seed(cfg.trainer.seed as i64);
-    let gpt = Gpt::new(&model_cfg, Head::Lm, device);
+    let gpt = Gpt::try_new(&model_cfg, Head::Lm, device)?;
     let mut step = PretrainStep { gpt, eval };
     let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
     let summary = trainer.fit(&mut step, &mut source)?;
