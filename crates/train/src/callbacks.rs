@@ -117,7 +117,8 @@ impl MetricsLog {
                 })
                 .map(|line| format!("{line}\n"))
                 .collect();
-            fs::write(&self.path, kept).map_err(|e| io("rewrite", e))?;
+            // Atomically: a crash mid-rewrite must not lose the lines of the kept steps.
+            crate::checkpoint::write_atomic(&self.path, kept.as_bytes())?;
         }
         let file = OpenOptions::new()
             .create(true)

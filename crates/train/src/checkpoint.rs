@@ -4,8 +4,12 @@
 //!
 //! Writes are atomic: everything goes into `.tmp-step-…`, is fsynced, and only then renamed into
 //! place, so a crash at any point leaves the previous checkpoints intact and loadable; readers
-//! ignore temporary directories. Also the Gpt helper that refuses a checkpoint of another model.
+//! ignore temporary directories, and pruning renames a checkpoint out of sight before deleting it.
+//! The final export into the run folder is crash-safe too ([`export_with`]): the folder loads as
+//! a model only once every file of the export is in place. Also the Gpt helper that refuses a
+//! checkpoint of another model.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -145,7 +149,12 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
         return Ok(());
     }
     for (_, path) in &all[..all.len() - keep] {
-        fs::remove_dir_all(path).map_err(|e| TrainError::io("remove old checkpoint", path, e))?;
+        // Out of `list`'s sight first, so a crash while deleting leaves no half-deleted
+        // checkpoint that still looks complete.
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let gone = path.with_file_name(format!("{TMP_PREFIX}pruned-{name}"));
+        fs::rename(path, &gone).map_err(|e| TrainError::io("move aside", path, e))?;
+        fs::remove_dir_all(&gone).map_err(|e| TrainError::io("remove old checkpoint", &gone, e))?;
     }
     Ok(())
 }
@@ -162,17 +171,29 @@ fn remove_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// fsyncs every file in `dir` (one level) and `dir` itself, so the rename publishes data that is
-/// on disk, not just in the page cache.
+/// fsyncs every file under `dir` (subdirectories included: PPO's `policy/` and `value/`) and
+/// the directories themselves, so the rename publishes data that is on disk, not just in the
+/// page cache.
 fn sync_tree(dir: &Path) -> Result<()> {
     let entries = fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| TrainError::io("list", dir, e))?.path();
-        if path.is_file() {
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else if path.is_file() {
             sync_path(&path)?;
         }
     }
     sync_path(dir)
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename, so that a crash
+/// leaves the old contents or the new ones, never a truncated file.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!("{TMP_PREFIX}{name}"));
+    fs::write(&tmp, contents).map_err(|e| TrainError::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| TrainError::io("rename into place", &tmp, e))
 }
 
 fn sync_path(path: &Path) -> Result<()> {
@@ -262,14 +283,180 @@ fn architecture_diff(a: &ModelConfig, b: &ModelConfig) -> Vec<String> {
         .collect()
 }
 
+/// Files whose presence makes a directory loadable as a model: `config.json` (full weights) and
+/// `adapter_config.json` (a LoRA adapter). [`export_with`] removes them first and renames them in
+/// last, which makes their arrival the moment the export becomes visible.
+const LOAD_MARKERS: [&str; 2] = ["config.json", "adapter_config.json"];
+/// The export's staging directory inside the run folder, and the prefix of its leftovers.
+const EXPORT_STAGING: &str = ".tmp-export";
+
+/// [`export_with`] with no files besides the model and `rlhf.json`.
+pub fn export(gpt: &Gpt, last_checkpoint: Option<&Path>, out: &Path) -> Result<()> {
+    export_with(gpt, last_checkpoint, out, |_| Ok(()))
+}
+
 /// Writes the trained model into the run folder itself, next to the final checkpoint's
 /// `rlhf.json` (format version, stage, step, metrics, config), so that `out` is a complete,
-/// self-describing checkpoint dir that later stages take as `--model`.
-pub fn export(gpt: &Gpt, last_checkpoint: Option<&Path>, out: &Path) -> Result<()> {
-    gpt.save(out)?;
+/// self-describing checkpoint dir that later stages take as `--model`; `extra` writes the
+/// stage's other files (tokenizer, `reward.json`, `value/`) into the directory it is given.
+///
+/// Crash-safe: everything is first written into `out/.tmp-export/` and fsynced; then the load
+/// markers ([`LOAD_MARKERS`]) of an earlier export are deleted, every other file is renamed into
+/// place, and the markers come last. A crash at any point leaves `out` either not loadable or
+/// complete, never a model that loads with files missing or from two exports; `--resume`
+/// redoes the export from the final checkpoint.
+pub fn export_with(
+    gpt: &Gpt,
+    last_checkpoint: Option<&Path>,
+    out: &Path,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    remove_export_leftovers(out)?;
+    let staging = out.join(EXPORT_STAGING);
+    fs::create_dir(&staging).map_err(|e| TrainError::io("create", &staging, e))?;
+    gpt.save(&staging)?;
     if let Some(ckpt) = last_checkpoint {
-        let (src, dst) = (ckpt.join("rlhf.json"), out.join("rlhf.json"));
-        std::fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
+        let (src, dst) = (ckpt.join(INFO_FILE), staging.join(INFO_FILE));
+        fs::copy(&src, &dst).map_err(|e| TrainError::io("copy", &src, e))?;
+    }
+    extra(&staging)?;
+    sync_tree(&staging)?;
+    publish(&staging, out, &mut || Ok(()))
+}
+
+/// Moves every entry of `staging` into `out` in the crash-safe order of [`export_with`] and
+/// removes `staging`. `before` runs before each change to `out` (tests inject crashes there).
+pub(crate) fn publish(
+    staging: &Path,
+    out: &Path,
+    before: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    for marker in LOAD_MARKERS {
+        let path = out.join(marker);
+        if path.exists() {
+            before()?;
+            fs::remove_file(&path).map_err(|e| TrainError::io("remove", &path, e))?;
+        }
+    }
+    sync_path(out)?;
+    let entries = fs::read_dir(staging).map_err(|e| TrainError::io("list", staging, e))?;
+    let mut names: Vec<OsString> = entries
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| TrainError::io("list", staging, e))?;
+    let is_marker = |n: &OsString| LOAD_MARKERS.iter().any(|m| n == m);
+    names.sort_by_key(|n| (is_marker(n), n.clone()));
+    for name in names {
+        before()?;
+        replace(&staging.join(&name), &out.join(&name))?;
+    }
+    sync_path(out)?;
+    fs::remove_dir(staging).map_err(|e| TrainError::io("remove", staging, e))
+}
+
+/// Renames `src` onto `dst`; a directory that already exists there (`value/` of an earlier
+/// export) is moved aside first, since a rename cannot replace a non-empty directory.
+fn replace(src: &Path, dst: &Path) -> Result<()> {
+    if src.is_dir() && dst.exists() {
+        let name = dst.file_name().unwrap_or_default().to_string_lossy();
+        let old = dst.with_file_name(format!("{EXPORT_STAGING}-old-{name}"));
+        fs::rename(dst, &old).map_err(|e| TrainError::io("move aside", dst, e))?;
+        fs::rename(src, dst).map_err(|e| TrainError::io("rename into place", src, e))?;
+        return fs::remove_dir_all(&old).map_err(|e| TrainError::io("remove", &old, e));
+    }
+    fs::rename(src, dst).map_err(|e| TrainError::io("rename into place", src, e))
+}
+
+/// What an interrupted export left in `out`: its staging directory and moved-aside entries.
+fn remove_export_leftovers(out: &Path) -> Result<()> {
+    let entries = fs::read_dir(out).map_err(|e| TrainError::io("list", out, e))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(EXPORT_STAGING)
+        {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| TrainError::io("remove", &path, e))?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILES: [&str; 5] = [
+        "config.json",
+        "model.safetensors",
+        "rlhf.json",
+        "tokenizer.json",
+        "value/model.safetensors",
+    ];
+
+    /// An export's files, each holding `version`.
+    fn write_export(dir: &Path, version: &str) {
+        fs::create_dir_all(dir.join("value")).unwrap();
+        for f in FILES {
+            fs::write(dir.join(f), version).unwrap();
+        }
+    }
+
+    /// What a loader finds: nothing without `config.json`, else each file's contents.
+    fn loadable(out: &Path) -> Option<Vec<Option<String>>> {
+        out.join("config.json").exists().then(|| {
+            FILES
+                .iter()
+                .map(|f| fs::read_to_string(out.join(f)).ok())
+                .collect()
+        })
+    }
+
+    /// A crash before each change `publish` makes to the run folder (simulated by an error
+    /// there), over an empty folder and over an earlier export: whenever the folder loads, it
+    /// holds one whole export, never a mix or a part.
+    #[test]
+    fn an_export_interrupted_anywhere_never_loads_half_written() {
+        for earlier in [false, true] {
+            for crash_at in 0.. {
+                let tmp = tempfile::tempdir().unwrap();
+                let out = tmp.path().join("run");
+                fs::create_dir_all(&out).unwrap();
+                if earlier {
+                    write_export(&out, "old");
+                }
+                let staging = out.join(EXPORT_STAGING);
+                write_export(&staging, "new");
+                let mut changes = 0;
+                let result = publish(&staging, &out, &mut || {
+                    changes += 1;
+                    match changes > crash_at {
+                        true => Err(TrainError::Invalid("crash".into())),
+                        false => Ok(()),
+                    }
+                });
+                if let Some(files) = loadable(&out) {
+                    let whole = |v: &str| files.iter().all(|f| f.as_deref() == Some(v));
+                    assert!(
+                        whole("new") || whole("old"),
+                        "crash before change {crash_at} (earlier export: {earlier}): {files:?}"
+                    );
+                }
+                if result.is_ok() {
+                    let files = loadable(&out).expect("a finished export loads");
+                    assert!(files.iter().all(|f| f.as_deref() == Some("new")));
+                    assert!(!staging.exists());
+                    assert!(crash_at >= FILES.len() - 1, "{crash_at} changes");
+                    break;
+                }
+            }
+        }
+    }
 }

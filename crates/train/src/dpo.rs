@@ -578,7 +578,6 @@ pub fn dpo(
     trainer_cfg.validate()?;
     let run = RunOptions::stage(out, "dpo", cfg, &[("model", model), ("data", data)], resume)?;
     let mut trainer = Trainer::new(trainer_cfg.clone(), run)?;
-    pre.tokenizer.save(out)?;
     let mut step = DpoStep {
         gpt: &pre.model,
         items,
@@ -590,7 +589,9 @@ pub fn dpo(
     let mut source = PrefData::new(step.items.len(), batch, trainer_cfg.seed);
     let summary = trainer.fit(&mut step, &mut source)?;
     let end = preference_accuracy(step.gpt, &step.eval, pad, cfg.beta, cfg.rows)?;
-    checkpoint::export(&pre.model, summary.checkpoint.as_deref(), out)?;
+    checkpoint::export_with(&pre.model, summary.checkpoint.as_deref(), out, |dir| {
+        Ok(pre.tokenizer.save(dir)?)
+    })?;
     let s = DpoSummary {
         loss: cfg.loss,
         train_prompts,

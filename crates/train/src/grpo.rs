@@ -596,8 +596,9 @@ pub fn grpo(
     }
     let elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
     let acc_after = accuracy(&policy)?;
-    policy.tokenizer.save(&inputs.out)?;
-    policy.model.save(&inputs.out)?;
+    crate::checkpoint::export_with(&policy.model, None, &inputs.out, |dir| {
+        Ok(policy.tokenizer.save(dir)?)
+    })?;
     let s = GrpoSummary {
         algo: cfg.algo,
         iterations: cfg.iterations,

@@ -961,9 +961,11 @@ pub fn ppo(
     }
     // Phase "export": the final policy is the run folder itself; the value model next to it.
     let out = run.dir();
-    pre.tokenizer.save(out)?;
-    checkpoint::export(algo.models.policy, last_ckpt.as_deref(), out)?;
-    algo.models.value.save(&out.join("value"))?;
+    let value = algo.models.value;
+    checkpoint::export_with(algo.models.policy, last_ckpt.as_deref(), out, |dir| {
+        pre.tokenizer.save(dir)?;
+        Ok(value.save(&dir.join("value"))?)
+    })?;
     Ok(PpoSummary {
         iterations: cfg.iterations,
         elapsed_s: t0.elapsed().as_secs_f64(),

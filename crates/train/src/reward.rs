@@ -445,16 +445,18 @@ impl RewardConfig {
     }
 }
 
-/// Trains a reward model from the SFT checkpoint `model` on `data` (rankings or pairs).
+/// Trains a reward model from the SFT checkpoint `model` on `data` (rankings or pairs); `out`
+/// becomes a reward-model dir (with `reward.json`) and the run folder, resumable like every
+/// stage's.
 pub fn reward(
     model: &Path,
     data: &Path,
     out: &Path,
     cfg: &RewardConfig,
+    resume: Resume,
     device: Device,
 ) -> Result<RewardSummary> {
     cfg.validate()?;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
     // The fresh scalar head's initialisation comes from this seed.
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut gpt = Gpt::load_with_head(model, Head::Scalar, device)?;
@@ -486,7 +488,6 @@ pub fn reward(
         }
     };
     let pad = pre.pad_id();
-    pre.tokenizer.save(out)?;
     let mut trainer_cfg = cfg.trainer.clone();
     trainer_cfg.batch_size = batch;
     trainer_cfg.max_steps = cfg.epochs * (items.len() / batch) as u64;
@@ -503,7 +504,7 @@ pub fn reward(
         "reward",
         cfg,
         &[("model", model), ("data", data)],
-        Resume::No,
+        resume,
     )?;
     let summary = Trainer::new(trainer_cfg, run)?.fit(&mut step, &mut source)?;
     let eval_accuracy_end = pairwise_accuracy(step.gpt, &step.eval, pad)?;
@@ -511,14 +512,18 @@ pub fn reward(
     let eval_prompts = step.eval.len();
     let mut gpt = pre.model;
     gpt.shift_scalar_bias(-mean)?;
-    checkpoint::export(&gpt, summary.checkpoint.as_deref(), out)?;
     let stats = RewardStats {
         centred_mean: mean,
         std,
     };
-    let path = out.join(REWARD_STATS_FILE);
-    let json = serde_json::to_string_pretty(&stats).expect("plain numbers serialise");
-    std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+    // `reward.json` is part of the export: a reward model without it would load and give PPO
+    // unscaled scores.
+    checkpoint::export_with(&gpt, summary.checkpoint.as_deref(), out, |dir| {
+        pre.tokenizer.save(dir)?;
+        let path = dir.join(REWARD_STATS_FILE);
+        let json = serde_json::to_string_pretty(&stats).expect("plain numbers serialise");
+        std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))
+    })?;
     Ok(RewardSummary {
         train_prompts,
         train_examples: source.items.len(),

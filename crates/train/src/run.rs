@@ -228,8 +228,7 @@ impl RunDir {
     fn write_config(&self) -> Result<()> {
         let text = toml::to_string(&self.opts.config)
             .map_err(|e| TrainError::Config(format!("cannot write the config as TOML: {e}")))?;
-        let path = self.opts.dir.join("config.toml");
-        std::fs::write(&path, text).map_err(|e| TrainError::io("write", &path, e))
+        checkpoint::write_atomic(&self.opts.dir.join("config.toml"), text.as_bytes())
     }
 
     /// The checkpoint to resume from (`None` for a fresh run), after checking that it was

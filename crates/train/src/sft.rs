@@ -352,7 +352,6 @@ pub fn sft(
         .chunks(16)
         .map(|c| collate(&c.iter().collect::<Vec<_>>(), pad))
         .collect();
-    pre.tokenizer.save(out)?;
     let mut step = SftStep {
         gpt: &pre.model,
         eval,
@@ -362,7 +361,9 @@ pub fn sft(
     let mut source = SftData::new(examples, cfg.trainer.batch_size, pad, cfg.trainer.seed);
     let summary = trainer.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
-    checkpoint::export(&pre.model, summary.checkpoint.as_deref(), out)?;
+    checkpoint::export_with(&pre.model, summary.checkpoint.as_deref(), out, |dir| {
+        Ok(pre.tokenizer.save(dir)?)
+    })?;
     Ok(SftSummary {
         train_examples,
         eval_examples: n_eval,
