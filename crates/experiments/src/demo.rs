@@ -428,7 +428,14 @@ pub fn run(
     let rm = out.join("rm");
     let mut rm_cfg = RewardConfig::default();
     rm_cfg.trainer.seed = cfg.seed;
-    let rs = rlhf_train::reward(&sft, &rankings_path, &rm, &rm_cfg, device)?;
+    let rs = rlhf_train::reward(
+        &sft,
+        &rankings_path,
+        &rm,
+        &rm_cfg,
+        rlhf_train::Resume::No,
+        device,
+    )?;
     let oracle_acc = rs
         .eval_accuracy_end
         .oracle

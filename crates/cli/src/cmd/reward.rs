@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use rlhf_train::RewardConfig;
+use rlhf_train::{Resume, RewardConfig};
 
 use crate::common::{ConfigArgs, LoraArgs};
 
@@ -23,6 +23,9 @@ pub struct Args {
     /// Output reward-model directory.
     #[arg(long)]
     out: PathBuf,
+    /// Continue the run in OUT from its latest checkpoint (bitwise identical on CPU).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     config: ConfigArgs,
     #[command(flatten)]
@@ -34,7 +37,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let cfg: RewardConfig = args
         .config
         .load_then(|c: &mut RewardConfig| lora.apply(&mut c.lora))?;
-    let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, device)?;
+    let resume = if args.resume {
+        Resume::Latest
+    } else {
+        Resume::No
+    };
+    let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, resume, device)?;
     let (a0, a1) = (&s.eval_accuracy_start, &s.eval_accuracy_end);
     let oracle = match (a0.oracle, a1.oracle) {
         (Some(o0), Some(o1)) => format!(
