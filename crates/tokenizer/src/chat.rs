@@ -138,13 +138,27 @@ impl ChatTemplate {
 
     /// Renders the conversation. Only the variables in `options` are set: to see `bos_token`
     /// and friends use `Tokenizer::render_chat_with`, which adds them.
+    ///
+    /// A template is code from a checkpoint: it runs at most `TEMPLATE_FUEL` instructions and
+    /// writes at most `TEMPLATE_MAX_OUTPUT` bytes, so a hostile one (nested `range` loops, string
+    /// repetition) fails with an error instead of running for hours or filling memory.
     pub fn render(&self, messages: &[Message], options: &ChatOptions) -> Result<String> {
         let context = self.context(messages, options)?;
         let template = self
             .env
             .get_template(&self.name)
             .map_err(|e| self.template_error(e))?;
-        template.render(context).map_err(|e| self.template_error(e))
+        let mut out = Capped {
+            buf: Vec::new(),
+            limit: TEMPLATE_MAX_OUTPUT,
+        };
+        template
+            .render_captured_to(context, &mut out)
+            .map_err(|e| self.template_error(e))?;
+        String::from_utf8(out.buf).map_err(|e| TokenizerError::Template {
+            name: self.name.clone(),
+            message: format!("the template wrote invalid UTF-8: {e}"),
+        })
     }
 
     /// The variables, built in the order transformers passes them to `render`.
@@ -196,6 +210,36 @@ impl ChatTemplate {
     }
 }
 
+/// Most instructions one render may run (a conversation of thousands of messages through a
+/// long template with tools takes well under a million).
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// Most bytes one render may write.
+pub const TEMPLATE_MAX_OUTPUT: usize = 16 << 20;
+
+/// A writer that refuses to grow past `limit` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "the rendered conversation passed {} MiB",
+                self.limit >> 20
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A minijinja environment that behaves like transformers' `ImmutableSandboxedEnvironment`
 /// (`_compile_jinja_template`), holding the one template.
 fn build_environment(name: &str, source: &str) -> Result<Environment<'static>> {
@@ -204,6 +248,7 @@ fn build_environment(name: &str, source: &str) -> Result<Environment<'static>> {
         message: e.to_string(),
     };
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // Jinja2's defaults except the two transformers turns on; a trailing newline of the template
     // is dropped (keep_trailing_newline=False), which is Jinja2's default too.
     let syntax = SyntaxConfig::builder()

@@ -53,6 +53,9 @@ pub(crate) struct ParsedConfig {
     pub add_eos_token: Option<bool>,
     /// `(name, source)` of every chat template, config order.
     pub templates: Vec<(String, String)>,
+    /// The file each template came from (`tokenizer_config.json` or its `.jinja` file), for
+    /// errors; empty for templates built in.
+    pub template_paths: Vec<PathBuf>,
 }
 
 /// Reads a file into a string, telling absence (with `hint`) apart from other I/O failures.
@@ -120,10 +123,14 @@ pub(crate) fn load_config(dir: &Path) -> Result<ParsedConfig> {
         unk: field("unk_token")?,
     };
     let mut templates = config_templates(&path, &raw)?;
+    let mut template_paths = vec![path.clone(); templates.len()];
     let file_templates = template_files(dir)?;
     // As transformers: template files, when present, replace the config's templates entirely.
     if !file_templates.is_empty() {
-        templates = file_templates;
+        (templates, template_paths) = file_templates
+            .into_iter()
+            .map(|(n, s, p)| ((n, s), p))
+            .unzip();
     }
     Ok(ParsedConfig {
         template_tokens: template_tokens(&path, &raw)?,
@@ -132,6 +139,7 @@ pub(crate) fn load_config(dir: &Path) -> Result<ParsedConfig> {
         raw,
         special,
         templates,
+        template_paths,
     })
 }
 
@@ -213,11 +221,11 @@ fn config_templates(path: &Path, raw: &Map<String, Json>) -> Result<Vec<(String,
 }
 
 /// `chat_template.jinja` ("default") and `additional_chat_templates/*.jinja`, sorted by name.
-fn template_files(dir: &Path) -> Result<Vec<(String, String)>> {
+fn template_files(dir: &Path) -> Result<Vec<(String, String, PathBuf)>> {
     let mut templates = Vec::new();
     let default = dir.join(CHAT_TEMPLATE_FILE);
     if default.is_file() {
-        templates.push(("default".to_owned(), read_text(&default, "")?));
+        templates.push(("default".to_owned(), read_text(&default, "")?, default));
     }
     let extra_dir = dir.join(CHAT_TEMPLATE_DIR);
     if !extra_dir.is_dir() {
@@ -243,7 +251,8 @@ fn template_files(dir: &Path) -> Result<Vec<(String, String)>> {
     }
     files.sort();
     for (name, path) in files {
-        templates.push((name, read_text(&path, "")?));
+        let text = read_text(&path, "")?;
+        templates.push((name, text, path));
     }
     Ok(templates)
 }

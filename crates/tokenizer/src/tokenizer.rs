@@ -58,8 +58,24 @@ impl Tokenizer {
         let hint = "a tokenizer directory needs the HF `tokenizers` serialisation tokenizer.json \
                     (transformers' `save_pretrained` writes it for fast tokenizers)";
         let text = config::read_text(&path, hint)?;
-        let inner: tokenizers::Tokenizer =
-            serde_json::from_str(&text).map_err(|e| config::json_error(&path, e))?;
+        // The `tokenizers` library panics (`expect`) instead of failing on some malformed
+        // decoders; a downloaded file must not take the process down, so that is an error too.
+        let parsed =
+            std::panic::catch_unwind(|| serde_json::from_str::<tokenizers::Tokenizer>(&text))
+                .map_err(|panic| {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("malformed content");
+                    TokenizerError::InvalidContent {
+                        path: path.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!("the tokenizers library rejected it: {what}"),
+                    }
+                })?;
+        let inner = parsed.map_err(|e| config::json_error(&path, e))?;
         let config = config::load_config(dir)?;
         let mut tokenizer = Self::from_parts(inner, config, &dir.join(CONFIG_FILE))?;
         tokenizer.origin = Some(dir.to_owned());
@@ -91,8 +107,17 @@ impl Tokenizer {
             pad: lookup("pad_token", &special.pad)?,
             unk: lookup("unk_token", &special.unk)?,
         };
-        let templates = (config.templates.iter())
-            .map(|(name, source)| ChatTemplate::new(name.clone(), source.clone()))
+        let templates = (config.templates.iter().enumerate())
+            .map(|(i, (name, source))| {
+                ChatTemplate::new(name.clone(), source.clone()).map_err(|e| {
+                    let path = config.template_paths.get(i).map_or(config_path, |p| p);
+                    TokenizerError::InvalidConfig {
+                        path: path.to_owned(),
+                        field: "chat_template".into(),
+                        message: e.to_string(),
+                    }
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             vocab_size: inner.get_vocab_size(true),

@@ -187,5 +187,6 @@ fn trained_config() -> ParsedConfig {
         add_bos_token: Some(false),
         add_eos_token: Some(false),
         templates: vec![("default".into(), CHATML_TEMPLATE.into())],
+        template_paths: vec![],
     }
 }
