@@ -109,3 +109,28 @@ def test_slowloris_is_cut_and_others_are_served_and_sigterm_stops_cleanly(model_
         code = proc.wait(timeout=30)
     assert code == 0, f"SIGTERM: exit code {code}"
     assert time.time() - t0 < 10
+
+
+def test_the_label_app_cuts_slow_clients_too(tmp_path):
+    from conftest import start, stop
+    proc, url = start(["label", "serve", "--db", f"sqlite://{tmp_path}/l.db", "--port", "0",
+                       "--header-timeout", "1"])
+    try:
+        host, port = url.split("//")[1].rstrip("/").split(":")
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        s.settimeout(10)
+        t0 = time.time()
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            raise AssertionError("the label app held a slowloris connection for 10 s")
+        assert time.time() - t0 < 5
+        with urllib.request.urlopen(url + "/", timeout=30) as r:
+            assert r.status == 200
+    finally:
+        stop(proc)
+    assert proc.returncode == 0

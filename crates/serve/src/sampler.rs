@@ -171,7 +171,7 @@ impl Knobs {
     ) -> Result<(Tensor, Option<Picked>)> {
         let mut x = logits.shallow_clone(); // (B, V)
         if let Some(bias) = &self.bias {
-            x = x + bias;
+            x = &x + bias; // not `+=`: x shares storage with the raw logits
         }
         if let Some(counts) = &self.counts {
             // OpenAI's definition: subtract frequency × count and presence × [count > 0].

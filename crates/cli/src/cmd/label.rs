@@ -107,6 +107,8 @@ struct ServeArgs {
     /// after that is refused (409).
     #[arg(long, default_value_t = 30)]
     expire_minutes: i64,
+    #[command(flatten)]
+    http: crate::common::HttpArgs,
 }
 
 /// Add a labeler and print their login token (once: only its SHA-256 digest is stored).
@@ -208,8 +210,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("rlhf label serve: on http://{}/", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::common::shutdown_signal("rlhf label serve"))
+    let shutdown = crate::common::shutdown_signal("rlhf label serve");
+    rlhf_http::serve(listener, app, a.http.limits(), shutdown)
         .await
         .context("serving")
 }

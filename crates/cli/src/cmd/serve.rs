@@ -139,9 +139,13 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             eprintln!("rlhf serve: LoRA adapter {a}");
         }
         eprintln!("rlhf serve: model `{name}` (context {context} tokens) on http://{local}/v1");
-        rlhf_http::serve(listener, app, args.http.limits(), shutdown_signal("rlhf serve"))
-            .await
-            .context("serving")
+        rlhf_http::serve(
+            listener,
+            app,
+            args.http.limits(),
+            shutdown_signal("rlhf serve"),
+        )
+        .await
+        .context("serving")
     })
 }
-
