@@ -8,7 +8,9 @@
 #      the official openai client (incl. 64 clients × 10 requests), `rlhf chat` through a
 #      pseudo-terminal, the labeling app on SQLite and PostgreSQL (auth, SIGKILL durability) and
 #      in headless Chromium (WebDriver), AI feedback (needs chromium, chromium-driver,
-#      postgresql: scripts/install-system-deps.sh)
+#      postgresql: scripts/install-system-deps.sh); pretrain, sft, reward and ppo SIGKILLed at
+#      random moments resume to the uninterrupted run's weights bit for bit (5 kills per stage;
+#      the full campaign: python bench/kill_resume.py --kills 20)
 #   5. the real-model check: import SmolLM2, answer "Paris", greedy ids equal transformers'
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
