@@ -311,8 +311,17 @@ async fn my_submissions(
 async fn my_submission(
     State(s): State<AppState>,
     Authed(l): Authed,
-    Path(id): Path<i64>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Parsed here, not by the extractor, so that a bad id (or bad percent-encoding) gets this
+    // API's JSON error rather than axum's plain text.
+    let Path(id) = id.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a submission id (an integer)"),
+        )
+    })?;
     // Someone else's submission is answered exactly like a missing one.
     match s.db.submission_of(&l, id).await? {
         Some(sub) => Ok(Json(json!(sub))),
