@@ -2,13 +2,15 @@
 //! same scores as one pair at a time, the total log-likelihood is what a hand computation over
 //! the logits gives, and the option the model was trained to give is the one picked.
 
+mod common;
+
 use rlhf_data::flan::{Cluster, FlanEval};
-use rlhf_model::{Batch, Gpt, Head, ModelConfig, Pretrained, PromptFormat};
+use rlhf_model::{Batch, Head, ModelConfig, Pretrained, PromptFormat};
 use rlhf_tokenizer::{BpeConfig, train_bpe};
 use rlhf_train::flan::{by_cluster, evaluate, rank_classify};
 use rlhf_train::sft::{collate, encode_pair};
 use tch::nn::OptimizerConfig;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn tiny() -> Pretrained {
     let text =
@@ -27,9 +29,8 @@ fn tiny() -> Pretrained {
         "intermediate_size": 64, "max_position_embeddings": 128, "tie_word_embeddings": true,
     });
     let cfg = ModelConfig::from_json(&json, std::path::Path::new("tiny")).unwrap();
-    tch::manual_seed(3);
     Pretrained {
-        model: Gpt::new(&cfg, Head::Lm, Device::Cpu),
+        model: common::seeded_gpt(&cfg, Head::Lm, 3),
         tokenizer: tok,
     }
 }

@@ -182,6 +182,9 @@ fn settings_are_checked() {
 
 #[test]
 fn a_short_run_raises_the_reward() {
+    // Sampling draws from libtorch's global generator: no other test of this binary may draw
+    // from or reseed it meanwhile (`common::torch_rng`).
+    let _rng = common::torch_rng();
     use rlhf_train::grpo::{Algo, GrpoInputs, grpo};
     let dir = tempfile::tempdir().unwrap();
     let (model, prompts) = common::tiny_run_inputs(dir.path(), 16);

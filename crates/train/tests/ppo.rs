@@ -2,6 +2,10 @@
 //! update recomputes; the reward model's score lands at each row's EOS and the KL penalty on
 //! every token; PPO-ptx changes the gradient only when its coefficient is nonzero; and PPO
 //! raises the reward model's score on a toy task where the reward model likes one token.
+//!
+//! Every test here samples from libtorch's global generator (seeded per rollout), and some
+//! depend on what it draws (rows of different lengths, the toy task's progress): they take turns
+//! (`common::torch_rng`).
 
 mod common;
 
@@ -90,6 +94,7 @@ fn rollout_config(temperature: f64, max_new_tokens: usize) -> RolloutConfig {
 
 #[test]
 fn sampler_logprobs_equal_the_recomputed_ones() {
+    let _rng = common::torch_rng();
     let f = Fixture::new();
     for temperature in [1.0, 0.7] {
         // A high EOS logit bias is not needed: with 64 tokens some of 24 rows of 12 stop early.
@@ -118,6 +123,7 @@ fn sampler_logprobs_equal_the_recomputed_ones() {
 
 #[test]
 fn the_reward_lands_at_each_eos_and_the_kl_penalty_on_every_token() {
+    let _rng = common::torch_rng();
     let f = Fixture::new();
     // The policy differs from the reference, so the KL is nonzero.
     let cfg = common::tiny_config(32);
@@ -208,6 +214,7 @@ fn policy_gradient(f: &Fixture, ro: &rollout::Rollout, ptx: Option<(&Tensor, f64
 
 #[test]
 fn ptx_changes_the_gradient_only_with_a_nonzero_coefficient() {
+    let _rng = common::torch_rng();
     let f = Fixture::new();
     let corpus =
         Tensor::from_slice(&(0..40).map(|i| 2 + (i * 7) % 60).collect::<Vec<i64>>()).view([2, 20]);
@@ -283,6 +290,7 @@ fn toy_reward_model(cfg: &ModelConfig) -> Gpt {
 
 #[test]
 fn ppo_raises_the_reward_model_score_on_a_toy_task() {
+    let _rng = common::torch_rng();
     let cfg = common::tiny_config(32);
     let reward = toy_reward_model(&cfg);
     // The reward model learned the task: a liked token raises the score.

@@ -1,11 +1,19 @@
 //! Shared test fixtures: a tiny Llama-family model, a next-token `TrainStep` over it with fault
 //! injection (NaN loss, failing save), and a data source replaying fixed batches.
+//!
+//! libtorch's random generator is global to the process, and the tests of one binary run in
+//! parallel threads: a model initialised by `manual_seed(s)` then `Gpt::new` gets whatever another
+//! thread's draws (or the trainer's per-step reseeding) left it. So models here draw their
+//! initial weights from a Rust RNG ([`seeded_gpt`], [`Lm::new`]), and a test whose result depends
+//! on the generator's draws (sampling) holds [`torch_rng`], as does every other test of its
+//! binary that draws from or reseeds the generator.
 
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::{Mutex, MutexGuard};
 
 use rand::RngCore;
 use rlhf_model::{Batch, Gpt, Head, ModelConfig};
@@ -228,9 +236,54 @@ pub fn recorder(trainer: &mut Trainer, stop_after: Option<u64>) -> Rc<RefCell<Ve
     losses
 }
 
+/// Turns at libtorch's global generator: held for a whole test by the tests of a binary that
+/// sample (their results depend on its draws) and by the others in that binary that draw from
+/// or reseed it (building a model, training, sampling).
+pub fn torch_rng() -> MutexGuard<'static, ()> {
+    static TORCH_RNG: Mutex<()> = Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A model with `Gpt::new`'s initialisation (normal(0, 0.02), the residual projections
+/// 0.02/√(2·layers), a scalar head N(0, 1/(d+1)), norms at one, biases at zero) drawn from a
+/// Rust RNG seeded by `seed`, so that it depends on nothing else.
+pub fn seeded_gpt(cfg: &ModelConfig, head: Head, seed: u64) -> Gpt {
+    let gpt = Gpt::new(cfg, head, Device::Cpu);
+    let mut vars: Vec<(String, Tensor)> = gpt.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, var)) in vars.iter().enumerate() {
+        if name.contains("norm") || name.ends_with("bias") {
+            continue;
+        }
+        let std = if name.starts_with("score.") {
+            1.0 / ((cfg.hidden_size + 1) as f64).sqrt()
+        } else if RESIDUAL.iter().any(|p| name.contains(p)) {
+            0.02 / (2.0 * cfg.num_layers as f64).sqrt()
+        } else {
+            0.02
+        };
+        let mut rng = DataRng::new(seed, i as u64);
+        let values: Vec<f32> = (0..var.numel())
+            .map(|_| (normal(&mut rng) * std) as f32)
+            .collect();
+        let src = Tensor::from_slice(&values).view(var.size().as_slice());
+        tch::no_grad(|| var.shallow_clone().copy_(&src));
+    }
+    gpt
+}
+
+/// The projections into the residual stream, initialised smaller (GPT-2).
+const RESIDUAL: [&str; 3] = ["o_proj", "down_proj", "c_proj"];
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut DataRng) -> f64 {
+    let unit = |r: &mut DataRng| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let (u1, u2) = (1.0 - unit(rng), unit(rng)); // u1 in (0, 1]
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// A tiny Llama (hidden 32, 2 layers, tied head) with a byte-level BPE tokenizer trained on a
-/// line of task-world text, initialised from libtorch's generator seeded with 0, and
-/// `positions` positions.
+/// line of task-world text, initialised by `seeded_gpt` with seed 0, and `positions` positions.
 pub fn tiny_pretrained(positions: i64) -> rlhf_model::Pretrained {
     use rlhf_tokenizer::{BpeConfig, train_bpe};
     let text = "Jane has 12 flowers. She gives 2 to her mom. The answer is 10. Sort 3, 1, 2.";
@@ -249,9 +302,8 @@ pub fn tiny_pretrained(positions: i64) -> rlhf_model::Pretrained {
         "tie_word_embeddings": true,
     });
     let cfg = ModelConfig::from_json(&json, Path::new("tiny")).expect("valid tiny config");
-    tch::manual_seed(0);
     rlhf_model::Pretrained {
-        model: Gpt::new(&cfg, Head::Lm, Device::Cpu),
+        model: seeded_gpt(&cfg, Head::Lm, 0),
         tokenizer: tok,
     }
 }
