@@ -50,6 +50,10 @@ fn checkpoint(dir: &Path, vocab: Option<i64>) {
         "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
     });
     let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    // libtorch's generator is global and these tests run in parallel threads: the checkpoint's
+    // weights come from seed 0 only if no other thread draws between the seed and `Gpt::new`.
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(0);
     Gpt::new(&cfg, Head::Lm, Device::Cpu).save(dir).unwrap();
 }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use rlhf_model::{Gpt, Head, ModelConfig};
 use rlhf_tokenizer::{BpeConfig, train_bpe};
@@ -59,8 +60,18 @@ pub fn tiny_checkpoint_with_head(dir: &Path, vocab: usize, context: i64, seed: i
         "eos_token_id": tok.eos_id(), "bos_token_id": tok.bos_id(), "pad_token_id": tok.pad_id(),
     });
     let cfg = ModelConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    let _rng = torch_rng();
     tch::manual_seed(seed);
     Gpt::new(&cfg, head, Device::Cpu).save(dir).unwrap();
+}
+
+/// Turns at libtorch's global generator between `manual_seed` and the draws of `Gpt::new`, so
+/// that a checkpoint's weights come from its seed alone: the tests of a binary run in parallel
+/// threads, and these helpers are the only code here that draws in process (the binary under
+/// test runs in its own).
+pub fn torch_rng() -> MutexGuard<'static, ()> {
+    static TORCH_RNG: Mutex<()> = Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running `rlhf serve` on a free port (its base URL in `url`), killed on drop.
