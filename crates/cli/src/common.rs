@@ -1,8 +1,6 @@
 //! Options every subcommand shares (device, threads) and small helpers for the command files.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use rlhf_model::DeviceArg;
 
@@ -22,40 +20,6 @@ impl Runtime {
         rlhf_model::device::set_threads(self.threads);
         Ok(self.device.resolve()?)
     }
-}
-
-/// Reads a JSONL file, calling `f(line_number, value)` for each non-blank line; errors carry the
-/// file and line.
-pub fn read_jsonl(
-    path: &Path,
-    mut f: impl FnMut(usize, serde_json::Value) -> Result<()>,
-) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
-        f(i + 1, value)?;
-    }
-    Ok(())
-}
-
-/// A string field of a JSONL record, with the file, line and field in the error.
-pub fn str_field<'a>(
-    v: &'a serde_json::Value,
-    field: &str,
-    path: &Path,
-    line: usize,
-) -> Result<&'a str> {
-    v.get(field).and_then(|x| x.as_str()).with_context(|| {
-        format!(
-            "{}:{line}: expected a string field \"{field}\"",
-            path.display()
-        )
-    })
 }
 
 /// `--config FILE` and `--set key.path=value` for commands with a typed configuration.

@@ -14,6 +14,26 @@ use crate::jsonl::{Fields, JsonlRecord, as_str, describe, expected_found, nonemp
 
 type RecordResult<T> = std::result::Result<T, RecordError>;
 
+/// Texts read as one sequence, blamed on the field holding the longest of them.
+fn one_sequence(parts: Vec<(String, &str)>) -> (String, Vec<&str>) {
+    let field = (parts.iter())
+        .max_by_key(|(_, t)| t.len())
+        .map(|(f, _)| f.clone())
+        .unwrap_or_default();
+    (field, parts.into_iter().map(|(_, t)| t).collect())
+}
+
+/// One sequence per response: the prompt followed by it.
+fn with_responses<'a>(
+    prompt: &'a str,
+    responses: &'a [String],
+    name: impl Fn(usize) -> String,
+) -> Vec<(String, Vec<&'a str>)> {
+    (responses.iter().enumerate())
+        .map(|(i, r)| one_sequence(vec![("prompt".into(), prompt), (name(i), r.as_str())]))
+        .collect()
+}
+
 /// `{"text": ...}`: one pretraining document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TextRecord {
@@ -21,6 +41,10 @@ pub struct TextRecord {
 }
 
 impl JsonlRecord for TextRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        vec![("text".into(), vec![&self.text])]
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         Ok(Self {
@@ -75,6 +99,19 @@ impl SftRecord {
 }
 
 impl JsonlRecord for SftRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        let parts: Vec<(String, &str)> = match self {
+            Self::Completion { prompt, completion } => vec![
+                ("prompt".into(), prompt.as_str()),
+                ("completion".into(), completion.as_str()),
+            ],
+            Self::Chat { messages } => (messages.iter().enumerate())
+                .map(|(i, m)| (format!("messages[{i}].content"), m.content.as_str()))
+                .collect(),
+        };
+        vec![one_sequence(parts)]
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         if f.has("messages") {
@@ -167,6 +204,10 @@ pub struct SampleRecord {
 }
 
 impl JsonlRecord for SampleRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        with_responses(&self.prompt, &self.responses, |i| format!("responses[{i}]"))
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         let prompt = f.string("prompt")?.to_string();
@@ -348,6 +389,10 @@ impl RankingRecord {
 }
 
 impl JsonlRecord for RankingRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        with_responses(&self.prompt, &self.responses, |i| format!("responses[{i}]"))
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         let prompt = f.string("prompt")?.to_string();
@@ -371,6 +416,18 @@ pub struct PairwiseRecord {
 }
 
 impl JsonlRecord for PairwiseRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        [("chosen", &self.chosen), ("rejected", &self.rejected)]
+            .into_iter()
+            .map(|(name, r)| {
+                one_sequence(vec![
+                    ("prompt".into(), self.prompt.as_str()),
+                    (name.into(), r.as_str()),
+                ])
+            })
+            .collect()
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         let record = Self {
@@ -397,6 +454,10 @@ pub struct PromptRecord {
 }
 
 impl JsonlRecord for PromptRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        vec![("prompt".into(), vec![&self.prompt])]
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         Ok(Self {
@@ -417,6 +478,10 @@ pub struct EvalRecord {
 }
 
 impl JsonlRecord for EvalRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        vec![("prompt".into(), vec![&self.prompt])]
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         let prompt = f.nonempty_string("prompt")?.to_string();
@@ -456,6 +521,21 @@ pub struct PreferenceRecord {
 }
 
 impl JsonlRecord for PreferenceRecord {
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        (self.responses.iter().zip(&self.fields))
+            .map(|(response, field)| {
+                let mut parts: Vec<(String, &str)> = (self.prompt.iter().enumerate())
+                    .map(|(i, m)| (format!("prompt[{i}]"), m.content.as_str()))
+                    .collect();
+                if let [(name, _)] = parts.as_mut_slice() {
+                    *name = "prompt".into();
+                }
+                parts.push((field.clone(), response.as_str()));
+                one_sequence(parts)
+            })
+            .collect()
+    }
+
     fn from_json(value: &Value) -> RecordResult<Self> {
         let f = Fields::of(value)?;
         let system = match f.has("system") {

@@ -58,8 +58,8 @@ pub use formats::{
     Role, SampleRecord, SftRecord, TextRecord,
 };
 pub use jsonl::{
-    Fields, JsonlRecord, parse_jsonl, read_documents, read_jsonl, read_jsonl_lines, write_jsonl,
-    write_text,
+    DEFAULT_MAX_LINE_BYTES, Fields, JsonlRecord, TextBudget, parse_jsonl, read_documents,
+    read_jsonl, read_jsonl_lines, read_jsonl_within, write_jsonl, write_text,
 };
 pub use labeler::{
     Agreement, CALIBRATED_TAU, CANDIDATE_MIX, CalibrationPair, Labeled, LabelerConfig,

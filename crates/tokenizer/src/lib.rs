@@ -10,6 +10,7 @@
 //! This crate does not batch, pad or build attention masks for the model; that belongs to the
 //! data stage. This file only declares modules and re-exports.
 
+mod bound;
 mod chat;
 mod config;
 mod error;
@@ -17,6 +18,7 @@ mod pyjinja;
 mod tokenizer;
 mod train;
 
+pub use bound::{TokenBound, token_bound};
 pub use chat::{CHATML_TEMPLATE, ChatOptions, ChatTemplate, Message};
 pub use config::{CHAT_TEMPLATE_FILE, CONFIG_FILE, SpecialTokens, TOKENIZER_FILE};
 pub use error::{Result, TokenizerError};

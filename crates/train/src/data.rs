@@ -16,6 +16,20 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
 
+/// What a record read for `pre` may hold: its context in tokens and what one of its tokens can
+/// cover, so a reader refuses text that cannot fit from its byte length, before tokenizing
+/// (`rlhf_data::read_jsonl_within`). `None` when the tokenizer can drop text, so that no length
+/// implies a token count.
+pub fn text_budget(pre: &rlhf_model::Pretrained) -> Option<rlhf_data::TextBudget> {
+    let bound = rlhf_tokenizer::token_bound(&pre.tokenizer)?;
+    let context = usize::try_from(pre.model.cfg.max_positions).unwrap_or(0);
+    Some(rlhf_data::TextBudget::new(
+        context,
+        bound.max_bytes,
+        &bound.dropped,
+    ))
+}
+
 /// A stream of micro-batches that can say where it stands and go back there.
 pub trait DataSource {
     type Batch;

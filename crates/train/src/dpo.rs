@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{PreferenceRecord, Role, SimulatedLabeler, read_jsonl_lines};
+use rlhf_data::{PreferenceRecord, Role, SimulatedLabeler, read_jsonl_within};
 use rlhf_model::score::response_logprobs;
 use rlhf_model::{Gpt, Head, LoraConfig, Pretrained, ResponseBatch, sequence_logprobs};
 use rlhf_tokenizer::Message;
@@ -204,7 +204,8 @@ fn to_message(m: &rlhf_data::Message) -> Message {
 /// the file, the line and the field: a missing or ill-typed field, an empty or identical pair, a
 /// prompt that leaves no room in the context, a prompt + response beyond it.
 pub fn encode_items(pre: &Pretrained, data: &Path) -> Result<Vec<PrefItem>> {
-    let records: Vec<(usize, PreferenceRecord)> = read_jsonl_lines(data)?;
+    let budget = crate::data::text_budget(pre);
+    let records: Vec<(usize, PreferenceRecord)> = read_jsonl_within(data, budget.as_ref())?;
     let max = pre.model.cfg.max_positions as usize;
     let oracle = SimulatedLabeler::noise_free();
     let mut out = Vec::with_capacity(records.len());

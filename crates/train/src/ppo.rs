@@ -623,8 +623,16 @@ pub(crate) fn tokenize_prompts(
     max_new: usize,
 ) -> Result<Vec<Vec<i64>>> {
     let max = pre.model.cfg.max_positions as usize;
+    let budget = crate::data::text_budget(pre);
     let mut ids = Vec::with_capacity(records.len());
     for (line, prompt) in records {
+        // From the byte length, before a long prompt costs a tokenizer pass.
+        if let Some(Err(e)) = budget
+            .as_ref()
+            .map(|b| b.check("prompt", &[prompt.as_str()]))
+        {
+            return Err(TrainError::Invalid(e.problem).at(path, *line, "prompt"));
+        }
         let q = pre
             .encode_prompt(prompt, PromptFormat::Chat)
             .map_err(|e| TrainError::from(e).at(path, *line, "prompt"))?;

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::{
-    JsonlRecord, PairwiseRecord, RankingRecord, RecordError, SimulatedLabeler, read_jsonl_lines,
+    JsonlRecord, PairwiseRecord, RankingRecord, RecordError, SimulatedLabeler, read_jsonl_within,
 };
 use rlhf_model::{Gpt, Head, Pretrained, PromptFormat, last_token_scalars};
 use rlhf_tokenizer::Tokenizer;
@@ -80,6 +80,19 @@ impl Comparison {
 }
 
 impl JsonlRecord for Comparison {
+    /// The prompt with each response: the sequences the reward model scores.
+    fn sequences(&self) -> Vec<(String, Vec<&str>)> {
+        (self.responses.iter().enumerate())
+            .map(|(i, r)| {
+                let field = match self.prompt.len() > r.len() {
+                    true => "prompt".to_string(),
+                    false => self.field(i),
+                };
+                (field, vec![self.prompt.as_str(), r.as_str()])
+            })
+            .collect()
+    }
+
     fn from_json(value: &serde_json::Value) -> std::result::Result<Self, RecordError> {
         if value.get("chosen").is_some() {
             let p = PairwiseRecord::from_json(value)?;
@@ -306,7 +319,8 @@ impl TrainStep for RewardStep<'_> {
 
 /// Encodes comparisons; errors name the file, line and field.
 pub fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
-    let records: Vec<(usize, Comparison)> = read_jsonl_lines(data)?;
+    let budget = crate::data::text_budget(pre);
+    let records: Vec<(usize, Comparison)> = read_jsonl_within(data, budget.as_ref())?;
     let max = pre.model.cfg.max_positions as usize;
     let oracle = SimulatedLabeler::noise_free();
     let mut out = Vec::with_capacity(records.len());

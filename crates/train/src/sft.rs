@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{Role, SftRecord, read_jsonl_lines};
+use rlhf_data::{Role, SftRecord, read_jsonl_within};
 use rlhf_model::{Batch, Gpt, Head, Pretrained, PromptFormat, Side, pad};
 use rlhf_tokenizer::Message;
 use serde::{Deserialize, Serialize};
@@ -258,7 +258,8 @@ impl TrainStep for SftStep<'_> {
 
 /// Reads and encodes every demonstration; errors name the file, line and field.
 pub fn load_examples(pre: &Pretrained, data: &Path) -> Result<Vec<SftExample>> {
-    let records: Vec<(usize, SftRecord)> = read_jsonl_lines(data)?;
+    let budget = crate::data::text_budget(pre);
+    let records: Vec<(usize, SftRecord)> = read_jsonl_within(data, budget.as_ref())?;
     let max = pre.model.cfg.max_positions as usize;
     let mut out = Vec::with_capacity(records.len());
     for (line, r) in &records {

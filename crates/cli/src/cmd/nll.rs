@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use rlhf_data::TextRecord;
 use rlhf_model::{Head, Pretrained};
-
-use crate::common::{read_jsonl, str_field};
 
 /// Mean per-token NLL (natural log) of {"text": ...} lines, each encoded with the tokenizer's
 /// default special tokens (like transformers). Prints {"tokens": N, "mean_nll": X}.
@@ -26,9 +25,11 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     let pre = Pretrained::load(&args.model, Head::Lm, device)?;
     let mut texts = Vec::new();
     let max = pre.model.cfg.max_positions as usize;
-    read_jsonl(&args.data, |line, v| {
-        let text = str_field(&v, "text", &args.data, line)?;
-        let ids = pre.encode_prompt(text, rlhf_model::PromptFormat::Raw)?;
+    let budget = rlhf_train::data::text_budget(&pre);
+    let records: Vec<(usize, TextRecord)> =
+        rlhf_data::read_jsonl_within(&args.data, budget.as_ref())?;
+    for (line, r) in records {
+        let ids = pre.encode_prompt(&r.text, rlhf_model::PromptFormat::Raw)?;
         if ids.len() > max {
             bail!(
                 "{}:{line}: text has {} tokens, more than the model's context of {max}",
@@ -37,8 +38,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             );
         }
         texts.push(ids);
-        Ok(())
-    })?;
+    }
     let (total, tokens) = pre.nll(&texts, args.batch_size)?;
     if tokens == 0 {
         bail!(
