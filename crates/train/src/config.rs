@@ -29,14 +29,34 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
     overrides: &[String],
 ) -> Result<T> {
     let (origin, text) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| TrainError::io("read the config file", path, e))?;
-            (path.display().to_string(), text)
-        }
+        Some(path) => (path.display().to_string(), read_capped(path)?),
         None => ("defaults".to_string(), String::new()),
     };
     from_str(&text, &origin, overrides)
+}
+
+/// The most bytes a configuration file may have. Every stage's full configuration is a few KB
+/// of TOML; reading a larger file whole would only cost memory and parse time.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file, refusing one over [`MAX_CONFIG_BYTES`] before reading it whole.
+fn read_capped(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let io = |e| TrainError::io("read the config file", path, e);
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(TrainError::Config(format!(
+            "{}: larger than {} KiB; a configuration is a few KB of TOML (is this the right file?)",
+            path.display(),
+            MAX_CONFIG_BYTES >> 10
+        )));
+    }
+    Ok(text)
 }
 
 /// As [`load`], from TOML text; `origin` names the text in error messages.
@@ -91,6 +111,9 @@ pub fn to_table<T: Serialize>(config: &T) -> Result<Table> {
         .map_err(|e| TrainError::Config(format!("cannot write the config as TOML: {e}")))
 }
 
+/// The most parts a `--set` key path may have.
+const MAX_KEY_DEPTH: usize = 16;
+
 /// `a.b.c=value` -> (["a","b","c"] joined, value). The value is parsed as a TOML value
 /// (`3e-4`, `true`, `[0.9, 0.95]`, `"x"`), falling back to a bare string (`name=run1`).
 fn parse_override(raw: &str) -> Result<(String, Value)> {
@@ -101,6 +124,15 @@ fn parse_override(raw: &str) -> Result<(String, Value)> {
     let key = key.trim();
     if key.is_empty() || key.split('.').any(|part| part.trim().is_empty()) {
         return Err(bad("the key path has an empty part"));
+    }
+    // Every configuration's keys are a few tables deep; a longer path names nothing, and its
+    // tables would nest deeper than the TOML parser allows a file to (dropping and deserializing
+    // them recurses: 20,000 parts overflowed the stack).
+    let depth = key.split('.').count();
+    if depth > MAX_KEY_DEPTH {
+        return Err(bad(&format!(
+            "the key path has {depth} parts; configuration keys are at most {MAX_KEY_DEPTH} deep"
+        )));
     }
     let value = value.trim();
     let parsed = format!("v = {value}")
