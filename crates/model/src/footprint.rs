@@ -166,23 +166,31 @@ pub fn check_within(
     if need <= have {
         return Ok(());
     }
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let rope = if cfg.family == Family::Gpt2 {
         ""
     } else {
         " and the RoPE tables"
     };
     Err(format!(
-        "the model this config describes needs {:.1} GiB ({} parameters in f32{rope}: \
-         vocab_size {}, hidden size {}, {} layers, intermediate size {}, {} positions), more \
-         than {source}, {:.1} GiB",
-        gib(need),
+        "the model this config describes needs {} ({} parameters in f32{rope}: vocab_size {}, \
+         hidden size {}, {} layers, intermediate size {}, {} positions), more than {source}, {}",
+        human(need),
         params(cfg, head),
         cfg.vocab_size,
         cfg.hidden_size,
         cfg.num_layers,
         cfg.intermediate_size,
         cfg.max_positions,
-        gib(have),
+        human(have),
     ))
+}
+
+/// Bytes as GiB, MiB or KiB, whichever reads best.
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        b_ if b_ >= 1 << 30 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
+        b_ if b_ >= 1 << 20 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+        _ => format!("{:.1} KiB", b / 1024.0),
+    }
 }
