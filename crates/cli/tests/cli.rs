@@ -317,7 +317,12 @@ fn broken_checkpoints_fail_cleanly() {
     assert_clean_failure(
         d,
         // The first mismatch in model order, checked from the headers before any allocation.
-        &["model.safetensors", "mlp.gate_proj.weight", "[64, 32]", "implies [48, 32]"],
+        &[
+            "model.safetensors",
+            "mlp.gate_proj.weight",
+            "[64, 32]",
+            "implies [48, 32]",
+        ],
     );
     restore();
     std::fs::write(d.join("model.safetensors"), &weights[..weights.len() - 100]).unwrap();
