@@ -15,4 +15,4 @@ pub use alloc::{CountingAlloc, heap_now, heap_peak, reset_heap_peak};
 pub use mutate::{Mutation, Seed, mutations};
 /// For suites that build their own strategies next to the mutations.
 pub use proptest;
-pub use runner::{Bounds, Outcome, max_rss_bytes, run};
+pub use runner::{Bounds, Outcome, config, max_rss_bytes, run};

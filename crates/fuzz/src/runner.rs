@@ -57,6 +57,16 @@ pub fn max_rss_bytes() -> usize {
     usize::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
 }
 
+/// A `proptest!` configuration running `cases(default_cases)` cases with no failure files,
+/// for suites that use the macro directly (the servers' request bodies, tokenizer files).
+pub fn config(default_cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: cases(default_cases),
+        failure_persistence: None,
+        ..Default::default()
+    }
+}
+
 /// Cases to run: `PROPTEST_CASES` when set, else `default_cases`.
 fn cases(default_cases: u32) -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -169,20 +169,8 @@ fn with_task(mut body: Value) -> Value {
     body
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(rlhf_fuzz::config(64))]
 
     #[test]
     fn any_json_submission_gets_2xx_or_a_4xx(v in value()) {

@@ -274,20 +274,8 @@ fn check(path: &str, body: Vec<u8>) -> Result<StatusCode, TestCaseError> {
     Ok(status)
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(rlhf_fuzz::config(64))]
 
     /// Arbitrary JSON to both endpoints.
     #[test]

@@ -115,18 +115,6 @@ fn mutate(bytes: &[u8], m: &Mutation) -> Vec<u8> {
     b
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Loads a directory holding these two files; checks the contract of the answer.
 fn load(tokenizer: &[u8], config: &[u8], mutated: &str) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
@@ -178,7 +166,7 @@ fn fragment() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(rlhf_fuzz::config(64))]
 
     #[test]
     fn mutated_tokenizer_json_loads_or_names_the_file(m in mutation(), parity in any::<bool>()) {
