@@ -208,7 +208,7 @@ fn score_row(name: &str, s: &TaskScore) -> Vec<String> {
     ]
 }
 
-fn prompts_of(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn prompts_of(path: &Path) -> Result<Vec<String>> {
     Ok(read_jsonl::<PromptRecord>(path)?
         .into_iter()
         .map(|r| r.prompt)
@@ -264,15 +264,15 @@ pub fn run(
             cfg.preset, cfg.pretrain_steps
         ),
     );
-    let mut pcfg = PretrainConfig {
-        preset: cfg.preset,
-        ..Default::default()
-    };
-    pcfg.trainer.max_steps = cfg.pretrain_steps;
-    pcfg.trainer.seed = cfg.seed;
-    pcfg.trainer.checkpoint_every = 0;
     let pretrained = out.join("pretrained");
-    let ps = rlhf_train::pretrain(&data, &pretrained, &pcfg, Resume::No, device, true)?;
+    let ps = pretrain_stage(
+        &data,
+        &pretrained,
+        cfg.preset,
+        cfg.pretrain_steps,
+        cfg.seed,
+        device,
+    )?;
     obs.note(&format!(
         "      {} params, held-out loss {:.3} -> {:.3}",
         ps.params, ps.eval_loss_start, ps.eval_loss_end
@@ -321,18 +321,8 @@ pub fn run(
         obs,
         &format!("supervised fine-tuning ({} steps)", cfg.sft_steps),
     );
-    let mut sft_cfg = SftConfig::default();
-    sft_cfg.trainer.max_steps = cfg.sft_steps;
-    sft_cfg.trainer.seed = cfg.seed;
     let sft = out.join("sft");
-    let ss = rlhf_train::sft(
-        &pretrained,
-        &data.join("sft.jsonl"),
-        &sft,
-        &sft_cfg,
-        Resume::No,
-        device,
-    )?;
+    let ss = sft_stage(&pretrained, &data, &sft, cfg.sft_steps, cfg.seed, device)?;
     rep.add(&format!(
         "\n## 3. SFT ({:.0} s)\n\n{} demonstrations (25% flawed on purpose), {} steps; held-out \
          loss {:.3} -> {:.3}. `sft/`\n",
@@ -381,35 +371,8 @@ pub fn run(
     // 4. Sample K responses per prompt, 5. rank them with simulated labelers.
     let t = rep.stage(obs, &format!("sampling K = {} responses per prompt", cfg.k));
     let prompts = prompts_of(&data.join("prompts.jsonl"))?;
-    let sample_cfg = SampleConfig {
-        k: cfg.k,
-        max_new_tokens: 64,
-        sampling: Sampling::new(1.0, None, None)?,
-        seed: cfg.seed,
-        format: PromptFormat::Chat,
-        rows: 128,
-    };
-    obs.phase("sampling", (prompts.len() * cfg.k) as u64);
-    let sampled = sample_responses(&sft_pre, &prompts, &sample_cfg, |d, _| {
-        obs.advance(d as u64)
-    })?;
-    for p in &sampled.skipped {
-        obs.note(&format!(
-            "warning: skipped (fewer than 2 non-empty responses): {p}"
-        ));
-    }
-    write_jsonl(out.join("samples.jsonl"), &sampled.records)?;
-    let panel = LabelerPanel::new(4, cfg.seed, &LabelerConfig::default())?;
-    // Every prompt also goes to a second labeler, only to measure how often two agree; the
-    // rankings file keeps the first labeler's ranking.
-    let labeled = panel.rank_samples(sampled.records, 1.0)?;
-    let rankings_path = out.join("rankings.jsonl");
-    write_jsonl(&rankings_path, &labeled.rankings)?;
-    write_text(
-        out.join("agreement.json"),
-        &serde_json::to_string_pretty(&labeled.agreement)?,
-    )?;
-    obs.note(&labeled.agreement.summary());
+    let (rankings_path, labeled, panel) =
+        label_stage(&sft_pre, &prompts, cfg.k, cfg.seed, out, obs)?;
     rep.add(&format!(
         "\n## 4. Samples and rankings ({:.0} s)\n\nK = {} responses per prompt from the SFT \
          model at temperature 1, ranked by {} simulated labelers (the oracle's rubric + Bradley–Terry \
@@ -426,16 +389,7 @@ pub fn run(
     // 6. Reward model.
     let t = rep.stage(obs, "reward model");
     let rm = out.join("rm");
-    let mut rm_cfg = RewardConfig::default();
-    rm_cfg.trainer.seed = cfg.seed;
-    let rs = rlhf_train::reward(
-        &sft,
-        &rankings_path,
-        &rm,
-        &rm_cfg,
-        rlhf_train::Resume::No,
-        device,
-    )?;
+    let rs = reward_stage(&sft, &rankings_path, &rm, cfg.seed, device)?;
     let oracle_acc = rs
         .eval_accuracy_end
         .oracle
@@ -635,8 +589,117 @@ pub fn run(
     })
 }
 
+/// Pretrains a `preset` model on the world in `data` for `steps` steps into `out` (stage 2 of
+/// the demo and of `rlhf experiment align`).
+pub(crate) fn pretrain_stage(
+    data: &Path,
+    out: &Path,
+    preset: Preset,
+    steps: u64,
+    seed: u64,
+    device: Device,
+) -> Result<rlhf_train::PretrainSummary> {
+    let mut pcfg = PretrainConfig {
+        preset,
+        ..Default::default()
+    };
+    pcfg.trainer.max_steps = steps;
+    pcfg.trainer.seed = seed;
+    pcfg.trainer.checkpoint_every = 0;
+    Ok(rlhf_train::pretrain(
+        data,
+        out,
+        &pcfg,
+        Resume::No,
+        device,
+        true,
+    )?)
+}
+
+/// SFT of `pretrained` on the world's `sft.jsonl` for `steps` steps into `out`.
+pub(crate) fn sft_stage(
+    pretrained: &Path,
+    data: &Path,
+    out: &Path,
+    steps: u64,
+    seed: u64,
+    device: Device,
+) -> Result<rlhf_train::SftSummary> {
+    let mut sft_cfg = SftConfig::default();
+    sft_cfg.trainer.max_steps = steps;
+    sft_cfg.trainer.seed = seed;
+    Ok(rlhf_train::sft(
+        pretrained,
+        &data.join("sft.jsonl"),
+        out,
+        &sft_cfg,
+        Resume::No,
+        device,
+    )?)
+}
+
+/// K responses per prompt from `sft` at temperature 1, ranked by the simulated labelers (every
+/// prompt ranked a second time by another labeler, only to measure agreement; the rankings
+/// keep the first labeler's): writes `out/samples.jsonl`, `out/rankings.jsonl` and
+/// `out/agreement.json`, and returns the rankings' path, the labels and the panel.
+pub(crate) fn label_stage(
+    sft: &Pretrained,
+    prompts: &[String],
+    k: usize,
+    seed: u64,
+    out: &Path,
+    obs: &mut dyn Observer,
+) -> Result<(PathBuf, rlhf_data::Labeled, LabelerPanel)> {
+    let sample_cfg = SampleConfig {
+        k,
+        max_new_tokens: 64,
+        sampling: Sampling::new(1.0, None, None)?,
+        seed,
+        format: PromptFormat::Chat,
+        rows: 128,
+    };
+    obs.phase("sampling", (prompts.len() * k) as u64);
+    let sampled = sample_responses(sft, prompts, &sample_cfg, |d, _| obs.advance(d as u64))?;
+    for p in &sampled.skipped {
+        obs.note(&format!(
+            "warning: skipped (fewer than 2 non-empty responses): {p}"
+        ));
+    }
+    write_jsonl(out.join("samples.jsonl"), &sampled.records)?;
+    let panel = LabelerPanel::new(4, seed, &LabelerConfig::default())?;
+    let labeled = panel.rank_samples(sampled.records, 1.0)?;
+    let rankings = out.join("rankings.jsonl");
+    write_jsonl(&rankings, &labeled.rankings)?;
+    write_text(
+        out.join("agreement.json"),
+        &serde_json::to_string_pretty(&labeled.agreement)?,
+    )?;
+    obs.note(&labeled.agreement.summary());
+    Ok((rankings, labeled, panel))
+}
+
+/// The reward model: `sft` trained on `rankings` into `out`, the library's recipe.
+pub(crate) fn reward_stage(
+    sft: &Path,
+    rankings: &Path,
+    out: &Path,
+    seed: u64,
+    device: Device,
+) -> Result<rlhf_train::RewardSummary> {
+    let mut rm_cfg = RewardConfig::default();
+    rm_cfg.trainer.seed = seed;
+    Ok(rlhf_train::reward(
+        sft,
+        rankings,
+        out,
+        &rm_cfg,
+        Resume::No,
+        device,
+    )?)
+}
+
 /// The last `n` documents of the world's corpus.txt (the held-out end of the pretraining stream).
-fn held_out_corpus(data: &Path, n: usize) -> Result<Vec<String>> {
+pub(crate) fn held_out_corpus(data: &Path, n: usize) -> Result<Vec<String>> {
     let docs = rlhf_data::read_documents(data.join("corpus.txt"))?;
     Ok(docs[docs.len().saturating_sub(n)..].to_vec())
 }

@@ -18,6 +18,7 @@
 //! `rlhf experiment` wraps them. Not here: the tools the experiments exercise (few-shot prompts
 //! and votes in `rlhf_data::reasoning`, LMSI in `rlhf_train::lmsi`).
 
+pub mod align;
 pub mod common;
 pub mod cot;
 pub mod demo;

@@ -452,3 +452,65 @@ fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Re
     }
     Ok(())
 }
+
+#[test]
+fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget() -> Result<()> {
+    use rlhf_experiments::align::{self, AlignConfig, METHODS};
+    let dir = tempfile::tempdir()?;
+    let cfg = AlignConfig {
+        pretrain_steps: 4,
+        sft_steps: 4,
+        prompts: 64,
+        k: 3,
+        iterations: 1,
+        epochs: 2,
+        minibatches: 2,
+        best_of: 2,
+        eval_prompts: Some(3),
+        eval_samples: 2,
+        ..Default::default()
+    };
+    let runs = align::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0];
+    let names: Vec<&str> = r.methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, METHODS);
+    for m in &r.methods {
+        // Every method is judged on the same 3 prompts × 2 samples.
+        assert_eq!(m.outcomes.len(), 6, "{}", m.name);
+        assert_eq!(m.wins + m.ties + m.losses, 6, "{}", m.name);
+        assert!(m.outcomes.iter().all(|o| [0.0, 0.5, 1.0].contains(o)));
+        assert!((0.0..=1.0).contains(&m.win_rate.mean), "{}", m.name);
+        assert!(m.kl.is_finite() && m.kl > -1e-3, "{}: KL {}", m.name, m.kl);
+    }
+    let get = |n: &str| r.methods.iter().find(|m| m.name == n).unwrap();
+    // Best-of-2's KL is the bound log 2 − 1/2; it trains nothing and pays at inference.
+    assert!((get("best-of-n").kl - (2f64.ln() - 0.5)).abs() < 1e-12);
+    assert_eq!(get("best-of-n").train_flops, 0.0);
+    assert!(get("best-of-n").inference_flops_per_prompt > 0.0);
+    // The online methods drew the same samples and took the same steps: 1 × 64, 1 × 2 × 2.
+    for n in ["ppo", "grpo", "rloo"] {
+        assert_eq!((get(n).samples, get(n).steps), (64, 4), "{n}");
+    }
+    // PPO trains a value model too: more FLOPs than GRPO for the same samples.
+    assert!(get("ppo").train_flops > get("grpo").train_flops);
+    assert!(get("dpo").train_flops > 0.0 && get("dpo").samples == 0);
+    let md = std::fs::read_to_string(dir.path().join("align.md"))?;
+    for label in [
+        "best-of-2 (RM)",
+        "PPO",
+        "DPO (sigmoid)",
+        "DPO (listwise)",
+        "GRPO",
+        "RLOO",
+    ] {
+        assert!(
+            md.contains(&format!("- **{label}**: ")),
+            "no verdict for {label}"
+        );
+    }
+    assert!(dir.path().join("align_win_rate_vs_kl.svg").exists());
+    assert!(
+        dir.path().join("seed0/ppo/config.json").exists() || dir.path().join("seed0/ppo").is_dir()
+    );
+    Ok(())
+}

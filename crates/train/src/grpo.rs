@@ -616,8 +616,10 @@ pub fn grpo(
 }
 
 /// One iteration: G samples per prompt, rewards, advantages, `epochs` passes of minibatches.
+/// `rows` holds each prompt's ids `group` times in a row, `row_texts` the prompts' text for the
+/// reward. Public for the benchmark (`examples/bench_grpo.rs`); [`grpo`] is the loop around it.
 #[allow(clippy::too_many_arguments)]
-fn iteration(
+pub fn iteration(
     policy: &Pretrained,
     reference: Option<&Gpt>,
     opt: &mut AdamW,

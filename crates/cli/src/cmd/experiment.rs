@@ -1,11 +1,11 @@
-//! `rlhf experiment rlhf|cot|format|lmsi|emergence|flan|distill|webgpt`: the paper-table rows E1,
-//! E3, E4, E8, E2, E5, E6 and E7.
+//! `rlhf experiment rlhf|cot|format|lmsi|emergence|flan|distill|webgpt|align`: the paper-table
+//! rows E1, E3, E4, E8, E2, E5, E6 and E7, and the alignment methods side by side.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
-use rlhf_experiments::{cot, demo, distill, emergence, flan, format, lmsi, rlhf, webgpt};
+use rlhf_experiments::{align, cot, demo, distill, emergence, flan, format, lmsi, rlhf, webgpt};
 
 use crate::common::ConfigArgs;
 
@@ -63,6 +63,17 @@ enum Which {
     /// closed book (writes OUT/e7.md, OUT/results.json, OUT/e7_best_of_n.svg/png, and the first
     /// seed's policy and index under OUT/seedN/ for `rlhf browse`).
     Webgpt(Common),
+    /// The alignment methods side by side at equal budget: per seed one task world, one SFT
+    /// model, one set of K-way rankings from the simulated labelers and one reward model; then
+    /// best-of-n (by that reward model), PPO, DPO (sigmoid and listwise), GRPO and RLOO from the
+    /// same SFT model (PPO, GRPO and RLOO with the same samples, optimizer steps and learning
+    /// rate), each judged by the oracle against SFT on held-out prompts: win rate with 95%
+    /// intervals, KL to SFT, length, wall time and estimated FLOPs, a verdict per method
+    /// (writes OUT/align.md, OUT/results.json, OUT/align_win_rate_vs_{kl,time}.svg/png and each
+    /// seed's run folder OUT/seedN). `--set` takes the recipe's fields (e.g.
+    /// `--set iterations=30`; `rlhf experiment align --help` lists them with the defaults in
+    /// the README).
+    Align(Common),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -95,6 +106,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Flan(c) => (c, "e5.md"),
         Which::Distill(c) => (c, "e6.md"),
         Which::Webgpt(c) => (c, "e7.md"),
+        Which::Align(c) => (c, "align.md"),
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
     anyhow::ensure!(
@@ -134,6 +146,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Which::Distill(c) => {
             let cfg: distill::DistillExperimentConfig = c.config.load()?;
             distill::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+        }
+        Which::Align(c) => {
+            let cfg: align::AlignConfig = c.config.load()?;
+            align::run(&cfg, &seeds, &c.out, device, &mut bars)?;
         }
         Which::Webgpt(c) => {
             let cfg: webgpt::WebGptConfig = c.config.load()?;
