@@ -125,7 +125,7 @@ impl AlignConfig {
 }
 
 /// One method's verdict on one seed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodResult {
     pub name: String,
     pub win_rate: Interval,
@@ -151,7 +151,7 @@ pub struct MethodResult {
 }
 
 /// One seed's results.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
     pub agreement: Agreement,
@@ -612,6 +612,23 @@ pub fn verdict(ci: &Interval) -> &'static str {
     }
 }
 
+/// Re-renders `out/align.md` and the plots from `out/results.json` of an earlier run (no
+/// training); `cfg` must be the recipe that run used (`out/config.json` has it).
+pub fn report_only(cfg: &AlignConfig, out: &Path) -> Result<Vec<SeedResult>> {
+    let (path, all): (_, Vec<SeedResult>) = crate::common::read_results(out)?;
+    if all.is_empty() || all.iter().any(|s| s.methods.len() != METHODS.len()) {
+        return Err(ExperimentError::Invalid(format!(
+            "{} does not hold the {} methods of every seed: run the experiment first",
+            path.display(),
+            METHODS.len()
+        )));
+    }
+    let seconds = all.iter().map(|s| s.seconds).sum();
+    write_text(&out.join("align.md"), &report(cfg, &all, seconds))?;
+    charts(&all, out)?;
+    Ok(all)
+}
+
 /// The markdown report.
 pub fn report(cfg: &AlignConfig, results: &[SeedResult], seconds: f64) -> String {
     let mut s = String::from(
@@ -625,9 +642,9 @@ pub fn report(cfg: &AlignConfig, results: &[SeedResult], seconds: f64) -> String
     let _ = writeln!(
         s,
         "Budget: PPO, GRPO and RLOO each draw {} × 64 = {} samples and take {} optimizer steps \
-         ({} epochs × {} minibatches per iteration) at lr {}, all against the same reward model \
+         ({} epochs × {} minibatches per iteration) at lr {:e}, all against the same reward model \
          (scores divided by its std on the SFT samples); PPO's and RLOO's KL penalty β = {} on \
-         the reward, GRPO's β = {} on a k3 loss term. DPO (β = {}, lr {}) takes one pass over the \
+         the reward, GRPO's β = {} on a k3 loss term. DPO (β = {}, lr {:e}) takes one pass over the \
          shared rankings and samples nothing; best-of-{} trains nothing and pays {} − 1 extra \
          samples and {} reward-model passes per prompt at inference. Not tuned per method beyond \
          that: PPO's optimiser settings are the demo's, DPO's the dev seed's (README). Labels: \
@@ -697,10 +714,10 @@ pub fn report(cfg: &AlignConfig, results: &[SeedResult], seconds: f64) -> String
         ]);
         let _ = writeln!(
             verdicts,
-            "- **{}**: {} ({}).",
+            "- **{}**: {}, {}.",
             label(name, Some(cfg.best_of)),
-            verdict(&ci),
-            fmt_interval(&ci, 3)
+            fmt_interval(&ci, 3),
+            verdict(&ci)
         );
     }
     s.push_str(&format!("\n## Pooled over {} seed(s)\n\n", results.len()));

@@ -6,7 +6,7 @@
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Two scores closer than this are a tie: scores that went through f32 (a reward model) or a sum
 /// of rounded constants (the oracle) should not decide a win by rounding noise.
@@ -14,11 +14,19 @@ pub const TIE_EPS: f64 = 1e-9;
 
 /// A point estimate with a confidence interval. NaN everywhere when there was no data
 /// (serialised as `null` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub lo: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub hi: f64,
+}
+
+/// Reads back the `null` that serde_json writes for NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl Interval {

@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut times = Vec::new();
+    let (mut times, mut sample, mut update) = (Vec::new(), Vec::new(), Vec::new());
     for it in 0..iters + warmup {
         let (mut rows, mut texts) = (Vec::new(), Vec::new());
         for _ in 0..prompts {
@@ -165,13 +165,20 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(m["loss"].is_finite(), "non-finite loss");
         if it >= warmup {
             times.push(t.elapsed().as_secs_f64());
+            sample.push(m["time/sample_s"]);
+            update.push(m["time/update_s"]);
         }
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
     println!(
         "{}",
-        serde_json::json!({"median_s": sorted[sorted.len() / 2], "iters": times,
+        serde_json::json!({"median_s": median(&times), "iters": times,
+                           "sample_s_median": median(&sample),
+                           "update_s_median": median(&update),
                            "threads": threads, "prompts": prompts, "group": group,
                            "prompt_len": prompt_len, "response_len": response_len})
     );

@@ -651,21 +651,39 @@ pub fn iteration(
         .collect::<rlhf_tokenizer::Result<_>>()?;
     let full: Vec<&[i64]> = gens.iter().map(|g| g.token_ids.as_slice()).collect();
     let batch = ResponseBatch::new(rows, &full, policy.pad_id(), device)?;
-    let (old_logp, ref_logp) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-        let (old, _) = response_logprobs(model, &batch, cfg.temperature)?;
+    // One update over every sample (one epoch, one minibatch) is on-policy: the old log-probs
+    // are the update's own, detached, so their separate forward pass is skipped (as TRL does
+    // when it takes one step per generation). A KL penalty on the reward still needs them first.
+    let on_policy = cfg.epochs == 1 && cfg.minibatches == 1 && cfg.kl_mode == KlMode::Loss;
+    let (old_logp, ref_logp) = tch::no_grad(|| -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let old = match on_policy {
+            true => None,
+            false => Some(response_logprobs(model, &batch, cfg.temperature)?.0),
+        };
         let r = match reference {
-            Some(r) => response_logprobs(r, &batch, cfg.temperature)?.0,
-            None => old.shallow_clone(),
+            Some(r) => Some(response_logprobs(r, &batch, cfg.temperature)?.0),
+            None => None,
         };
         Ok((old, r))
     })?;
     let t_sample = t0.elapsed().as_secs_f64();
     let scores = reward.score(row_texts, &responses)?;
-    let kl_seq = Vec::<f64>::try_from(
-        rl::masked_sum_dim(&(&old_logp - &ref_logp), &batch.mask, 1)?
-            .to_kind(Kind::Double)
-            .to_device(Device::Cpu),
-    )?;
+    // Σ_t (log π − log π_ref) per sequence (0 without a reference).
+    let kl_of = |logp: &Tensor, reference: Option<&Tensor>, mask: &Tensor| -> Result<Vec<f64>> {
+        let diff = match reference {
+            Some(r) => logp - r,
+            None => logp.zeros_like(),
+        };
+        Ok(Vec::<f64>::try_from(
+            rl::masked_sum_dim(&diff, mask, 1)?
+                .to_kind(Kind::Double)
+                .to_device(Device::Cpu),
+        )?)
+    };
+    let mut kl_seq = match &old_logp {
+        Some(old) => kl_of(old, ref_logp.as_ref(), &batch.mask)?,
+        None => Vec::new(),
+    };
     let shaped: Vec<f64> = match cfg.kl_mode {
         KlMode::Reward => scores
             .iter()
@@ -694,10 +712,22 @@ pub fn iteration(
             let pick = |t: &Tensor| t.index_select(0, &idx);
             opt.zero_grad();
             let (logp, _) = response_logprobs(model, &sub, cfg.temperature)?;
+            let old = match &old_logp {
+                Some(o) => pick(o),
+                None => logp.detach(),
+            };
+            let refp = match &ref_logp {
+                Some(r) => pick(r),
+                None => old.shallow_clone(),
+            };
+            if on_policy {
+                // The rows in this (only) minibatch's order: the mean KL does not mind.
+                kl_seq = kl_of(&old, ref_logp.as_ref().map(|_| &refp), &sub.mask)?;
+            }
             let l = grpo_loss(
                 &logp,
-                &pick(&old_logp),
-                &pick(&ref_logp),
+                &old,
+                &refp,
                 &pick(&adv),
                 &sub.mask,
                 cfg.clip,

@@ -228,3 +228,85 @@ fn a_short_run_raises_the_reward() {
         assert!(out.join("model.safetensors").is_file());
     }
 }
+
+#[test]
+fn an_on_policy_update_skips_the_old_pass_and_changes_nothing() {
+    // One epoch of one minibatch with the KL as a loss term takes the old log-probs from the
+    // update's own forward pass (detached); with β = 0 that must move the weights exactly as the
+    // path with a separate old pass does (KL on the reward, β = 0: the same loss).
+    let _rng = common::torch_rng();
+    use rlhf_model::{GenerateConfig, Sampling};
+    use rlhf_train::grpo::{KlMode, iteration};
+    use rlhf_train::{AdamW, AdamWConfig};
+    let rows: Vec<Vec<i64>> = (0..4).flat_map(|i| vec![vec![5 + i, 9, 12]; 4]).collect();
+    let texts: Vec<String> = (0..16).map(|i| format!("prompt {}", i / 4)).collect();
+    let mut weights = Vec::new();
+    let mut metrics = Vec::new();
+    for kl_mode in [KlMode::Loss, KlMode::Reward] {
+        let policy = common::tiny_pretrained(96);
+        let cfg = GrpoConfig {
+            group: 4,
+            prompts_per_iteration: 4,
+            epochs: 1,
+            minibatches: 1,
+            beta: 0.0,
+            kl_mode,
+            lr: 1e-2,
+            max_new_tokens: 8,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(
+            policy.model.trainable_parameters(),
+            AdamWConfig {
+                betas: cfg.betas,
+                eps: cfg.eps,
+                weight_decay: 0.0,
+            },
+        )
+        .unwrap();
+        let gen_cfg = GenerateConfig {
+            max_new_tokens: 8,
+            sampling: Sampling::new(1.0, None, None).unwrap(),
+            seed: Some(3),
+            eos_token_ids: policy.eos_ids(),
+            pad_token_id: policy.pad_id(),
+        };
+        let m = iteration(
+            &policy,
+            None,
+            &mut opt,
+            &common::Short,
+            &rows,
+            &texts,
+            &cfg,
+            gen_cfg,
+            0,
+        )
+        .unwrap();
+        let w: Vec<Tensor> = policy
+            .model
+            .trainable_parameters()
+            .into_iter()
+            .map(|(_, t)| t.detach().copy())
+            .collect();
+        weights.push(w);
+        metrics.push(m);
+    }
+    assert_eq!(
+        metrics[0]["reward"], metrics[1]["reward"],
+        "the same samples"
+    );
+    assert_eq!(metrics[0]["clip_fraction"], 0.0);
+    assert!(
+        (metrics[0]["loss"] - metrics[1]["loss"]).abs() < 1e-6,
+        "{} vs {}",
+        metrics[0]["loss"],
+        metrics[1]["loss"]
+    );
+    let moved = weights[0]
+        .iter()
+        .zip(&weights[1])
+        .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(moved < 1e-6, "the two paths' weights differ by {moved}");
+}

@@ -88,7 +88,7 @@ struct Common {
     #[arg(long)]
     out: PathBuf,
     /// Only re-render the report from OUT/results.json of an earlier run with the same config
-    /// (no training); `emergence` and `webgpt` only.
+    /// (no training); `emergence`, `webgpt` and `align` only.
     #[arg(long)]
     report_only: bool,
     #[command(flatten)]
@@ -110,8 +110,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     };
     anyhow::ensure!(common.seeds >= 1, "--seeds must be at least 1");
     anyhow::ensure!(
-        !common.report_only || matches!(args.which, Which::Emergence(_) | Which::Webgpt(_)),
-        "--report-only is implemented for `experiment emergence` and `experiment webgpt` only"
+        !common.report_only
+            || matches!(
+                args.which,
+                Which::Emergence(_) | Which::Webgpt(_) | Which::Align(_)
+            ),
+        "--report-only is implemented for `experiment emergence`, `webgpt` and `align` only"
     );
     let seeds: Vec<u64> = (common.first_seed..common.first_seed + common.seeds).collect();
     match &args.which {
@@ -149,7 +153,11 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         }
         Which::Align(c) => {
             let cfg: align::AlignConfig = c.config.load()?;
-            align::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+            if c.report_only {
+                align::report_only(&cfg, &c.out)?;
+            } else {
+                align::run(&cfg, &seeds, &c.out, device, &mut bars)?;
+            }
         }
         Which::Webgpt(c) => {
             let cfg: webgpt::WebGptConfig = c.config.load()?;
