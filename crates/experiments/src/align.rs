@@ -115,9 +115,8 @@ impl AlignConfig {
         if !(pos(self.lr) && pos(self.dpo_lr) && pos(self.dpo_beta)) {
             return bad("lr, dpo_lr and dpo_beta must be > 0");
         }
-        if !(self.kl_coef >= 0.0 && self.kl_coef.is_finite())
-            || !(self.grpo_beta >= 0.0 && self.grpo_beta.is_finite())
-        {
+        let non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        if !(non_negative(self.kl_coef) && non_negative(self.grpo_beta)) {
             return bad("kl_coef and grpo_beta must be >= 0");
         }
         Ok(())
