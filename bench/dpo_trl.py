@@ -9,7 +9,6 @@ import json
 import random
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
@@ -28,36 +27,17 @@ def main():
     torch.set_num_threads(a.threads)
     import trl
     from datasets import Dataset
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    vocab = 1024
-    words = {f"t{i}": i for i in range(vocab - 2)}
-    words["<pad>"], words["<eos>"] = vocab - 2, vocab - 1
-    tok = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=344, max_position_embeddings=256,
-        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        pad_token_id=vocab - 2, eos_token_id=vocab - 1, bos_token_id=None, dtype=torch.float32))
+    from trl_micro import micro_llama, random_text, step_clock, word_tokenizer
+
+    tokenizer, model = word_tokenizer(), micro_llama()
     rng = random.Random(0)
-    text = lambda n: " ".join(f"t{rng.randrange(vocab - 2)}" for _ in range(n))
     n = a.batch * (a.steps + a.warmup)
-    data = Dataset.from_list([{"prompt": text(a.prompt_len), "chosen": text(a.response_len),
-                               "rejected": text(a.response_len)} for _ in range(n)])
-
-    times, start = [], []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *args, **kw):
-            start.append(time.perf_counter())
-
-        def on_step_end(self, *args, **kw):
-            times.append(time.perf_counter() - start[-1])
+    data = Dataset.from_list([{"prompt": random_text(rng, a.prompt_len),
+                               "chosen": random_text(rng, a.response_len),
+                               "rejected": random_text(rng, a.response_len)} for _ in range(n)])
+    times = []
 
     with tempfile.TemporaryDirectory() as out:
         cfg = DPOConfig(
@@ -68,7 +48,7 @@ def main():
             dataloader_num_workers=0, max_length=None, seed=0, weight_decay=0.0,
             adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0)
         trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer,
-                             callbacks=[Clock()])
+                             callbacks=[step_clock(times)])
         trainer.train()
     steps = times[a.warmup:]
     print(json.dumps({"median_s": statistics.median(steps), "steps": steps, "threads": a.threads,

@@ -12,7 +12,6 @@ import json
 import random
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
@@ -32,38 +31,19 @@ def main():
     torch.set_num_threads(a.threads)
     import trl
     from datasets import Dataset
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    vocab = 1024
-    words = {f"t{i}": i for i in range(vocab - 2)}
-    words["<pad>"], words["<eos>"] = vocab - 2, vocab - 1
-    tok = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=344, max_position_embeddings=256,
-        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        pad_token_id=vocab - 2, eos_token_id=vocab - 1, bos_token_id=None, dtype=torch.float32))
+    from trl_micro import micro_llama, random_text, step_clock, word_tokenizer
+
+    tokenizer, model = word_tokenizer(), micro_llama()
     rng = random.Random(0)
-    text = lambda n: " ".join(f"t{rng.randrange(vocab - 2)}" for _ in range(n))
     n = a.prompts * (a.iters + a.warmup)
-    data = Dataset.from_list([{"prompt": text(a.prompt_len)} for _ in range(n)])
+    data = Dataset.from_list([{"prompt": random_text(rng, a.prompt_len)} for _ in range(n)])
 
     def length_reward(completions, **kw):
         return [float(len(c)) for c in completions]
 
-    times, start = [], []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *args, **kw):
-            start.append(time.perf_counter())
-
-        def on_step_end(self, *args, **kw):
-            times.append(time.perf_counter() - start[-1])
+    times = []
 
     with tempfile.TemporaryDirectory() as out:
         # TRL builds the reference model from the policy's path, so the random model goes to disk.
@@ -80,7 +60,7 @@ def main():
             adam_beta2=0.95, max_grad_norm=1.0, shuffle_dataset=False,
             model_init_kwargs={"dtype": torch.float32})
         trainer = GRPOTrainer(model=f"{out}/model", reward_funcs=length_reward, args=cfg,
-                              train_dataset=data, processing_class=tokenizer, callbacks=[Clock()])
+                              train_dataset=data, processing_class=tokenizer, callbacks=[step_clock(times)])
         trainer.train()
     its = times[a.warmup:]
     print(json.dumps({"median_s": statistics.median(its), "iters": its, "threads": a.threads,

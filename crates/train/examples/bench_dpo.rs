@@ -7,19 +7,14 @@
 //! usage: bench_dpo [--threads N] [--steps N] [--warmup N] [--batch B] [--prompt-len P]
 //!                  [--response-len R]
 
+mod common;
+
+use common::{arg, median, micro_config};
 use rand::{Rng, SeedableRng};
-use rlhf_model::{Gpt, Head, ModelConfig};
+use rlhf_model::{Gpt, Head};
 use rlhf_train::dpo::{DpoConfig, DpoStep, PrefData, PrefItem, reference_logprobs};
 use rlhf_train::{LossWeighting, TrainerConfig, run_steps};
 use tch::Device;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
@@ -30,15 +25,7 @@ fn main() -> anyhow::Result<()> {
     let prompt_len: usize = arg(&a, "--prompt-len", 16);
     let response_len: usize = arg(&a, "--response-len", 32);
     rlhf_model::device::set_threads(Some(threads));
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({
-            "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,
-            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
-        }),
-        std::path::Path::new("micro"),
-    )?;
+    let cfg = micro_config()?;
     tch::manual_seed(0);
     let policy = Gpt::new(&cfg, Head::Lm, Device::Cpu);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -82,12 +69,9 @@ fn main() -> anyhow::Result<()> {
         .map(|w| w[1].elapsed_s - w[0].elapsed_s)
         .skip(warmup.saturating_sub(1))
         .collect();
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
     println!(
         "{}",
-        serde_json::json!({"median_s": median, "steps": times, "threads": threads, "batch": batch,
+        serde_json::json!({"median_s": median(&times), "steps": times, "threads": threads, "batch": batch,
                            "prompt_len": prompt_len, "response_len": response_len})
     );
     Ok(())

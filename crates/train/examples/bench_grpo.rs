@@ -9,23 +9,17 @@
 //! usage: bench_grpo [--threads N] [--iters N] [--warmup N] [--prompts P] [--group G]
 //!                   [--prompt-len L] [--response-len R]
 
+mod common;
+
 use std::time::Instant;
 
+use common::{arg, median, micro_config};
 use rand::{Rng, SeedableRng};
 use rlhf_eval::Scorer;
-use rlhf_model::{GenerateConfig, Gpt, Head, ModelConfig, Pretrained, Sampling};
+use rlhf_model::{GenerateConfig, Gpt, Head, Pretrained, Sampling};
 use rlhf_tokenizer::Tokenizer;
 use rlhf_train::grpo::{GrpoConfig, iteration};
-use rlhf_train::{AdamW, AdamWConfig};
 use tch::Device;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The response's length in characters.
 #[derive(Debug)]
@@ -82,15 +76,7 @@ fn main() -> anyhow::Result<()> {
     let prompt_len: usize = arg(&a, "--prompt-len", 16);
     let response_len: usize = arg(&a, "--response-len", 32);
     rlhf_model::device::set_threads(Some(threads));
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({
-            "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 128,
-            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
-        }),
-        std::path::Path::new("micro"),
-    )?;
+    let cfg = micro_config()?;
     let dir = std::env::temp_dir().join(format!("bench_grpo_{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let tokenizer = word_tokenizer(&dir);
@@ -117,14 +103,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     gcfg.validate()?;
-    let mut opt = AdamW::new(
-        policy.model.trainable_parameters(),
-        AdamWConfig {
-            betas: gcfg.betas,
-            eps: gcfg.eps,
-            weight_decay: 0.0,
-        },
-    )?;
+    let mut opt = gcfg.optimizer(&policy.model)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let (mut times, mut sample, mut update) = (Vec::new(), Vec::new(), Vec::new());
     for it in 0..iters + warmup {
@@ -169,11 +148,6 @@ fn main() -> anyhow::Result<()> {
             update.push(m["time/update_s"]);
         }
     }
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    };
     println!(
         "{}",
         serde_json::json!({"median_s": median(&times), "iters": times,

@@ -7,25 +7,15 @@
 //! usage: bench_ppo [--threads N] [--iters N] [--warmup N] [--batch B] [--prompt-len P]
 //!                  [--response-len R] [--ppo-epochs E] [--minibatches M]
 
+mod common;
+
 use std::time::Instant;
 
-use rlhf_model::{Gpt, Head, ModelConfig};
+use common::{arg, median, micro_config};
+use rlhf_model::{Gpt, Head};
 use rlhf_train::ppo::{self, PpoConfig};
 use rlhf_train::rollout::{self, Models, RolloutConfig};
 use tch::Device;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
@@ -37,15 +27,7 @@ fn main() -> anyhow::Result<()> {
     let response_len: usize = arg(&a, "--response-len", 32);
     // Allocator tuning and thread count, as every `rlhf` command sets them.
     rlhf_model::device::set_threads(Some(threads as usize));
-    let cfg = ModelConfig::from_json(
-        &serde_json::json!({
-            "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,
-            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
-        }),
-        std::path::Path::new("micro"),
-    )?;
+    let cfg = micro_config()?;
     let dev = Device::Cpu;
     tch::manual_seed(0);
     let policy = Gpt::new(&cfg, Head::Lm, dev);
@@ -102,8 +84,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "rlhf", "threads": threads, "sec_per_iter_median": median(total.clone()),
-            "iters": total, "rollout_s_median": median(roll), "update_s_median": median(upd),
+            "impl": "rlhf", "threads": threads, "sec_per_iter_median": median(&total),
+            "iters": total, "rollout_s_median": median(&roll), "update_s_median": median(&upd),
             "config": {"batch": batch, "prompt_len": prompt_len, "response_len": response_len,
                        "ppo_epochs": pcfg.ppo_epochs, "minibatches": pcfg.minibatches},
         })

@@ -141,6 +141,18 @@ impl Default for GrpoConfig {
 }
 
 impl GrpoConfig {
+    /// Adam over `model`'s trainable parameters with these betas and eps, no weight decay.
+    pub fn optimizer(&self, model: &Gpt) -> Result<AdamW> {
+        AdamW::new(
+            model.trainable_parameters(),
+            AdamWConfig {
+                betas: self.betas,
+                eps: self.eps,
+                weight_decay: 0.0,
+            },
+        )
+    }
+
     /// Checks every value before a model is loaded.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(format!("grpo config: {m}")));
@@ -476,14 +488,7 @@ pub fn grpo(
         }
     };
     let acc_before = accuracy(&policy)?;
-    let mut opt = AdamW::new(
-        policy.model.trainable_parameters(),
-        AdamWConfig {
-            betas: cfg.betas,
-            eps: cfg.eps,
-            weight_decay: 0.0,
-        },
-    )?;
+    let mut opt = cfg.optimizer(&policy.model)?;
     let mut order = Epochs::new(ids.len(), cfg.prompts_per_iteration, cfg.seed, 9);
     let steps_per_iteration = (cfg.epochs * cfg.minibatches) as u64;
     let (mut start, mut elapsed_before, mut first) = (0, 0.0, f64::NAN);

@@ -237,7 +237,6 @@ fn an_on_policy_update_skips_the_old_pass_and_changes_nothing() {
     let _rng = common::torch_rng();
     use rlhf_model::{GenerateConfig, Sampling};
     use rlhf_train::grpo::{KlMode, iteration};
-    use rlhf_train::{AdamW, AdamWConfig};
     let rows: Vec<Vec<i64>> = (0..4).flat_map(|i| vec![vec![5 + i, 9, 12]; 4]).collect();
     let texts: Vec<String> = (0..16).map(|i| format!("prompt {}", i / 4)).collect();
     let mut weights = Vec::new();
@@ -255,15 +254,7 @@ fn an_on_policy_update_skips_the_old_pass_and_changes_nothing() {
             max_new_tokens: 8,
             ..Default::default()
         };
-        let mut opt = AdamW::new(
-            policy.model.trainable_parameters(),
-            AdamWConfig {
-                betas: cfg.betas,
-                eps: cfg.eps,
-                weight_decay: 0.0,
-            },
-        )
-        .unwrap();
+        let mut opt = cfg.optimizer(&policy.model).unwrap();
         let gen_cfg = GenerateConfig {
             max_new_tokens: 8,
             sampling: Sampling::new(1.0, None, None).unwrap(),

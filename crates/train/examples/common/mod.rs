@@ -1,0 +1,35 @@
+//! What the benchmark examples share (`bench_dpo`, `bench_grpo`, `bench_ppo`): their flags, the
+//! random "micro" Llama of the TRL comparisons (`bench/trl_micro.py` builds the same one) and a
+//! median.
+
+use rlhf_model::ModelConfig;
+
+/// The value after `name` in `args`, or `default`.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Vocabulary 1024, hidden 128, 4 layers, 4 heads (2 KV), MLP 344, tied embeddings.
+pub fn micro_config() -> anyhow::Result<ModelConfig> {
+    Ok(ModelConfig::from_json(
+        &serde_json::json!({
+            "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        }),
+        std::path::Path::new("micro"),
+    )?)
+}
+
+/// The middle value (the upper one of an even count).
+#[allow(dead_code)] // not every example reports one
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
