@@ -207,6 +207,8 @@ pub struct Health {
     /// Of `queued`, the jobs the engine took but could not fit into a batch yet.
     pub deferred: usize,
     pub max_queue: usize,
+    /// Batches that failed (an error or a panic). Counted once the batch has unwound, so a
+    /// client can see its request fail a moment before the count includes it.
     pub failed_batches: usize,
 }
 

@@ -200,11 +200,20 @@ fn a_panicked_batch_leaves_the_server_answering_and_leaks_nothing() {
             text.contains("error id") && !text.contains("injected"),
             "{text}"
         );
-        let (status, health) =
-            call(&s.app, "GET", "/health", "application/json", String::new()).await;
-        assert_eq!(status, StatusCode::OK, "{health}");
+        // A client sees its batch fail while the engine unwinds; the count follows a moment
+        // later, so /health is polled for it, with a bound.
+        let t0 = std::time::Instant::now();
+        let health = loop {
+            let (status, health) =
+                call(&s.app, "GET", "/health", "application/json", String::new()).await;
+            assert_eq!(status, StatusCode::OK, "{health}");
+            if health["engine"]["failed_batches"] == 2 || t0.elapsed().as_secs() >= 10 {
+                break health;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
         assert_eq!(health["engine"]["alive"], true);
-        assert_eq!(health["engine"]["failed_batches"], 2);
+        assert_eq!(health["engine"]["failed_batches"], 2, "{health}");
     });
 }
 

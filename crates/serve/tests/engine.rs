@@ -420,6 +420,12 @@ fn an_injected_panic_fails_one_batch_and_the_engine_goes_on() {
         None,
         "the panicked batch's request ends unfinished"
     );
+    // The request sees its batch fail while the engine unwinds; the count follows a moment
+    // later (after the batch's jobs are dropped), so it is polled for, with a bound.
+    let t0 = std::time::Instant::now();
+    while eng.health().failed_batches < 1 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let h = eng.health();
     assert!(h.alive, "{h:?}");
     assert_eq!(h.failed_batches, 1);
