@@ -6,7 +6,15 @@
 // would silently disable CUDA. torch-sys exports the directory it linked against as
 // `DEP_TCH_LIBTORCH_LIB` (it declares `links = "tch"`), so we bake that directory into the rpath
 // and force the CUDA library to stay linked when it exists.
+//
+// A crate with a build script of its own (rlhf-model, which compiles a C++ shim) includes this
+// file as a module and calls `emit_rpath`.
+#[allow(dead_code)]
 fn main() {
+    emit_rpath();
+}
+
+pub fn emit_rpath() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its libtorch directory; no rpath set");

@@ -18,9 +18,16 @@ BIN = os.environ.get("RLHF_BIN", os.path.join(ROOT, "target/release/rlhf"))
 ARTIFACTS = os.path.join(ROOT, "target/test-artifacts")
 
 
+# These tests compare with transformers, PEFT and the OpenAI client at fp32 tolerances, so they
+# pin fp32 products; `--precision bf16` has its own tests (crates/model/tests/precision.rs and
+# the CLI's pipeline tests).
+RUNTIME = ["--device", "cpu", "--threads", "1", "--precision", "fp32"]
+
+
 def rlhf(*args, **kw):
-    """Runs `rlhf --device cpu --threads 1 ARGS`, failing the test with its stderr."""
-    r = subprocess.run([BIN, "--device", "cpu", "--threads", "1", *map(str, args)],
+    """Runs `rlhf --device cpu --threads 1 --precision fp32 ARGS`, failing the test with its
+    stderr."""
+    r = subprocess.run([BIN, *RUNTIME, *map(str, args)],
                        capture_output=True, text=True, **kw)
     assert r.returncode == 0, f"rlhf {' '.join(map(str, args))} failed:\n{r.stderr}"
     return r
@@ -28,7 +35,7 @@ def rlhf(*args, **kw):
 
 def start(args, marker=" on http://", timeout=120):
     """Starts `rlhf ARGS` and returns (process, url printed after `marker`)."""
-    proc = subprocess.Popen([BIN, "--device", "cpu", "--threads", "1", *map(str, args)],
+    proc = subprocess.Popen([BIN, *RUNTIME, *map(str, args)],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -1,8 +1,9 @@
-//! Options every subcommand shares (device, threads) and small helpers for the command files.
+//! Options every subcommand shares (device, precision, threads) and small helpers for the
+//! command files.
 
 use anyhow::Result;
 use clap::Args;
-use rlhf_model::DeviceArg;
+use rlhf_model::{DeviceArg, Precision};
 
 /// Where and how tensors are computed.
 #[derive(Debug, Args)]
@@ -10,15 +11,35 @@ pub struct Runtime {
     /// Device: cpu, cuda, or auto (CUDA when libtorch sees a GPU, else CPU).
     #[arg(long, global = true, default_value = "auto")]
     pub device: DeviceArg,
+    /// Dtype of the models' matrix products: fp32; bf16 (bf16 products on fp32 master weights
+    /// and fp32 optimizer state; softmax, log-probs, losses, norms' statistics and RL ratios stay
+    /// fp32); or auto (bf16 on CUDA, and on CPUs with avx512_bf16 or amx_bf16 for models at
+    /// least 512 wide, where it measured faster; else fp32). The choice is printed. Decoding's
+    /// CPU kernels read fp32 weights either way.
+    #[arg(
+        long,
+        global = true,
+        default_value = "auto",
+        env = "RLHF_PRECISION",
+        value_name = "fp32|bf16|auto"
+    )]
+    pub precision: Precision,
     /// Intra-op threads for libtorch [default: the number of cores].
     #[arg(long, global = true)]
     pub threads: Option<usize>,
 }
 
 impl Runtime {
-    pub fn init(&self) -> Result<tch::Device> {
+    /// Sets threads and the models' precision, and resolves the device; prints the precision
+    /// (to stderr) when the command runs a model.
+    pub fn init(&self, runs_model: bool) -> Result<tch::Device> {
         rlhf_model::device::set_threads(self.threads);
-        Ok(self.device.resolve()?)
+        let device = self.device.resolve()?;
+        rlhf_model::precision::set_default(self.precision, device);
+        if runs_model {
+            eprintln!("{}", self.precision.describe(device));
+        }
+        Ok(device)
     }
 }
 

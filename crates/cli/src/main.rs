@@ -58,31 +58,39 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = cli.runtime.init().and_then(|device| match cli.command {
-        Command::Demo(args) => cmd::demo::run(args, device),
-        Command::Data(args) => cmd::data::run(args),
-        Command::Pretrain(args) => cmd::pretrain::run(args, device),
-        Command::Sft(args) => cmd::sft::run(args, device),
-        Command::Reward(args) => cmd::reward::run(args, device),
-        Command::Ppo(args) => cmd::ppo::run(args, device),
-        Command::Dpo(args) => cmd::dpo::run(args, device),
-        Command::Grpo(args) => cmd::grpo::run(args, device),
-        Command::Score(args) => cmd::score::run(args, device),
-        Command::Eval(args) => cmd::eval::run(args, device),
-        Command::Generate(args) => cmd::generate::run(args, device),
-        Command::Serve(args) => cmd::serve::run(args, device),
-        Command::Chat(args) => cmd::chat::run(args, device),
-        Command::Sample(args) => cmd::sample::run(args, device),
-        Command::Label(args) => cmd::label::run(args),
-        Command::Merge(args) => cmd::merge::run(args, device),
-        Command::Nll(args) => cmd::nll::run(args, device),
-        Command::SelfImprove(args) => cmd::self_improve::run(args, device),
-        Command::Experiment(args) => cmd::experiment::run(args, device),
-        Command::Distill(args) => cmd::distill::run(args, device),
-        Command::Flan(args) => cmd::flan::run(args, device),
-        Command::Import(args) => cmd::import::run(args),
-        Command::Browse(args) => cmd::browse::run(args, device),
-    });
+    // Only the commands that run a model say which precision they run it in.
+    let runs_model = !matches!(
+        cli.command,
+        Command::Data(_) | Command::Label(_) | Command::Import(_) | Command::Merge(_)
+    );
+    let result = cli
+        .runtime
+        .init(runs_model)
+        .and_then(|device| match cli.command {
+            Command::Demo(args) => cmd::demo::run(args, device),
+            Command::Data(args) => cmd::data::run(args),
+            Command::Pretrain(args) => cmd::pretrain::run(args, device),
+            Command::Sft(args) => cmd::sft::run(args, device),
+            Command::Reward(args) => cmd::reward::run(args, device),
+            Command::Ppo(args) => cmd::ppo::run(args, device),
+            Command::Dpo(args) => cmd::dpo::run(args, device),
+            Command::Grpo(args) => cmd::grpo::run(args, device),
+            Command::Score(args) => cmd::score::run(args, device),
+            Command::Eval(args) => cmd::eval::run(args, device),
+            Command::Generate(args) => cmd::generate::run(args, device),
+            Command::Serve(args) => cmd::serve::run(args, device),
+            Command::Chat(args) => cmd::chat::run(args, device),
+            Command::Sample(args) => cmd::sample::run(args, device),
+            Command::Label(args) => cmd::label::run(args),
+            Command::Merge(args) => cmd::merge::run(args, device),
+            Command::Nll(args) => cmd::nll::run(args, device),
+            Command::SelfImprove(args) => cmd::self_improve::run(args, device),
+            Command::Experiment(args) => cmd::experiment::run(args, device),
+            Command::Distill(args) => cmd::distill::run(args, device),
+            Command::Flan(args) => cmd::flan::run(args, device),
+            Command::Import(args) => cmd::import::run(args),
+            Command::Browse(args) => cmd::browse::run(args, device),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -18,6 +18,7 @@ use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::layers::{INIT_STD, Layout, Linear, LoraLinear, Norm, Rope};
 use crate::lora::{self, ADAPTER_WEIGHTS, LoraConfig, PEFT_PREFIX};
+use crate::precision::Compute;
 use crate::{checkpoint, footprint};
 
 /// Which output head the model carries.
@@ -380,6 +381,8 @@ pub struct Gpt {
     score: Option<Linear>,   // (1, C) + bias, scalar head
     rope: Option<Rope>,
     adapter: Option<Adapter>,
+    /// The dtype of the forward pass's products (`crate::precision`); weights stay as they are.
+    compute: Compute,
 }
 
 /// A LoRA adapter attached to a model (`Gpt::add_lora`, `Gpt::load_adapter`): its settings, its
@@ -461,6 +464,7 @@ impl Gpt {
             score,
             rope,
             adapter: None,
+            compute: crate::precision::default_compute(cfg.hidden_size),
         }
     }
 
@@ -518,6 +522,7 @@ impl Gpt {
     /// copy can be fine-tuned while the other stays.
     pub fn copy_with_head(&self, head: Head) -> Result<Gpt> {
         let mut model = Self::new(&self.cfg, head, self.device());
+        model.compute = self.compute;
         if self.kind() != model.kind() {
             model.set_kind(self.kind());
         }
@@ -602,6 +607,25 @@ impl Gpt {
         self.wte.kind()
     }
 
+    /// The dtype of the forward pass's products: fp32, or bf16 with fp32 weights
+    /// (`crate::precision`). Models take the process default when built or loaded.
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
+
+    /// Sets the products' dtype for this model's forward passes (weights are not touched).
+    pub fn set_compute(&mut self, compute: Compute) {
+        self.compute = compute;
+    }
+
+    /// The autocast guard for one forward pass, when the products run in bf16 on fp32 weights.
+    fn autocast(&self) -> Option<crate::precision::Autocast> {
+        match self.kind() {
+            Kind::Float => crate::precision::guard(self.compute, self.device()),
+            _ => None,
+        }
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }
@@ -658,6 +682,7 @@ impl Gpt {
         if let Some(c) = cache.as_deref() {
             c.check_room(b, t)?;
         }
+        let _autocast = self.autocast();
         let past = cache.as_deref().map_or(0, |c| c.len);
         if past + t > self.cfg.max_positions {
             return Err(ModelError::Invalid(format!(
@@ -738,16 +763,24 @@ impl Gpt {
         Ok(())
     }
 
-    /// Next-token logits (B, T, V) from hidden states.
+    /// Next-token logits (B, T, V) from hidden states, in the weights' dtype whatever the
+    /// products' (bf16 products are cast back before any softmax sees them).
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        match (&self.lm_head, self.head) {
-            (Some(head), _) => Ok(head.forward(hidden)),
-            (None, Head::Lm) => Ok(self.tied_logits(hidden)),
-            (None, Head::Scalar) if self.cfg.tie_word_embeddings => Ok(self.tied_logits(hidden)),
-            (None, Head::Scalar) => Err(ModelError::Invalid(
-                "this scalar-head model has no LM head".into(),
-            )),
-        }
+        let autocast = self.autocast();
+        let logits = match (&self.lm_head, self.head) {
+            (Some(head), _) => head.forward(hidden),
+            (None, Head::Lm) => self.tied_logits(hidden),
+            (None, Head::Scalar) if self.cfg.tie_word_embeddings => self.tied_logits(hidden),
+            (None, Head::Scalar) => {
+                return Err(ModelError::Invalid(
+                    "this scalar-head model has no LM head".into(),
+                ));
+            }
+        };
+        Ok(match autocast {
+            Some(_) if logits.kind() != self.kind() => logits.to_kind(self.kind()),
+            _ => logits,
+        })
     }
 
     fn tied_logits(&self, hidden: &Tensor) -> Tensor {
@@ -1242,6 +1275,7 @@ impl Gpt {
             score,
             rope: self.rope.as_ref().map(Rope::share),
             adapter: None,
+            compute: self.compute,
         })
     }
 }

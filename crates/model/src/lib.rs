@@ -14,6 +14,7 @@ pub mod gpt;
 pub mod kv_cache;
 pub mod layers;
 pub mod lora;
+pub mod precision;
 pub mod pretrained;
 pub mod sample;
 pub mod score;
@@ -27,6 +28,7 @@ pub use error::{ModelError, Result};
 pub use gpt::{Adapter, Batch, Gpt, Head};
 pub use kv_cache::KvCache;
 pub use lora::{LoraConfig, is_adapter_dir};
+pub use precision::{Autocast, Compute, Precision};
 pub use pretrained::{Pretrained, PromptFormat, TextGenerateConfig, TextGeneration};
 pub use sample::{GenerateConfig, Generation, Sampling};
 pub use score::{

@@ -2,7 +2,7 @@
 //! clipping, AdamW) of a checkpoint's model on fixed random tokens, through the real trainer code
 //! (`run_steps`). Prints {"tokens_per_s": ...} counting B*T tokens per step, like the Python side.
 //!
-//! usage: bench_train_step MODEL_DIR BATCH SEQ_LEN STEPS THREADS
+//! usage: bench_train_step MODEL_DIR BATCH SEQ_LEN STEPS THREADS [fp32|bf16|auto]
 
 use std::path::{Path, PathBuf};
 
@@ -33,11 +33,16 @@ impl TrainStep for Step {
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
-        a.len() == 6,
-        "usage: bench_train_step MODEL BATCH SEQ_LEN STEPS THREADS"
+        a.len() == 6 || a.len() == 7,
+        "usage: bench_train_step MODEL BATCH SEQ_LEN STEPS THREADS [fp32|bf16|auto]"
     );
     let (b, t, steps, threads): (i64, i64, u64, i32) =
         (a[2].parse()?, a[3].parse()?, a[4].parse()?, a[5].parse()?);
+    let precision: rlhf_model::Precision = a
+        .get(6)
+        .map_or(Ok(rlhf_model::Precision::Fp32), |p| p.parse())
+        .map_err(anyhow::Error::msg)?;
+    rlhf_model::precision::set_default(precision, tch::Device::Cpu);
     rlhf_model::device::set_threads(Some(threads as usize));
     let gpt = Gpt::load(&PathBuf::from(&a[1]), Head::Lm, tch::Device::Cpu)?;
     let vocab = gpt.cfg.vocab_size;

@@ -400,6 +400,11 @@ pub struct MinibatchLoss {
     /// The policy's logits (M, R, V) at the sampling temperature's scale of 1 (for entropy).
     pub logits: Tensor,
     pub ptx_loss: Option<f64>,
+    /// max |log π(a) − log π_old(a)| over the minibatch's response tokens. Before the first
+    /// optimizer step of an iteration this is the recomputation's own noise (0 when the update
+    /// recomputes exactly what the rollout recorded; bf16 products on other batch shapes are
+    /// not bit-identical): the first PPO ratio is 1 within exp(±this).
+    pub max_log_ratio: f64,
 }
 
 /// The PPO loss on the rows `idx` of a rollout: the clipped policy loss on the recomputed
@@ -418,7 +423,9 @@ pub fn minibatch_loss(
     let mb = ro.batch.select(idx);
     let rows = |t: &Tensor| t.index_select(0, idx);
     let (logp, logits) = response_logprobs(models.policy, &mb, cfg.temperature)?;
-    let policy = rl::policy_loss(&logp, &rows(&ro.logprobs), &rows(adv), &mb.mask, cfg.clip)?;
+    let old = rows(&ro.logprobs);
+    let max_log_ratio = tch::no_grad(|| scalar(&((&logp - &old).abs() * &mb.mask).max()));
+    let policy = rl::policy_loss(&logp, &old, &rows(adv), &mb.mask, cfg.clip)?;
     let v = response_scalars(models.value, &mb)?;
     let value = rl::value_loss(&v, &rows(&ro.values), &rows(ret), &mb.mask, cfg.value_clip)?;
     let mut loss = &policy.loss + cfg.vf_coef * &value.loss;
@@ -434,6 +441,7 @@ pub fn minibatch_loss(
         value,
         logits,
         ptx_loss,
+        max_log_ratio,
     })
 }
 
@@ -455,6 +463,7 @@ pub fn update(
     let mut rng = DataRng::new(cfg.seed.wrapping_add(it), 11);
     let (mut n, mut pg, mut vf, mut clipfrac, mut vclip, mut akl, mut ent, mut ptx_loss, mut gn) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+    let mut first_log_ratio = f64::NAN;
     for _ in 0..cfg.ppo_epochs {
         let perm = rng.permutation(b);
         for chunk in perm.chunks(mb) {
@@ -478,6 +487,9 @@ pub fn update(
                 cfg,
                 corpus.as_ref().map(|c| (c, cfg.ptx_coef)),
             )?;
+            if n == 0.0 {
+                first_log_ratio = l.max_log_ratio;
+            }
             let lv = scalar(&l.loss);
             if !lv.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -523,6 +535,8 @@ pub fn update(
         ("approx_kl".to_string(), akl / n),
         ("entropy".to_string(), ent / n),
         ("grad_norm".to_string(), gn / n),
+        // The first minibatch's, before any step: how far from 1 the first ratio starts.
+        ("first_max_log_ratio".to_string(), first_log_ratio),
     ]);
     if ptx.is_some() {
         m.insert("ptx_loss".into(), ptx_loss / n);

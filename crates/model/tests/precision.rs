@@ -1,0 +1,148 @@
+//! `--precision bf16`: products in bf16 on fp32 weights (libtorch's autocast through our C++
+//! shim). The guard scopes bf16 to one thread and one region; a bf16 model returns fp32 logits
+//! within bf16's tolerance of transformers' fp32 ones, its loss within 1% of the fp32 model's, and
+//! its gradients land on the fp32 master weights as fp32.
+
+mod common;
+
+use common::{FAMILIES, fixture, max_abs_diff, reference};
+use rlhf_model::{Autocast, Batch, Compute, Gpt, Head, Precision};
+use tch::{Device, Kind, Tensor};
+
+fn logits(model: &Gpt, ids: &Tensor) -> Tensor {
+    model
+        .forward(
+            Batch {
+                input_ids: ids,
+                attention_mask: None,
+            },
+            None,
+        )
+        .unwrap()
+}
+
+fn lm_loss(model: &Gpt, ids: &Tensor) -> Tensor {
+    let l = logits(model, ids);
+    let (b, t, v) = l.size3().unwrap();
+    let pred = l.narrow(1, 0, t - 1).reshape([b * (t - 1), v]);
+    let target = ids.narrow(1, 1, t - 1).reshape([-1]);
+    pred.log_softmax(-1, Kind::Float).nll_loss(&target)
+}
+
+#[test]
+fn the_guard_turns_bf16_products_on_for_its_scope_and_thread_only() {
+    let a = Tensor::randn([8, 16], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([16, 4], (Kind::Float, Device::Cpu));
+    assert_eq!(a.matmul(&b).kind(), Kind::Float);
+    assert!(!Autocast::is_enabled(Device::Cpu));
+    {
+        let _outer = Autocast::enter(Device::Cpu, Kind::BFloat16);
+        assert!(Autocast::is_enabled(Device::Cpu));
+        assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+        // Element-wise ops are not autocast: they keep their inputs' dtype.
+        assert_eq!((&a + 1.0).kind(), Kind::Float);
+        {
+            let _inner = Autocast::enter(Device::Cpu, Kind::BFloat16);
+            assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+        }
+        // The inner guard restored the outer state, not "off".
+        assert!(Autocast::is_enabled(Device::Cpu));
+        // Another thread never sees this thread's switch.
+        let (a2, b2) = (a.copy(), b.copy());
+        let other = std::thread::spawn(move || a2.matmul(&b2).kind())
+            .join()
+            .unwrap();
+        assert_eq!(other, Kind::Float);
+    }
+    assert!(!Autocast::is_enabled(Device::Cpu));
+    assert_eq!(a.matmul(&b).kind(), Kind::Float);
+}
+
+#[test]
+fn precision_arguments_parse_and_resolve() {
+    assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::Fp32);
+    assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+    assert_eq!("auto".parse::<Precision>().unwrap(), Precision::Auto);
+    let err = "fp16".parse::<Precision>().unwrap_err();
+    assert!(err.contains("expected fp32, bf16 or auto"), "{err}");
+    let wide = rlhf_model::precision::AUTO_MIN_WIDTH;
+    for width in [64, wide] {
+        assert_eq!(Precision::Fp32.resolve(Device::Cpu, width), Compute::Fp32);
+        assert_eq!(Precision::Bf16.resolve(Device::Cpu, width), Compute::Bf16);
+    }
+    // auto: bf16 only with the CPU's bf16 instructions and on products wide enough to gain.
+    let has = rlhf_model::precision::cpu_has_bf16();
+    assert_eq!(
+        Precision::Auto.resolve(Device::Cpu, wide) == Compute::Bf16,
+        has
+    );
+    assert_eq!(
+        Precision::Auto.resolve(Device::Cpu, wide - 1),
+        Compute::Fp32
+    );
+    assert_eq!(Precision::Auto.resolve(Device::Cuda(0), 64), Compute::Bf16);
+}
+
+#[test]
+fn bf16_logits_stay_within_bf16_tolerance_of_transformers_fp32() {
+    for name in FAMILIES {
+        let r = reference(name);
+        let ids = &r["input_ids"];
+        let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
+        let fp32 = tch::no_grad(|| logits(&model, ids));
+        model.set_compute(Compute::Bf16);
+        let bf16 = tch::no_grad(|| logits(&model, ids));
+        assert_eq!(bf16.kind(), Kind::Float, "{name}: logits come back in fp32");
+        assert_eq!(model.kind(), Kind::Float, "{name}: weights untouched");
+        let scale = f64::try_from(r["logits"].abs().max()).unwrap();
+        let err32 = max_abs_diff(&fp32, &r["logits"]) / scale;
+        let err16 = max_abs_diff(&bf16, &r["logits"]) / scale;
+        eprintln!("{name}: max |Δlogit| / max |logit|: fp32 {err32:.2e}, bf16 {err16:.2e}");
+        // bf16 keeps 8 significant bits (relative step 2^-8 ≈ 3.9e-3); a few layers of products
+        // with fp32 accumulation stay within a few steps of it.
+        assert!(
+            err16 < 2e-2,
+            "{name}: bf16 logits off by {err16:.2e} of their scale"
+        );
+        assert!(
+            err16 > err32,
+            "{name}: bf16 products did not run (no rounding seen)"
+        );
+    }
+}
+
+#[test]
+fn bf16_training_keeps_fp32_master_weights_and_gradients_and_the_loss_within_one_percent() {
+    for name in FAMILIES {
+        let ids = reference(name)["input_ids"].shallow_clone();
+        let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
+        let loss32 = tch::no_grad(|| f64::try_from(lm_loss(&model, &ids)).unwrap());
+        model.set_compute(Compute::Bf16);
+        let loss = lm_loss(&model, &ids);
+        assert_eq!(loss.kind(), Kind::Float);
+        loss.backward();
+        let loss16 = f64::try_from(&loss).unwrap();
+        let rel = (loss16 - loss32).abs() / loss32;
+        eprintln!("{name}: loss fp32 {loss32:.6}, bf16 {loss16:.6} (rel {rel:.2e})");
+        assert!(rel < 1e-2, "{name}: bf16 loss off by {rel:.2e}");
+        let mut nonzero = 0;
+        for (pname, var) in model.vs.variables() {
+            assert_eq!(var.kind(), Kind::Float, "{name}: {pname} is no longer fp32");
+            let g = var.grad();
+            if g.defined() {
+                assert_eq!(
+                    g.kind(),
+                    Kind::Float,
+                    "{name}: {pname}'s gradient is not fp32"
+                );
+                nonzero += i64::from(f64::try_from(g.abs().sum(Kind::Float)).unwrap() > 0.0);
+            }
+        }
+        assert!(
+            nonzero > 5,
+            "{name}: only {nonzero} parameters received a gradient"
+        );
+        // Outside the forward pass autocast is off again.
+        assert!(!Autocast::is_enabled(Device::Cpu));
+    }
+}
