@@ -594,4 +594,14 @@ fn ppo_in_bf16_resumes_exactly_and_starts_its_ratio_at_one() {
         tensor_bytes(&split.join("model.safetensors")),
         "a resumed bf16 run differs from the uninterrupted one"
     );
+    // The checkpoints record the precision; resuming in another is refused, not mixed.
+    let o = ppo(
+        &st,
+        &split,
+        &["--precision", "fp32", "--set", "iterations=3", "--resume"],
+    );
+    assert_fails(
+        &o,
+        &["another configuration", "precision \"bf16\" vs \"fp32\""],
+    );
 }

@@ -147,6 +147,23 @@ pub fn default_compute(width: i64) -> Compute {
     p.resolve(device, width)
 }
 
+/// The process default as a run folder records it (`config.toml`'s `precision`): what the
+/// products will be, so that a resume in another precision is refused rather than mixed. `auto`
+/// records what it resolves to here ("bf16 at width >= 512, fp32 below" on a CPU with bf16
+/// instructions), so the same run resumed on a CPU that resolves it otherwise is refused too.
+pub fn run_tag() -> String {
+    let (p, cuda) = *DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    match p {
+        Precision::Fp32 => "fp32".into(),
+        Precision::Bf16 => "bf16".into(),
+        Precision::Auto if cuda => "bf16".into(),
+        Precision::Auto if cpu_has_bf16() => {
+            format!("bf16 at width >= {AUTO_MIN_WIDTH}, fp32 below")
+        }
+        Precision::Auto => "fp32".into(),
+    }
+}
+
 unsafe extern "C" {
     fn rlhf_autocast_enter(
         cuda: c_int,

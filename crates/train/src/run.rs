@@ -42,6 +42,10 @@ pub const MAY_CHANGE_ON_RESUME: [&str; 5] = [
     "keep_checkpoints",
 ];
 
+/// The key of a checkpoint's recorded config (`rlhf.json`, not `config.toml`) that holds the
+/// products' precision (`rlhf_model::precision::run_tag`).
+pub const PRECISION_KEY: &str = "precision";
+
 /// A model directory or data file a run was started from, identified by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInput {
@@ -197,8 +201,17 @@ impl RunDir {
     pub fn create(opts: RunOptions) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir)
             .map_err(|e| TrainError::io("create the run directory", &opts.dir, e))?;
-        let config = serde_json::to_value(&opts.config)
+        let mut config = serde_json::to_value(&opts.config)
             .map_err(|e| TrainError::Config(format!("cannot convert the config: {e}")))?;
+        // The products' precision changes what a run computes: every checkpoint records it
+        // beside the config, and a resume compares it. Not in `config.toml`, which stays a
+        // valid `--config` file of the command.
+        if let Value::Object(o) = &mut config {
+            o.insert(
+                PRECISION_KEY.into(),
+                Value::String(rlhf_model::precision::run_tag()),
+            );
+        }
         let run = Self { opts, config };
         if run.opts.resume == Resume::No {
             if let Some(found) = checkpoint::latest(&run.opts.dir)? {
@@ -255,7 +268,13 @@ impl RunDir {
                 ),
             ));
         }
-        let diffs = config_diff(&info.config, &self.config);
+        // Checkpoints from before `--precision` existed were all fp32.
+        let mut old = info.config.clone();
+        if let Value::Object(o) = &mut old {
+            o.entry(PRECISION_KEY)
+                .or_insert_with(|| Value::String("fp32".into()));
+        }
+        let diffs = config_diff(&old, &self.config);
         if !diffs.is_empty() {
             return Err(TrainError::checkpoint(
                 &dir,
