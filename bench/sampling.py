@@ -57,10 +57,11 @@ def plain_loop(model, ids, new):
     return len(toks) * ids.shape[0], time.perf_counter() - t0
 
 
-def rust(binary, model_dir, batch, plen, new, reps, threads, kernel="auto"):
+def rust(binary, model_dir, batch, plen, new, reps, threads, kernel="auto", precision="fp32"):
     """kernel="torch" turns off rlhf's decode kernels (`RLHF_DECODE_KERNEL`), so every product
-    and the attention go through libtorch (matmul, SDPA) as in the Python runs."""
-    env = dict(os.environ, RLHF_DECODE_KERNEL=kernel)
+    and the attention go through libtorch (matmul, SDPA) as in the Python runs. precision="bf16"
+    decodes from bf16 copies of the weights (`--precision bf16`)."""
+    env = dict(os.environ, RLHF_DECODE_KERNEL=kernel, RLHF_PRECISION=precision)
     res = subprocess.run([binary, str(model_dir), str(batch), str(plen), str(new), str(reps),
                           str(threads)], check=True, capture_output=True, text=True, env=env)
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
@@ -71,11 +72,13 @@ def bench(name, model_dir, binary, args):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     ids = prompts(args.batch, args.prompt_len, model.config.vocab_size)
     hf_generate(model, ids, 4), plain_loop(model, ids, 4)  # warm-up
-    rates = {"rlhf": [], "rlhf, kernels off": [], "generate": [], "plain loop": []}
-    for _ in range(args.rounds):  # interleaved: each round runs all four
-        for kernel, key in (("auto", "rlhf"), ("torch", "rlhf, kernels off")):
+    rates = {"rlhf": [], "rlhf bf16": [], "rlhf, kernels off": [], "generate": [],
+             "plain loop": []}
+    for _ in range(args.rounds):  # interleaved: each round runs all five
+        for kernel, key, prec in (("auto", "rlhf", "fp32"), ("auto", "rlhf bf16", "bf16"),
+                                  ("torch", "rlhf, kernels off", "fp32")):
             for r in rust(binary, model_dir, args.batch, args.prompt_len, args.new, 1,
-                          args.threads, kernel):
+                          args.threads, kernel, prec):
                 rates[key].append(r["tokens"] / r["seconds"])
         n, s = hf_generate(model, ids, args.new)
         rates["generate"].append(n / s)
@@ -88,6 +91,7 @@ def bench(name, model_dir, binary, args):
         print(f"  {k:17s} {v:10.1f} tok/s   (runs: {', '.join(f'{x:.0f}' for x in rates[k])})")
     print(f"  rlhf / generate   = {med['rlhf'] / med['generate']:.2f}x")
     print(f"  rlhf / plain loop = {med['rlhf'] / med['plain loop']:.2f}x")
+    print(f"  rlhf bf16 / rlhf fp32 = {med['rlhf bf16'] / med['rlhf']:.2f}x (bf16 weight copies)")
     print(f"  rlhf / rlhf with libtorch's matmul and SDPA = "
           f"{med['rlhf'] / med['rlhf, kernels off']:.2f}x (the decode kernels' share)")
     return med

@@ -23,6 +23,11 @@ fn main() -> anyhow::Result<()> {
         a[6].parse()?,
     );
     tch::set_num_threads(threads);
+    // RLHF_PRECISION=bf16 decodes from bf16 copies of the weights, as `--precision bf16` does.
+    if let Ok(p) = std::env::var("RLHF_PRECISION") {
+        let p: rlhf_model::Precision = p.parse().map_err(anyhow::Error::msg)?;
+        rlhf_model::precision::set_default(p, tch::Device::Cpu);
+    }
     let model = Gpt::load(&PathBuf::from(&a[1]), Head::Lm, tch::Device::Cpu)?;
     let v = model.cfg.vocab_size;
     // Same prompts as the Python side: token i*7 + j*13 mod V, no EOS, so every run is full length.

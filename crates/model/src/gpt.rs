@@ -618,10 +618,27 @@ impl Gpt {
         self.compute = compute;
     }
 
-    /// The autocast guard for one forward pass, when the products run in bf16 on fp32 weights.
-    fn autocast(&self) -> Option<crate::precision::Autocast> {
+    /// bf16 copies of the weight matrices for the CPU decode kernels, on this thread while the
+    /// result lives, when this model computes in bf16 on the CPU (`None` otherwise). The weights
+    /// must not change meanwhile: for generation, not training.
+    pub fn decode_mirrors(&self) -> Option<crate::skinny::DecodeMirrors> {
+        (self.compute == Compute::Bf16
+            && self.device() == Device::Cpu
+            && self.kind() == Kind::Float)
+            .then(|| crate::skinny::DecodeMirrors::new(self.vs.variables().into_values()))
+    }
+
+    /// The autocast guard for one forward pass over `rows` positions, when the products run in
+    /// bf16 on fp32 weights. Decoding-sized passes (no graph, at most `skinny::MAX_ROWS` rows)
+    /// on the CPU get none: there the decode kernels read bf16 weight copies
+    /// ([`Self::decode_mirrors`]), and a product they do not take (e.g. GPT-2's (in, out)
+    /// layout) is cheaper in fp32 than after casting its whole weight for a few rows.
+    fn autocast(&self, rows: i64) -> Option<crate::precision::Autocast> {
+        let decoding = self.device() == Device::Cpu
+            && rows <= crate::skinny::MAX_ROWS
+            && !crate::skinny::grad_enabled();
         match self.kind() {
-            Kind::Float => crate::precision::guard(self.compute, self.device()),
+            Kind::Float if !decoding => crate::precision::guard(self.compute, self.device()),
             _ => None,
         }
     }
@@ -682,7 +699,7 @@ impl Gpt {
         if let Some(c) = cache.as_deref() {
             c.check_room(b, t)?;
         }
-        let _autocast = self.autocast();
+        let _autocast = self.autocast(b * t);
         let past = cache.as_deref().map_or(0, |c| c.len);
         if past + t > self.cfg.max_positions {
             return Err(ModelError::Invalid(format!(
@@ -766,7 +783,8 @@ impl Gpt {
     /// Next-token logits (B, T, V) from hidden states, in the weights' dtype whatever the
     /// products' (bf16 products are cast back before any softmax sees them).
     pub fn lm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let autocast = self.autocast();
+        let c = hidden.size().last().copied().unwrap_or(1).max(1);
+        let autocast = self.autocast(hidden.numel() as i64 / c);
         let logits = match (&self.lm_head, self.head) {
             (Some(head), _) => head.forward(hidden),
             (None, Head::Lm) => self.tied_logits(hidden),

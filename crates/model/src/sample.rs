@@ -232,6 +232,8 @@ pub fn generate(
         tch::manual_seed(seed as i64);
     }
     let _guard = tch::no_grad_guard();
+    // bf16 runs decode from bf16 copies of the weights: half the bytes per token step.
+    let _mirrors = model.decode_mirrors();
     let mut cache = model.new_cache(b, capacity);
     let mut out: Vec<Generation> = (0..b)
         .map(|_| Generation {

@@ -16,6 +16,8 @@
 //! Anything else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
 //! `None` and the caller uses libtorch. Results differ from libtorch's only by summation order.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{CStr, c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
@@ -68,7 +70,84 @@ pub(crate) fn grad_enabled() -> bool {
     }
 }
 
+thread_local! {
+    /// bf16 copies of fp32 weight matrices, by the fp32 tensor's data address, while a
+    /// [`DecodeMirrors`] on this thread holds them.
+    static MIRRORS: RefCell<HashMap<usize, Tensor>> = RefCell::new(HashMap::new());
+}
+
+/// bf16 copies of weight matrices that [`linear`] reads instead of the fp32 ones, on this thread,
+/// until dropped: `--precision bf16` decoding, which streams every weight once per new token,
+/// reads half the bytes. The weights must not change while the copies live (generation runs
+/// under `no_grad` and takes no optimizer step); a copy is found by the fp32 tensor's address
+/// and shape, so any other tensor goes the fp32 way. Nested sets share copies they both name.
+pub struct DecodeMirrors {
+    keys: Vec<usize>,
+}
+
+impl DecodeMirrors {
+    /// Copies every contiguous 2-D fp32 CPU tensor of `weights` to bf16 (round to nearest even),
+    /// when the kernels are enabled; otherwise holds nothing.
+    pub fn new(weights: impl IntoIterator<Item = Tensor>) -> Self {
+        let mut keys = Vec::new();
+        if !enabled() {
+            return Self { keys };
+        }
+        let _g = tch::no_grad_guard();
+        MIRRORS.with(|m| {
+            let mut m = m.borrow_mut();
+            for w in weights {
+                if w.device() != Device::Cpu
+                    || w.kind() != Kind::Float
+                    || w.dim() != 2
+                    || !w.is_contiguous()
+                {
+                    continue;
+                }
+                let key = w.data_ptr() as usize;
+                if let std::collections::hash_map::Entry::Vacant(e) = m.entry(key) {
+                    e.insert(w.detach().to_kind(Kind::BFloat16).contiguous());
+                    keys.push(key);
+                }
+            }
+        });
+        Self { keys }
+    }
+
+    /// How many weight matrices this set copied.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl Drop for DecodeMirrors {
+    fn drop(&mut self) {
+        MIRRORS.with(|m| {
+            let mut m = m.borrow_mut();
+            for k in &self.keys {
+                m.remove(k);
+            }
+        });
+    }
+}
+
+/// The bf16 copy of `w` a [`DecodeMirrors`] holds on this thread, if any.
+fn mirror_of(w: &Tensor) -> Option<Tensor> {
+    MIRRORS.with(|m| {
+        m.borrow()
+            .get(&(w.data_ptr() as usize))
+            .filter(|t| t.size() == w.size())
+            .map(Tensor::shallow_clone)
+    })
+}
+
 /// `x (..., K) · wᵀ (N, K) + bias (N)` → `(..., N)`, or `None` when the kernel does not apply.
+/// With a [`DecodeMirrors`] copy of `w` on this thread, the weights are read from it in bf16
+/// (converted to f32 in registers; products and sums stay f32).
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     if !enabled()
         || x.device() != Device::Cpu
@@ -98,22 +177,34 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     };
     let x = x.contiguous();
     let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
+    let w16 = mirror_of(w);
     let job = Job {
         x: x.data_ptr() as *const f32,
         w: w.data_ptr() as *const f32,
+        w16: w16.as_ref().map(|t| t.data_ptr() as *const u16),
         b: bias.as_ref().map(|b| b.data_ptr() as *const f32),
         y: y.data_ptr() as *mut f32,
         m: m as usize,
         n: n as usize,
         k: k as usize,
     };
+    let run = |lo: usize, hi: usize| {
+        // SAFETY: the pointers cover m×k, n×k (f32, and bf16 when present), n and m×n values
+        // held alive above; callers pass disjoint column ranges.
+        unsafe {
+            if job.w16.is_some() {
+                job.columns::<true>(lo, hi)
+            } else {
+                job.columns::<false>(lo, hi)
+            }
+        }
+    };
     if m * n * k < PARALLEL_WORK {
-        // SAFETY: the pointers cover m×k, n×k, n and m×n f32 values held alive above.
-        unsafe { job.columns(0, job.n) };
+        run(0, job.n);
     } else {
         // Whole register blocks of columns per task; each task writes its own columns.
-        parallel(job.n.div_ceil(NB), &|lo, hi| unsafe {
-            job.columns(lo * NB, (hi * NB).min(job.n))
+        parallel(job.n.div_ceil(NB), &|lo, hi| {
+            run(lo * NB, (hi * NB).min(job.n))
         });
     }
     *shape.last_mut().expect("x has a last dim") = n;
@@ -419,6 +510,8 @@ fn parallel(tasks: usize, work: &(dyn Fn(usize, usize) + Sync)) {
 struct Job {
     x: *const f32,
     w: *const f32,
+    /// The same weights in bf16 (a [`DecodeMirrors`] copy), read instead of `w` when present.
+    w16: Option<*const u16>,
     b: Option<*const f32>,
     y: *mut f32,
     m: usize,
@@ -436,8 +529,8 @@ impl Job {
     /// The CPU must support AVX2 and FMA; `x` (m × k), `w` (n × k), `b` (n) and `y` (m × n)
     /// must be live, contiguous f32 buffers of those sizes for the whole call; `lo <= hi <= n`;
     /// and no other thread may touch `y`'s columns `lo..hi` meanwhile (threads split the
-    /// columns between them).
-    unsafe fn columns(&self, lo: usize, hi: usize) {
+    /// columns between them). With `H`, `w16` must be present and cover n × k bf16 values.
+    unsafe fn columns<const H: bool>(&self, lo: usize, hi: usize) {
         let mut j = lo;
         while j < hi {
             let nb = (hi - j).min(NB);
@@ -448,7 +541,7 @@ impl Job {
             while r < self.m {
                 let mb = (self.m - r).min(MB);
                 let pf = (r == 0).then_some(ahead);
-                unsafe { self.block_dispatch(mb, nb, r, j, pf, (hi - ahead).min(NB)) };
+                unsafe { self.block_dispatch::<H>(mb, nb, r, j, pf, (hi - ahead).min(NB)) };
                 r += MB;
             }
             j += NB;
@@ -460,7 +553,7 @@ impl Job {
     /// # Safety
     /// As [`Self::columns`], with `r + mb <= m`, `j + nb <= n`, `mb <= MB`, `nb <= NB`, and the
     /// prefetch row `pf` (if any) below `n`.
-    unsafe fn block_dispatch(
+    unsafe fn block_dispatch<const H: bool>(
         &self,
         mb: usize,
         nb: usize,
@@ -472,7 +565,7 @@ impl Job {
         macro_rules! go {
             ($($m:literal, $n:literal);*) => {
                 match (mb, nb) {
-                    $(($m, $n) => unsafe { self.block::<$m, $n>(r, j, pf, pf_rows) },)*
+                    $(($m, $n) => unsafe { self.block::<$m, $n, H>(r, j, pf, pf_rows) },)*
                     _ => unreachable!("block of {mb} x {nb}"),
                 }
             };
@@ -481,12 +574,13 @@ impl Job {
     }
 
     /// `y[r..r+R][j..j+C]`: R rows of x against C rows of W, R·C accumulators in registers.
+    /// With `H` the weights come from `w16` (bf16: shifted into the top half of an f32).
     ///
     /// # Safety
     /// As [`Self::block_dispatch`] with `mb = R` and `nb = C`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block<const R: usize, const C: usize>(
+    unsafe fn block<const R: usize, const C: usize, const H: bool>(
         &self,
         r: usize,
         j: usize,
@@ -497,21 +591,39 @@ impl Job {
         let k = self.k;
         let x = unsafe { self.x.add(r * k) };
         let w = unsafe { self.w.add(j * k) };
+        let w16 = unsafe {
+            self.w16
+                .unwrap_or(std::ptr::null())
+                .add(if H { j * k } else { 0 })
+        };
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let k8 = k / 8 * 8;
         let mut i = 0;
         while i < k8 {
+            // One prefetch per 64-byte line: every 16 f32 or 32 bf16 weights.
             if let Some(p) = pf
-                && i % 16 == 0
+                && i % (if H { 32 } else { 16 }) == 0
             {
                 for c in 0..pf_rows {
-                    let line = unsafe { self.w.add((p + c) * k + i) } as *const i8;
+                    let line = if H {
+                        unsafe {
+                            self.w16.unwrap_or(std::ptr::null()).add((p + c) * k + i) as *const i8
+                        }
+                    } else {
+                        unsafe { self.w.add((p + c) * k + i) as *const i8 }
+                    };
                     _mm_prefetch::<_MM_HINT_T0>(line);
                 }
             }
             let mut wv = [_mm256_setzero_ps(); C];
             for (c, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm256_loadu_ps(w.add(c * k + i)) };
+                *v = if H {
+                    // 8 bf16 → 8 u32 → shifted left 16 bits: exactly the f32 each one rounds.
+                    let h = unsafe { _mm_loadu_si128(w16.add(c * k + i) as *const __m128i) };
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                } else {
+                    unsafe { _mm256_loadu_ps(w.add(c * k + i)) }
+                };
             }
             for (row, a) in acc.iter_mut().enumerate() {
                 let xv = unsafe { _mm256_loadu_ps(x.add(row * k + i)) };
@@ -526,7 +638,12 @@ impl Job {
                 // Horizontal sum of the 8 lanes, then the K % 8 tail.
                 let mut s = hsum(*v);
                 for t in k8..k {
-                    s += unsafe { *x.add(row * k + t) * *w.add(c * k + t) };
+                    let wt = if H {
+                        f32::from_bits(u32::from(unsafe { *w16.add(c * k + t) }) << 16)
+                    } else {
+                        unsafe { *w.add(c * k + t) }
+                    };
+                    s += unsafe { *x.add(row * k + t) } * wt;
                 }
                 if let Some(b) = self.b {
                     s += unsafe { *b.add(j + c) };
@@ -539,7 +656,7 @@ impl Job {
     /// # Safety
     /// Never callable: the kernel is enabled only on x86-64.
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn block<const R: usize, const C: usize>(
+    unsafe fn block<const R: usize, const C: usize, const H: bool>(
         &self,
         _r: usize,
         _j: usize,
@@ -582,6 +699,63 @@ mod tests {
             }
         }
         check(16, 4099, 96, true); // split over threads
+    }
+
+    #[test]
+    fn bf16_copies_match_an_f64_reference_on_the_rounded_weights_and_go_away() {
+        let _g = tch::no_grad_guard();
+        for (m, n, k) in [
+            (1, 3, 16),
+            (4, 7, 13),
+            (5, 64, 576),
+            (16, 4099, 96),
+            (3, 301, 40),
+        ] {
+            tch::manual_seed(m * 7 + n + k);
+            let x = Tensor::randn([m, k], (Kind::Float, Device::Cpu));
+            let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
+            let b = Tensor::randn([n], (Kind::Float, Device::Cpu));
+            let w_bf16 = w.to_kind(Kind::BFloat16).to_kind(Kind::Double);
+            let want = x
+                .to_kind(Kind::Double)
+                .linear(&w_bf16, Some(b.to_kind(Kind::Double)));
+            let exact = x
+                .to_kind(Kind::Double)
+                .linear(&w.to_kind(Kind::Double), Some(b.to_kind(Kind::Double)));
+            let mirrors = DecodeMirrors::new([w.shallow_clone()]);
+            let Some(got) = linear(&x, &w, Some(&b)) else {
+                assert!(!cpu_supported(), "kernel refused {m}x{k} · {n}x{k}");
+                return;
+            };
+            assert_eq!(mirrors.len(), 1);
+            let err = f64::try_from((got.to_kind(Kind::Double) - &want).abs().max()).unwrap();
+            let scale = (k as f64).sqrt();
+            assert!(
+                err < 1e-5 * scale,
+                "{m}x{k} · {n}x{k}: max error {err} vs bf16 weights"
+            );
+            // It really read bf16: the fp32 product is measurably elsewhere.
+            let off = f64::try_from((got.to_kind(Kind::Double) - &exact).abs().max()).unwrap();
+            assert!(
+                off > 1e-4,
+                "{m}x{k} · {n}x{k}: result equals the fp32 product ({off})"
+            );
+            drop(mirrors);
+            // Without the copies, the fp32 weights again.
+            let fp32 = linear(&x, &w, Some(&b)).unwrap().to_kind(Kind::Double);
+            let err = f64::try_from((fp32 - &exact).abs().max()).unwrap();
+            assert!(err < 1e-5 * scale, "after the copies went: {err}");
+        }
+        // Another thread does not see this thread's copies; a view of another shape is not one.
+        let w = Tensor::randn([8, 16], (Kind::Float, Device::Cpu));
+        let _mirrors = DecodeMirrors::new([w.shallow_clone()]);
+        let w2 = w.shallow_clone();
+        let seen = std::thread::spawn(move || mirror_of(&w2).is_some())
+            .join()
+            .unwrap();
+        assert!(!seen);
+        assert!(mirror_of(&w).is_some());
+        assert!(mirror_of(&w.narrow(0, 0, 4)).is_none());
     }
 
     #[test]

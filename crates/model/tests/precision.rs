@@ -91,7 +91,9 @@ fn bf16_logits_stay_within_bf16_tolerance_of_transformers_fp32() {
         let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
         let fp32 = tch::no_grad(|| logits(&model, ids));
         model.set_compute(Compute::Bf16);
-        let bf16 = tch::no_grad(|| logits(&model, ids));
+        // With a graph to record, as in training and scoring (a no-grad pass of at most 64 rows
+        // is decoding-sized and keeps fp32 products; see `generation_in_bf16_...` below).
+        let bf16 = logits(&model, ids).detach();
         assert_eq!(bf16.kind(), Kind::Float, "{name}: logits come back in fp32");
         assert_eq!(model.kind(), Kind::Float, "{name}: weights untouched");
         let scale = f64::try_from(r["logits"].abs().max()).unwrap();
@@ -171,5 +173,62 @@ fn bf16_training_keeps_fp32_master_weights_and_gradients_and_the_loss_within_one
         );
         // Outside the forward pass autocast is off again.
         assert!(!Autocast::is_enabled(Device::Cpu));
+    }
+}
+
+#[test]
+fn generation_in_bf16_decodes_from_bf16_weight_copies_and_stays_close_to_fp32() {
+    use rlhf_model::{GenerateConfig, Sampling};
+    for name in FAMILIES {
+        let r = reference(name);
+        let ids = Vec::<i64>::try_from(r["input_ids"].get(0)).unwrap();
+        let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
+        assert!(
+            model.decode_mirrors().is_none(),
+            "{name}: fp32 makes no copies"
+        );
+        let cfg = GenerateConfig {
+            max_new_tokens: 6,
+            sampling: Sampling::new(1.0, None, None).unwrap(),
+            seed: Some(0),
+            eos_token_ids: vec![],
+            pad_token_id: 0,
+        };
+        let fp32 =
+            rlhf_model::sample::generate(&model, std::slice::from_ref(&ids), &cfg, |_, _| false)
+                .unwrap();
+        model.set_compute(Compute::Bf16);
+        let mirrors = model
+            .decode_mirrors()
+            .expect("bf16 on the CPU makes copies");
+        // Every weight matrix (2-D) of the model has a copy.
+        let matrices = model
+            .vs
+            .variables()
+            .values()
+            .filter(|t| t.dim() == 2)
+            .count();
+        assert_eq!(mirrors.len(), matrices, "{name}");
+        drop(mirrors);
+        let bf16 =
+            rlhf_model::sample::generate(&model, std::slice::from_ref(&ids), &cfg, |_, _| false)
+                .unwrap();
+        // Teacher-forced fp32 log-probs of the bf16 run's tokens stay near the sampler's: the
+        // copies round each weight to 8 significant bits, nothing more.
+        let (a, b) = (&fp32[0].logprobs, &bf16[0].logprobs);
+        assert_eq!(a.len(), b.len());
+        let gap = fp32[0]
+            .token_ids
+            .iter()
+            .zip(&bf16[0].token_ids)
+            .zip(a.iter().zip(b))
+            .take_while(|((x, y), _)| x == y)
+            .map(|(_, (p, q))| (p - q).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{name}: fp32 {:?} bf16 {:?}, max log-prob gap while equal {gap:.2e}",
+            fp32[0].token_ids, bf16[0].token_ids
+        );
+        assert!(gap < 0.05, "{name}: bf16 decoding log-probs off by {gap}");
     }
 }

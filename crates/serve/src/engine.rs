@@ -481,6 +481,9 @@ impl Decoder {
         let _guard = tch::no_grad_guard();
         // Every job of a batch decodes with the same adapter (`Worker::gather` and `admit`).
         let model = self.model(jobs.first().and_then(|j| j.adapter.as_ref()))?;
+        // In bf16 the decode kernels read bf16 copies of the weights for this batch's steps
+        // (adapters change only between batches, and never the base weights).
+        let _mirrors = model.decode_mirrors();
         let dev = model.device();
         let mut rows: Vec<Row> = Vec::new();
         let longest = jobs.iter().map(|j| j.params.max_tokens).max().unwrap_or(1) as i64;
