@@ -14,8 +14,8 @@ pub struct Runtime {
     /// Dtype of the models' matrix products: fp32; bf16 (bf16 products on fp32 master weights
     /// and fp32 optimizer state; softmax, log-probs, losses, norms' statistics and RL ratios stay
     /// fp32); or auto (bf16 on CUDA, and on CPUs with avx512_bf16 or amx_bf16 for models at
-    /// least 512 wide, where it measured faster; else fp32). The choice is printed. Decoding's
-    /// CPU kernels read fp32 weights either way.
+    /// least 512 wide, where it measured faster; else fp32). The choice is printed. In bf16, CPU
+    /// decoding reads bf16 copies of the weights made once per generation.
     #[arg(
         long,
         global = true,

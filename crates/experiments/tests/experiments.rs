@@ -480,7 +480,10 @@ fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget
         assert_eq!(m.wins + m.ties + m.losses, 6, "{}", m.name);
         assert!(m.outcomes.iter().all(|o| [0.0, 0.5, 1.0].contains(o)));
         assert!((0.0..=1.0).contains(&m.win_rate.mean), "{}", m.name);
-        assert!(m.kl.is_finite() && m.kl > -1e-3, "{}: KL {}", m.name, m.kl);
+        // KL(method ‖ SFT) is a sample mean over these 6 sequences: a method that barely moved
+        // (one DPO pass at this size) can read slightly below 0 (-0.03 seen once, when another
+        // test of this binary drew from libtorch's global generator at the same time).
+        assert!(m.kl.is_finite() && m.kl > -0.1, "{}: KL {}", m.name, m.kl);
     }
     let get = |n: &str| r.methods.iter().find(|m| m.name == n).unwrap();
     // Best-of-2's KL is the bound log 2 − 1/2; it trains nothing and pays at inference.

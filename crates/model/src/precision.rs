@@ -7,8 +7,9 @@
 //! the logits (cast back before any softmax), log-probs, losses, reductions and RL ratios.
 //!
 //! The switch is libtorch's autocast, reached through a small C++ shim (`csrc/autocast.cpp`)
-//! because tch binds only CUDA's. It is thread-local and scoped by [`Autocast`]; decoding's
-//! skinny kernels ([`crate::skinny`]) read the fp32 weights directly and are not affected.
+//! because tch binds only CUDA's. It is thread-local and scoped by [`Autocast`]. Decoding-sized
+//! passes (no graph, few rows) skip it: there the skinny kernels ([`crate::skinny`]) read bf16
+//! copies of the weights made once per generation ([`crate::skinny::DecodeMirrors`]).
 
 use std::ffi::c_int;
 use std::str::FromStr;

@@ -1,6 +1,7 @@
 //! CPU kernels for decoding on x86-64: the skinny f32 product `y = x Wᵀ (+ b)` where `x` has few
 //! rows (the batch, one new token each, during KV-cache sampling) and `W` is stored (out, in) as
-//! in `nn.Linear` and the tied embedding; and the attention of one new token per row against the
+//! in `nn.Linear` and the tied embedding (read from bf16 copies of `W` while a [`DecodeMirrors`]
+//! holds them: `--precision bf16`); and the attention of one new token per row against the
 //! KV cache ([`attend_one`]).
 //!
 //! Why: decoding streams every weight once per new token, so this product is nearly all of a
