@@ -51,8 +51,7 @@ impl std::fmt::Display for Precision {
 }
 
 /// The resolved choice: the dtype of the products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compute {
     #[default]
     Fp32,
@@ -112,7 +111,7 @@ pub fn cpu_has_bf16() -> bool {
 }
 
 /// The CPU's bf16 flags among `avx512_bf16` and `amx_bf16`, as `/proc/cpuinfo` names them.
-pub fn cpu_bf16_flags() -> Vec<&'static str> {
+pub fn cpu_bf16_flags() -> &'static [&'static str] {
     static FLAGS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     FLAGS
         .get_or_init(|| {
@@ -127,7 +126,7 @@ pub fn cpu_bf16_flags() -> Vec<&'static str> {
                 .filter(|f| flags.contains(f))
                 .collect()
         })
-        .clone()
+        .as_slice()
 }
 
 /// The precision models take when they are built or loaded; commands set it once from
@@ -141,27 +140,29 @@ pub fn set_default(p: Precision, device: Device) {
     *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = (p, device.is_cuda());
 }
 
+/// The precision and device [`set_default`] recorded.
+fn default() -> (Precision, Device) {
+    let (p, cuda) = *DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    (p, if cuda { Device::Cuda(0) } else { Device::Cpu })
+}
+
 /// The compute precision a new model `width` wide takes (see [`set_default`]).
 pub fn default_compute(width: i64) -> Compute {
-    let (p, cuda) = *DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
-    let device = if cuda { Device::Cuda(0) } else { Device::Cpu };
+    let (p, device) = default();
     p.resolve(device, width)
 }
 
-/// The process default as a run folder records it (`config.toml`'s `precision`): what the
-/// products will be, so that a resume in another precision is refused rather than mixed. `auto`
-/// records what it resolves to here ("bf16 at width >= 512, fp32 below" on a CPU with bf16
-/// instructions), so the same run resumed on a CPU that resolves it otherwise is refused too.
+/// The process default as a run's checkpoints record it (`rlhf.json`): what the products will
+/// be, so that a resume in another precision is refused rather than mixed. `auto` records what it
+/// resolves to here ("bf16 at width >= 512, fp32 below" on a CPU with bf16 instructions), so the
+/// same run resumed on a machine that resolves it otherwise is refused too.
 pub fn run_tag() -> String {
-    let (p, cuda) = *DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
-    match p {
-        Precision::Fp32 => "fp32".into(),
-        Precision::Bf16 => "bf16".into(),
-        Precision::Auto if cuda => "bf16".into(),
-        Precision::Auto if cpu_has_bf16() => {
-            format!("bf16 at width >= {AUTO_MIN_WIDTH}, fp32 below")
-        }
-        Precision::Auto => "fp32".into(),
+    let (p, device) = default();
+    let (narrow, wide) = (p.resolve(device, 0), p.resolve(device, AUTO_MIN_WIDTH));
+    if narrow == wide {
+        wide.to_string()
+    } else {
+        format!("{wide} at width >= {AUTO_MIN_WIDTH}, {narrow} below")
     }
 }
 

@@ -592,10 +592,12 @@ impl Job {
         let k = self.k;
         let x = unsafe { self.x.add(r * k) };
         let w = unsafe { self.w.add(j * k) };
-        let w16 = unsafe {
-            self.w16
-                .unwrap_or(std::ptr::null())
-                .add(if H { j * k } else { 0 })
+        // The bf16 weights (null unless `H`, and then never read).
+        let base16 = self.w16.unwrap_or(std::ptr::null());
+        let w16 = if H {
+            unsafe { base16.add(j * k) }
+        } else {
+            base16
         };
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let k8 = k / 8 * 8;
@@ -607,9 +609,7 @@ impl Job {
             {
                 for c in 0..pf_rows {
                     let line = if H {
-                        unsafe {
-                            self.w16.unwrap_or(std::ptr::null()).add((p + c) * k + i) as *const i8
-                        }
+                        unsafe { base16.add((p + c) * k + i) as *const i8 }
                     } else {
                         unsafe { self.w.add((p + c) * k + i) as *const i8 }
                     };

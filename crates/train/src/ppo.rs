@@ -403,8 +403,9 @@ pub struct MinibatchLoss {
     /// max |log π(a) − log π_old(a)| over the minibatch's response tokens. Before the first
     /// optimizer step of an iteration this is the recomputation's own noise (0 when the update
     /// recomputes exactly what the rollout recorded; bf16 products on other batch shapes are
-    /// not bit-identical): the first PPO ratio is 1 within exp(±this).
-    pub max_log_ratio: f64,
+    /// not bit-identical): the first PPO ratio is 1 within exp(±this). A detached scalar tensor,
+    /// read (one host sync) only where it is logged.
+    pub max_log_ratio: Tensor,
 }
 
 /// The PPO loss on the rows `idx` of a rollout: the clipped policy loss on the recomputed
@@ -424,7 +425,7 @@ pub fn minibatch_loss(
     let rows = |t: &Tensor| t.index_select(0, idx);
     let (logp, logits) = response_logprobs(models.policy, &mb, cfg.temperature)?;
     let old = rows(&ro.logprobs);
-    let max_log_ratio = tch::no_grad(|| scalar(&((&logp - &old).abs() * &mb.mask).max()));
+    let max_log_ratio = tch::no_grad(|| ((&logp - &old).abs() * &mb.mask).max());
     let policy = rl::policy_loss(&logp, &old, &rows(adv), &mb.mask, cfg.clip)?;
     let v = response_scalars(models.value, &mb)?;
     let value = rl::value_loss(&v, &rows(&ro.values), &rows(ret), &mb.mask, cfg.value_clip)?;
@@ -488,7 +489,7 @@ pub fn update(
                 corpus.as_ref().map(|c| (c, cfg.ptx_coef)),
             )?;
             if n == 0.0 {
-                first_log_ratio = l.max_log_ratio;
+                first_log_ratio = scalar(&l.max_log_ratio);
             }
             let lv = scalar(&l.loss);
             if !lv.is_finite() {
