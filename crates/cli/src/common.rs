@@ -9,7 +9,7 @@ use rlhf_model::{DeviceArg, Precision};
 #[derive(Debug, Args)]
 pub struct Runtime {
     /// Device: cpu, cuda, or auto (CUDA when libtorch sees a GPU, else CPU).
-    #[arg(long, global = true, default_value = "auto")]
+    #[arg(long, global = true, default_value = "auto", env = "RLHF_DEVICE")]
     pub device: DeviceArg,
     /// Dtype of the models' matrix products: fp32; bf16 (bf16 products on fp32 master weights
     /// and fp32 optimizer state; softmax, log-probs, losses, norms' statistics and RL ratios stay
@@ -24,8 +24,9 @@ pub struct Runtime {
         value_name = "fp32|bf16|auto"
     )]
     pub precision: Precision,
-    /// Intra-op threads for libtorch [default: the number of cores].
-    #[arg(long, global = true)]
+    /// Intra-op threads for libtorch [default: the number of cores; under `rlhf launch`, the
+    /// cores divided among the ranks].
+    #[arg(long, global = true, env = "RLHF_THREADS")]
     pub threads: Option<usize>,
 }
 
@@ -36,7 +37,10 @@ impl Runtime {
         rlhf_model::device::set_threads(self.threads);
         let device = self.device.resolve()?;
         rlhf_model::precision::set_default(self.precision, device);
-        if runs_model {
+        // Under a launcher only rank 0 says it (the group is joined later, so read RANK).
+        let other_rank = std::env::var("RANK").is_ok_and(|r| r.trim() != "0")
+            && std::env::var("WORLD_SIZE").is_ok_and(|w| w.trim() != "1");
+        if runs_model && !other_rank {
             eprintln!("{}", self.precision.describe(device));
         }
         Ok(device)

@@ -38,6 +38,7 @@ enum Command {
     Chat(cmd::chat::Args),
     Sample(cmd::sample::Args),
     Label(cmd::label::Args),
+    Launch(cmd::launch::Args),
     Merge(cmd::merge::Args),
     Nll(cmd::nll::Args),
     SelfImprove(cmd::self_improve::Args),
@@ -61,11 +62,19 @@ fn main() -> ExitCode {
     // Only the commands that run a model say which precision they run it in.
     let runs_model = !matches!(
         cli.command,
-        Command::Data(_) | Command::Label(_) | Command::Import(_) | Command::Merge(_)
+        Command::Data(_)
+            | Command::Label(_)
+            | Command::Import(_)
+            | Command::Merge(_)
+            | Command::Launch(_)
     );
     let result = cli
         .runtime
         .init(runs_model)
+        .and_then(|device| {
+            join_launch(&cli.command)?;
+            Ok(device)
+        })
         .and_then(|device| match cli.command {
             Command::Demo(args) => cmd::demo::run(args, device),
             Command::Data(args) => cmd::data::run(args),
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => cmd::chat::run(args, device),
             Command::Sample(args) => cmd::sample::run(args, device),
             Command::Label(args) => cmd::label::run(args),
+            Command::Launch(args) => cmd::launch::run(args, &cli.runtime),
             Command::Merge(args) => cmd::merge::run(args, device),
             Command::Nll(args) => cmd::nll::run(args, device),
             Command::SelfImprove(args) => cmd::self_improve::run(args, device),
@@ -101,4 +111,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Under a launcher (WORLD_SIZE > 1: `rlhf launch`, torchrun), joins the process group before
+/// the command runs; a command that cannot run data-parallel is refused rather than run N
+/// times over.
+fn join_launch(command: &Command) -> anyhow::Result<()> {
+    let Some(env) = rlhf_model::dist::LaunchEnv::from_env()? else {
+        return Ok(());
+    };
+    let name = match command {
+        Command::Pretrain(_) => "pretrain",
+        Command::Sft(_) => "sft",
+        Command::Reward(_) => "reward",
+        Command::Dpo(_) => "dpo",
+        Command::Launch(_) => anyhow::bail!(
+            "rlhf launch is running under a launcher already (WORLD_SIZE={}); start the \
+             command itself",
+            env.world
+        ),
+        _ => anyhow::bail!(
+            "this command does not run data-parallel, but WORLD_SIZE={} asks for {} processes; \
+             data-parallel commands: {}",
+            env.world,
+            env.world,
+            cmd::launch::DATA_PARALLEL.join(", ")
+        ),
+    };
+    let group = rlhf_model::dist::init(&env)?;
+    if group.rank() == 0 {
+        eprintln!(
+            "data parallel: `{name}` on {} ranks (c10d Gloo via {}:{}, timeout {} s)",
+            group.world(),
+            env.master_addr,
+            env.master_port,
+            env.timeout.as_secs()
+        );
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod footprint;
 pub mod gpt;

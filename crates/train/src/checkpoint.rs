@@ -104,6 +104,11 @@ pub fn read_info(dir: &Path) -> Result<CheckpointInfo> {
     serde_json::from_value(value).map_err(|e| TrainError::checkpoint(&path, e.to_string()))
 }
 
+/// Where [`write`] puts the checkpoint of `step` in `run_dir`.
+pub fn step_dir(run_dir: &Path, step: u64) -> PathBuf {
+    checkpoints_dir(run_dir).join(format!("{PREFIX}{step:08}"))
+}
+
 /// Writes a checkpoint for `info.step` atomically: `fill` writes the model and optimizer files
 /// into a temporary directory, then `rlhf.json` is added, everything is fsynced and the directory
 /// is renamed into place. On error the temporary directory is removed and nothing else changes.
@@ -116,6 +121,7 @@ pub fn write(
     fs::create_dir_all(&dir).map_err(|e| TrainError::io("create", &dir, e))?;
     remove_temporaries(&dir)?;
     let name = format!("{PREFIX}{:08}", info.step);
+    debug_assert_eq!(dir.join(&name), step_dir(run_dir, info.step));
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
     fs::create_dir(&tmp).map_err(|e| TrainError::io("create", &tmp, e))?;
     let written = fill(&tmp).and_then(|()| {
@@ -311,6 +317,10 @@ pub fn export_with(
     out: &Path,
     extra: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    // Under data parallelism every rank holds the same model; rank 0 writes it.
+    if !rlhf_model::dist::is_writer() {
+        return Ok(());
+    }
     fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
     remove_export_leftovers(out)?;
     let staging = out.join(EXPORT_STAGING);

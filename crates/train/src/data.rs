@@ -223,6 +223,36 @@ mod tests {
     }
 
     #[test]
+    fn shards_split_every_global_batch_in_rank_order() {
+        // 3 ranks over batches of 6 from 20 items, across epoch boundaries and a resume.
+        let mut whole = Epochs::new(20, 6, 4, 2);
+        let mut ranks: Vec<Epochs> = (0..3)
+            .map(|rank| {
+                Epochs::new(20, 6, 4, 2)
+                    .sharded(Shard { rank, world: 3 })
+                    .unwrap()
+            })
+            .collect();
+        for step in 0..10 {
+            let global = whole.next_indices();
+            let joined: Vec<usize> = ranks.iter_mut().flat_map(|r| r.next_indices()).collect();
+            assert_eq!(joined, global, "step {step}");
+            assert!(ranks.iter().all(|r| r.position() == whole.position()));
+        }
+        let mut resumed = Epochs::new(20, 6, 4, 2)
+            .sharded(Shard { rank: 1, world: 3 })
+            .unwrap();
+        resumed.seek(&whole.position());
+        assert_eq!(resumed.next_indices(), whole.next_indices()[2..4].to_vec());
+        let odd = Epochs::new(20, 5, 4, 2).sharded(Shard { rank: 0, world: 2 });
+        let err = odd.expect_err("5 rows over 2 ranks").to_string();
+        assert!(
+            err.contains("a batch of 5 does not split evenly over 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_batch_larger_than_the_data_is_one_whole_epoch() {
         let mut e = Epochs::new(4, 10, 1, 0);
         for _ in 0..3 {
@@ -265,6 +295,42 @@ pub fn stream_seek(pos: &DataPosition, drawn: &mut u64, rng: &mut DataRng) {
     }
 }
 
+/// Which part of every global batch this process trains on: under data parallelism each of the
+/// `world` ranks takes the `rank`-th of `world` equal slices, so the ranks together see exactly
+/// the batch one process would, and every rank's data position is the same (global) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Shard {
+    /// The whole batch (one process).
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+
+    /// This process's shard in the launch it joined (`rlhf_model::dist`), else the whole batch.
+    pub fn of_process() -> Shard {
+        Shard {
+            rank: rlhf_model::dist::rank(),
+            world: rlhf_model::dist::world(),
+        }
+    }
+
+    /// The rows of a global batch of `n` this shard takes; `n` must split evenly, so that every
+    /// rank's loss weighs the same as its share of the global one.
+    pub fn range(&self, n: usize) -> Result<std::ops::Range<usize>> {
+        if n % self.world != 0 {
+            return Err(crate::error::TrainError::Config(format!(
+                "a batch of {n} does not split evenly over {} data-parallel ranks; make the \
+                 batch size a multiple of the number of processes",
+                self.world
+            )));
+        }
+        let per = n / self.world;
+        Ok(self.rank * per..(self.rank + 1) * per)
+    }
+}
+
 /// Shuffled passes over `n` items in fixed-size batches of indices, resumable: the order of
 /// each epoch is a fresh permutation from a seeded ChaCha stream, and a position is (epoch,
 /// offset, RNG state). Stages wrap it with their own collation (SFT examples, RM comparisons).
@@ -272,6 +338,7 @@ pub fn stream_seek(pos: &DataPosition, drawn: &mut u64, rng: &mut DataRng) {
 pub struct Epochs {
     n: usize,
     batch: usize,
+    shard: Shard,
     rng: DataRng,
     order: Vec<usize>,
     epoch: u64,
@@ -286,6 +353,7 @@ impl Epochs {
         Self {
             n,
             batch: batch.min(n),
+            shard: Shard::WHOLE,
             rng,
             order,
             epoch: 0,
@@ -293,9 +361,27 @@ impl Epochs {
         }
     }
 
-    /// The next batch of item indices; a batch never straddles two epochs (the remainder of an
-    /// epoch that does not fill a batch is skipped, as with `drop_last`).
+    /// Draws the same global batches but yields only `shard`'s slice of each (data
+    /// parallelism); the position stays the global one. Errors when a batch does not split evenly.
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        shard.range(self.batch)?;
+        self.shard = shard;
+        Ok(self)
+    }
+
+    /// The next batch of item indices (this shard's slice of it); a batch never straddles two
+    /// epochs (the remainder of an epoch that does not fill a batch is skipped, as with
+    /// `drop_last`).
     pub fn next_indices(&mut self) -> Vec<usize> {
+        let mut all = self.next_global();
+        if self.shard.world > 1 {
+            let range = self.shard.range(all.len()).expect("checked by `sharded`");
+            all = all[range].to_vec();
+        }
+        all
+    }
+
+    fn next_global(&mut self) -> Vec<usize> {
         if self.offset as usize + self.batch > self.order.len() {
             self.epoch += 1;
             self.offset = 0;

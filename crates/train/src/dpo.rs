@@ -30,7 +30,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::config::{LossWeighting, TrainerConfig};
-use crate::data::{DataPosition, DataSource, Epochs};
+use crate::data::{DataPosition, DataSource, Epochs, Shard};
 use crate::error::{Result, TrainError};
 use crate::run::{Resume, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
@@ -298,6 +298,12 @@ impl PrefData {
         Self {
             epochs: Epochs::new(n, batch, seed, 5),
         }
+    }
+
+    /// Yields only `shard`'s slice of every global batch (data parallelism; see [`Shard`]).
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        self.epochs = self.epochs.sharded(shard)?;
+        Ok(self)
     }
 }
 
@@ -587,7 +593,8 @@ pub fn dpo(
         cfg: cfg.clone(),
     };
     let start = preference_accuracy(step.gpt, &step.eval, pad, cfg.beta, cfg.rows)?;
-    let mut source = PrefData::new(step.items.len(), batch, trainer_cfg.seed);
+    let mut source =
+        PrefData::new(step.items.len(), batch, trainer_cfg.seed).sharded(Shard::of_process())?;
     let summary = trainer.fit(&mut step, &mut source)?;
     let end = preference_accuracy(step.gpt, &step.eval, pad, cfg.beta, cfg.rows)?;
     checkpoint::export_with(&pre.model, summary.checkpoint.as_deref(), out, |dir| {
@@ -604,8 +611,10 @@ pub fn dpo(
         reference_s,
         out: out.to_path_buf(),
     };
-    let path = out.join("summary.json");
-    let json = serde_json::to_string_pretty(&s).expect("plain values serialise");
-    std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+    if rlhf_model::dist::is_writer() {
+        let path = out.join("summary.json");
+        let json = serde_json::to_string_pretty(&s).expect("plain values serialise");
+        std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+    }
     Ok(s)
 }

@@ -97,7 +97,7 @@ pub mod trainer;
 
 pub use callbacks::{Callback, Event, StepRecord, Summary};
 pub use config::{LossWeighting, TrainerConfig};
-pub use data::{DataPosition, DataRng, DataSource, Epochs, RandomTokens, RngState};
+pub use data::{DataPosition, DataRng, DataSource, Epochs, RandomTokens, RngState, Shard};
 pub use dpo::{DpoConfig, DpoLoss, DpoSummary, dpo};
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};

@@ -126,6 +126,12 @@ impl AdamW {
         self.step
     }
 
+    /// Every optimised parameter as one flat buffer (the parameters are views into it): what
+    /// data parallelism broadcasts from rank 0 so that all ranks start from the same weights.
+    pub fn flat_parameters(&self) -> &Tensor {
+        &self.flat
+    }
+
     /// Number of parameters (elements) optimised, and how many of them get weight decay.
     pub fn numel(&self) -> (i64, i64) {
         (self.flat.numel() as i64, self.n_decay)

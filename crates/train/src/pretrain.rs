@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::config::TrainerConfig;
-use crate::data::{DataPosition, DataRng, DataSource, stream_position, stream_seek};
+use crate::data::{DataPosition, DataRng, DataSource, Shard, stream_position, stream_seek};
 use crate::error::{Result, TrainError};
 use crate::run::{Resume, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
@@ -150,6 +150,7 @@ impl PretrainConfig {
 pub struct CorpusWindows {
     stream: Tensor, // (N,) i64
     batch: i64,
+    shard: Shard,
     seq_len: i64,
     rng: DataRng,
     drawn: u64,
@@ -168,10 +169,18 @@ impl CorpusWindows {
         Ok(Self {
             stream,
             batch,
+            shard: Shard::WHOLE,
             seq_len,
             rng: DataRng::new(seed, 1),
             drawn: 0,
         })
+    }
+
+    /// Draws the same global batches but yields only `shard`'s rows of each (data parallelism).
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        shard.range(self.batch as usize)?;
+        self.shard = shard;
+        Ok(self)
     }
 }
 
@@ -188,7 +197,13 @@ impl DataSource for CorpusWindows {
         let index = Tensor::from_slice(&starts).unsqueeze(1) + offsets.unsqueeze(0); // (B, T+1)
         self.drawn += 1;
         let rows = self.stream.index_select(0, &index.reshape([-1]));
-        Ok(Some(rows.reshape([self.batch, self.seq_len + 1])))
+        let rows = rows.reshape([self.batch, self.seq_len + 1]);
+        if self.shard.world == 1 {
+            return Ok(Some(rows));
+        }
+        let mine = self.shard.range(self.batch as usize)?;
+        let len = (mine.end - mine.start) as i64;
+        Ok(Some(rows.narrow(0, mine.start as i64, len).contiguous()))
     }
 
     fn position(&self) -> DataPosition {
@@ -324,7 +339,10 @@ pub fn pretrain(
             };
             let tok = train_bpe(docs.iter().map(String::as_str), &bpe)
                 .map_err(|e| TrainError::from(e).context("training the tokenizer"))?;
-            tok.save(out)?;
+            // Every rank trains the same tokenizer; rank 0 writes it.
+            if rlhf_model::dist::is_writer() {
+                tok.save(out)?;
+            }
             tok
         }
         _ => Tokenizer::from_dir(out)?,
@@ -338,7 +356,8 @@ pub fn pretrain(
         batch,
         cfg.seq_len,
         cfg.trainer.seed,
-    )?;
+    )?
+    .sharded(Shard::of_process())?;
     let windows = held.len() as i64 / (cfg.seq_len + 1);
     if windows == 0 {
         return Err(TrainError::Invalid(format!(

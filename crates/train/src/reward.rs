@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor};
 use crate::callbacks::StepRecord;
 use crate::checkpoint;
 use crate::config::TrainerConfig;
-use crate::data::{DataPosition, DataSource, Epochs};
+use crate::data::{DataPosition, DataSource, Epochs, Shard};
 use crate::error::{Result, TrainError};
 use crate::run::{Resume, RunOptions};
 use crate::sft::FitStats;
@@ -209,6 +209,12 @@ impl ComparisonData {
             epochs,
             tokens: 0,
         }
+    }
+
+    /// Yields only `shard`'s slice of every global batch (data parallelism; see [`Shard`]).
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        self.epochs = self.epochs.sharded(shard)?;
+        Ok(self)
     }
 }
 
@@ -512,7 +518,8 @@ pub fn reward(
         pad,
     };
     let eval_accuracy_start = pairwise_accuracy(step.gpt, &step.eval, pad)?;
-    let mut source = ComparisonData::new(items, batch, pad, trainer_cfg.seed);
+    let mut source =
+        ComparisonData::new(items, batch, pad, trainer_cfg.seed).sharded(Shard::of_process())?;
     let run = RunOptions::stage(
         out,
         "reward",

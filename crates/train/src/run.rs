@@ -46,6 +46,11 @@ pub const MAY_CHANGE_ON_RESUME: [&str; 5] = [
 /// products' precision (`rlhf_model::precision::run_tag`).
 pub const PRECISION_KEY: &str = "precision";
 
+/// The key under which a checkpoint's config records the number of data-parallel processes
+/// that wrote it (1 for checkpoints from before data parallelism): with another number the
+/// data would be split otherwise, so a resume must use the same one.
+pub const WORLD_SIZE_KEY: &str = "world_size";
+
 /// A model directory or data file a run was started from, identified by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInput {
@@ -198,9 +203,14 @@ impl RunDir {
     /// Creates the folder. A fresh run refuses a folder that already holds checkpoints and
     /// writes `config.toml` at once; a resume writes it only once [`Self::resume_point`] has
     /// accepted the checkpoint, so a refused resume leaves the folder as it was.
+    ///
+    /// Under data parallelism only rank 0 writes; the other ranks check the same things (a
+    /// fresh run over checkpoints, a resume's config) and write nothing.
     pub fn create(opts: RunOptions) -> Result<Self> {
-        std::fs::create_dir_all(&opts.dir)
-            .map_err(|e| TrainError::io("create the run directory", &opts.dir, e))?;
+        if rlhf_model::dist::is_writer() {
+            std::fs::create_dir_all(&opts.dir)
+                .map_err(|e| TrainError::io("create the run directory", &opts.dir, e))?;
+        }
         let mut config = serde_json::to_value(&opts.config)
             .map_err(|e| TrainError::Config(format!("cannot convert the config: {e}")))?;
         // The products' precision changes what a run computes: every checkpoint records it
@@ -210,6 +220,10 @@ impl RunDir {
             o.insert(
                 PRECISION_KEY.into(),
                 Value::String(rlhf_model::precision::run_tag()),
+            );
+            o.insert(
+                WORLD_SIZE_KEY.into(),
+                Value::from(rlhf_model::dist::world() as u64),
             );
         }
         let run = Self { opts, config };
@@ -239,6 +253,9 @@ impl RunDir {
     }
 
     fn write_config(&self) -> Result<()> {
+        if !rlhf_model::dist::is_writer() {
+            return Ok(());
+        }
         let text = toml::to_string(&self.opts.config)
             .map_err(|e| TrainError::Config(format!("cannot write the config as TOML: {e}")))?;
         checkpoint::write_atomic(&self.opts.dir.join("config.toml"), text.as_bytes())
@@ -273,6 +290,7 @@ impl RunDir {
         if let Value::Object(o) = &mut old {
             o.entry(PRECISION_KEY)
                 .or_insert_with(|| Value::String("fp32".into()));
+            o.entry(WORLD_SIZE_KEY).or_insert_with(|| Value::from(1u64));
         }
         let diffs = config_diff(&old, &self.config);
         if !diffs.is_empty() {
@@ -328,6 +346,10 @@ impl RunDir {
             config: self.config.clone(),
             inputs: self.opts.inputs.clone(),
         };
+        if !rlhf_model::dist::is_writer() {
+            // The other ranks hold the same state; they learn where rank 0 put it.
+            return Ok(checkpoint::step_dir(&self.opts.dir, info.step));
+        }
         let dir = checkpoint::write(&self.opts.dir, &info, fill)?;
         checkpoint::prune(&self.opts.dir, keep)?;
         Ok(dir)

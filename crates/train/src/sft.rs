@@ -20,7 +20,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::callbacks::StepRecord;
 use crate::checkpoint;
 use crate::config::TrainerConfig;
-use crate::data::{DataPosition, DataSource, Epochs};
+use crate::data::{DataPosition, DataSource, Epochs, Shard};
 use crate::error::{Result, TrainError};
 use crate::run::{Resume, RunOptions};
 use crate::step::{Metrics, StepOutput, TrainStep};
@@ -186,6 +186,12 @@ impl SftData {
             epochs,
             tokens: 0,
         }
+    }
+
+    /// Yields only `shard`'s slice of every global batch (data parallelism; see [`Shard`]).
+    pub fn sharded(mut self, shard: Shard) -> Result<Self> {
+        self.epochs = self.epochs.sharded(shard)?;
+        Ok(self)
     }
 }
 
@@ -359,7 +365,8 @@ pub fn sft(
     };
     let eval_loss_start = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
     let train_examples = examples.len();
-    let mut source = SftData::new(examples, cfg.trainer.batch_size, pad, cfg.trainer.seed);
+    let mut source = SftData::new(examples, cfg.trainer.batch_size, pad, cfg.trainer.seed)
+        .sharded(Shard::of_process())?;
     let summary = trainer.fit(&mut step, &mut source)?;
     let eval_loss_end = step.eval()?.get("loss").copied().unwrap_or(f64::NAN);
     checkpoint::export_with(&pre.model, summary.checkpoint.as_deref(), out, |dir| {

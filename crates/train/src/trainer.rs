@@ -7,6 +7,13 @@
 //! checkpointed, and libtorch's generator, whose state tch cannot read, is reseeded before every
 //! step from (seed, step). N steps + resume + N steps then equals 2N steps bit for bit on CPU.
 //!
+//! Data parallelism (`rlhf_model::dist`, launched by `rlhf launch` or torchrun): every rank runs
+//! this loop on its shard of each global batch (the data sources' `sharded`); rank 0's weights
+//! are broadcast once at the start; each step all-reduces the step's statistics (loss weight,
+//! tokens, loss and metric sums) and then the flat gradient (in buckets), so every rank divides
+//! by the global weight and takes the same update as one process on the global batch would.
+//! Only rank 0 logs, shows progress and writes checkpoints.
+//!
 //! Cost per optimizer step beyond the model: ~10 kernels for AdamW on the flat buffer, one
 //! `cat` of the gradients, a device-side norm, and one host sync (loss, norm, metrics together),
 //! which the NaN check needs before the update.
@@ -59,9 +66,13 @@ impl Trainer {
         cfg.validate()?;
         let progress = run.progress;
         let run = RunDir::create(run)?;
-        let mut callbacks: Vec<Box<dyn Callback>> = vec![Box::new(MetricsLog::new(run.dir()))];
-        if progress {
-            callbacks.push(Box::new(Progress::default()));
+        let mut callbacks: Vec<Box<dyn Callback>> = Vec::new();
+        // Under data parallelism the other ranks would log the same global numbers again.
+        if rlhf_model::dist::is_writer() {
+            callbacks.push(Box::new(MetricsLog::new(run.dir())));
+            if progress {
+                callbacks.push(Box::new(Progress::default()));
+            }
         }
         Ok(Self {
             cfg,
@@ -85,6 +96,17 @@ impl Trainer {
     {
         let mut opt = AdamW::new(model.parameters(), adamw_config(&self.cfg))?;
         let mut st = self.restore(model, data, &mut opt)?;
+        if let Some(group) = rlhf_model::dist::group() {
+            // Same seed and checkpoint give the same weights everywhere already; the broadcast
+            // makes it so whatever a rank's initialisation did.
+            tch::no_grad(|| {
+                group.broadcast(
+                    opt.flat_parameters(),
+                    0,
+                    "the broadcast of rank 0's initial weights",
+                )
+            })?;
+        }
         let (max_steps, run_dir) = (self.cfg.max_steps, self.run.dir().to_path_buf());
         self.emit(&Event::Start {
             step: st.step,
@@ -280,6 +302,46 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Sums the weight, tokens, loss and metrics over the data-parallel ranks (one collective),
+    /// so that the step divides by the global weight and logs global means.
+    fn all_reduce(&mut self, group: &rlhf_model::dist::Group, step: u64) -> Result<()> {
+        let Some(loss) = &self.loss else {
+            return Ok(());
+        };
+        let device = loss.device();
+        let mut parts = vec![
+            Tensor::from(self.weight),
+            Tensor::from(self.tokens as f64),
+            loss.f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?
+                .f_reshape([-1])?,
+        ];
+        for (name, value) in &self.metrics {
+            if value.numel() != 1 {
+                return Err(TrainError::Invalid(format!(
+                    "'{name}' must be a scalar, got shape {:?}",
+                    value.size()
+                )));
+            }
+            let value = value.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+            parts.push(value.f_reshape([-1])?);
+        }
+        let parts: Vec<Tensor> = parts.iter().map(|t| t.reshape([-1])).collect();
+        let packed = Tensor::f_cat(&parts, 0)?;
+        group.all_reduce_sum(
+            &packed,
+            &format!("the all-reduce of step {step}'s statistics"),
+        )?;
+        let v = Vec::<f64>::try_from(&packed)?;
+        self.weight = v[0];
+        self.tokens = v[1].round() as u64;
+        self.loss = Some(Tensor::from(v[2]).f_to_device(device)?);
+        for (i, (_, value)) in self.metrics.iter_mut().enumerate() {
+            *value = Tensor::from(v[3 + i]).f_to_device(device)?;
+        }
+        Ok(())
+    }
+
     /// [mean loss, grad norm, mean metrics...] on the host: the step's one sync.
     fn read(&self, grad_norm: &Tensor) -> Result<Vec<f64>> {
         let device = grad_norm.device();
@@ -350,7 +412,19 @@ where
             ctx.step
         )));
     }
+    let group = rlhf_model::dist::group();
+    if let Some(group) = group {
+        acc.all_reduce(group, ctx.step)?;
+    }
     let mut grad = opt.gradients(1.0 / acc.weight)?;
+    if let Some(group) = group {
+        // Each rank's sum over its shard, already divided by the global weight: their sum is
+        // the global batch's gradient.
+        group.all_reduce_sum(
+            &grad,
+            &format!("the gradient all-reduce of step {}", ctx.step),
+        )?;
+    }
     let norm = clip_grad_norm(&mut grad, ctx.cfg.grad_clip)?;
     let values = acc.read(&norm)?;
     let (loss, grad_norm) = (values[0], values[1]);

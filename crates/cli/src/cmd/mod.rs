@@ -13,6 +13,7 @@ pub mod generate;
 pub mod grpo;
 pub mod import;
 pub mod label;
+pub mod launch;
 pub mod merge;
 pub mod nll;
 pub mod ppo;

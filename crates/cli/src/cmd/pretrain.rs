@@ -40,6 +40,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Resume::No
     };
     let s = rlhf_train::pretrain(&args.data, &args.out, &cfg, resume, device, true)?;
+    // Under data parallelism rank 0 reports for all (the others hold the same numbers).
+    if !rlhf_model::dist::is_writer() {
+        return Ok(());
+    }
     eprintln!(
         "pretrained {:?}: {} params, {} steps in {:.1} s; held-out loss {:.3} -> {:.3}; saved to {}",
         cfg.preset,

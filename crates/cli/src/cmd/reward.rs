@@ -43,6 +43,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Resume::No
     };
     let s = rlhf_train::reward(&args.model, &args.data, &args.out, &cfg, resume, device)?;
+    // Under data parallelism rank 0 reports for all (the others hold the same numbers).
+    if !rlhf_model::dist::is_writer() {
+        return Ok(());
+    }
     let (a0, a1) = (&s.eval_accuracy_start, &s.eval_accuracy_end);
     let oracle = match (a0.oracle, a1.oracle) {
         (Some(o0), Some(o1)) => format!(
