@@ -510,3 +510,107 @@ fn launch_refuses_what_it_cannot_run() {
         stderr(&o)
     );
 }
+
+/// The metrics lines of a PPO run.
+fn iterations(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn ppo_samples_from_rlhf_serve_and_hands_each_update_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("sft");
+    tiny_checkpoint(&policy, 300, 128, 0);
+    let data = tmp.path().join("rankings.jsonl");
+    rankings(&data);
+    let rm = tmp.path().join("rm");
+    let o = rlhf(&[
+        "reward",
+        "--model",
+        s(&policy),
+        "--data",
+        s(&data),
+        "--out",
+        s(&rm),
+        "--set",
+        "trainer.batch_size=4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let prompts = tmp.path().join("prompts.jsonl");
+    let lines: Vec<String> = (0..8)
+        .map(|i| json!({ "prompt": format!("Tom has {i} apples. How many?") }).to_string())
+        .collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let served = common::serve_with(&policy, &["--dynamic-adapters"]);
+    let engine = format!("openai:{}", served.url);
+    let ppo = |out: &Path, staleness: &str| {
+        let o = rlhf(&[
+            "ppo",
+            "--policy",
+            s(&policy),
+            "--reward",
+            s(&rm),
+            "--prompts",
+            s(&prompts),
+            "--out",
+            s(out),
+            "--lora",
+            "--rollout-engine",
+            &engine,
+            "--set",
+            "iterations=3",
+            "--set",
+            "rollout_batch=4",
+            "--set",
+            "minibatches=2",
+            "--set",
+            "ppo_epochs=2",
+            "--set",
+            "max_new_tokens=8",
+            "--set",
+            "eval_every=0",
+            "--set",
+            "lr=0.05",
+            "--set",
+            &format!("rollout_staleness={staleness}"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        iterations(out)
+    };
+    // Every update reaches the server before the next rollout: it samples exactly the policy
+    // the trainer holds, so the log-probs it reports equal the recomputed ones.
+    let fresh = ppo(&tmp.path().join("fresh"), "0");
+    assert_eq!(fresh.len(), 3);
+    for (i, m) in fresh.iter().enumerate() {
+        assert_eq!(m["rollout/served_version"], i as f64, "{m}");
+        assert_eq!(m["rollout/staleness"], 0.0, "{m}");
+        let gap = m["logprob_mismatch"].as_f64().unwrap();
+        assert!(
+            gap < 2e-3,
+            "iteration {}: served vs trained log-probs differ by {gap}",
+            i + 1
+        );
+    }
+    // Allowed to lag one update, the server samples the previous policy every other
+    // iteration, and the gap shows the policy the trainer holds has moved on.
+    let stale = ppo(&tmp.path().join("stale"), "1");
+    let versions: Vec<f64> = stale
+        .iter()
+        .map(|m| m["rollout/served_version"].as_f64().unwrap())
+        .collect();
+    assert_eq!(versions, [0.0, 0.0, 2.0]);
+    let gap = stale[1]["logprob_mismatch"].as_f64().unwrap();
+    assert!(
+        gap > 1e-2,
+        "a stale policy should sample other log-probs: {gap}"
+    );
+    // Only the adapter in use is kept.
+    let kept: Vec<_> = std::fs::read_dir(tmp.path().join("fresh/rollout-adapters"))
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 1);
+}

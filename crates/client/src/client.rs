@@ -158,6 +158,35 @@ impl Client {
         })
     }
 
+    /// `POST /v1/load_lora_adapter`: vLLM's runtime adapter loading (vLLM with
+    /// `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`; `rlhf serve --dynamic-adapters`). The adapter
+    /// is then served under `name`; `path` is read by the server.
+    pub fn load_lora_adapter(&self, name: &str, path: &str) -> Result<()> {
+        let body = serde_json::json!({ "lora_name": name, "lora_path": path });
+        self.post_text("load_lora_adapter", &body).map(drop)
+    }
+
+    /// `POST /v1/unload_lora_adapter`.
+    pub fn unload_lora_adapter(&self, name: &str) -> Result<()> {
+        let body = serde_json::json!({ "lora_name": name });
+        self.post_text("unload_lora_adapter", &body).map(drop)
+    }
+
+    /// A POST whose answer is plain text (the adapter endpoints answer "Success: ...").
+    fn post_text<Req: Serialize>(&self, path: &str, req: &Req) -> Result<String> {
+        let url = format!("{}/{path}", self.base);
+        let op = format!("POST {url}");
+        let body = to_json(req)?;
+        self.retrying(&op, || {
+            let resp = self
+                .authorized(self.agent.post(&url))
+                .header("Content-Type", "application/json")
+                .send(body.as_str())
+                .map_err(|e| transport(&op, e))?;
+            read_ok(&op, resp)
+        })
+    }
+
     fn post<Req: Serialize, Resp: DeserializeOwned>(&self, path: &str, req: &Req) -> Result<Resp> {
         let url = format!("{}/{path}", self.base);
         let op = format!("POST {url}");

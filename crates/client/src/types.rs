@@ -197,6 +197,10 @@ pub struct CompletionRequest {
     /// Token id (as a string) → bias in [-100, 100] added to its logit before sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    /// vLLM's extension: `logprobs.tokens` name each token as `token_id:ID` instead of its text,
+    /// so a trainer gets the exact ids sampled (text does not always re-encode to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_tokens_as_token_ids: Option<bool>,
 }
 
 /// Token counts of a request.

@@ -312,6 +312,7 @@ fn one_seed(
                     ptx_data: None,
                     out: dir.clone(),
                     gold: Some(Box::new(Oracle)),
+                    rollout_engine: None,
                 };
                 let s = rlhf_train::ppo(&inputs, &pcfg, Resume::No, device, true)?;
                 // Sampling, old log-probs, reference, reward and value passes; then policy and

@@ -440,6 +440,7 @@ pub fn run(
             ptx_data: (ptx > 0.0).then(|| data.join("corpus.txt")),
             out: out.join(name),
             gold: Some(Box::new(Oracle)),
+            rollout_engine: None,
         };
         let summary = rlhf_train::ppo(&inputs, &pcfg, Resume::No, device, true)?;
         runs.push((name, summary.log, t.elapsed().as_secs_f64()));

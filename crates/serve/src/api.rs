@@ -511,6 +511,7 @@ const COMPLETION_FIELDS: &[&str] = &[
     "stream",
     "stream_options",
     "user",
+    "return_tokens_as_token_ids",
 ];
 
 /// The roles a chat message may have (OpenAI's); `developer` is rendered as `system`.
@@ -845,6 +846,7 @@ async fn chat(
         choices: n,
         prompt_tokens,
         logprobs: logprobs.is_some(),
+        token_ids: false,
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo: vec![],
     };
@@ -990,6 +992,7 @@ async fn completions(
         choices,
         prompt_tokens,
         logprobs: req.logprobs.is_some(),
+        token_ids: req.return_tokens_as_token_ids == Some(true),
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo,
     };

@@ -114,6 +114,8 @@ enum Msg {
 /// A generated token as the API reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenInfo {
+    /// The token's id in the model's vocabulary.
+    pub id: i64,
     pub text: String,
     /// Log-probability under the model's own distribution (before temperature and filtering).
     pub logprob: f32,

@@ -37,6 +37,9 @@ pub(crate) struct Reply {
     pub choices: usize,
     pub prompt_tokens: usize,
     pub logprobs: bool,
+    /// Name the tokens of completions' logprobs `token_id:ID` (vLLM's
+    /// `return_tokens_as_token_ids`).
+    pub token_ids: bool,
     pub include_usage: bool,
     /// Per choice, the prompt text to put before the answer (`echo`), or empty.
     pub echo: Vec<String>,
@@ -132,7 +135,7 @@ pub(crate) async fn collect(r: Reply, mut rx: Receiver<Event>) -> Result<Value, 
                         index: i as u32,
                         logprobs: r
                             .logprobs
-                            .then(|| completion_logprobs(&c.tokens, echo.len())),
+                            .then(|| completion_logprobs(&c.tokens, echo.len(), r.token_ids)),
                         finish_reason: c.reason.map(str::to_string),
                     }
                 })
@@ -188,12 +191,17 @@ fn chat_logprobs(tokens: &[TokenInfo]) -> ChatLogprobs {
     }
 }
 
-/// The legacy column layout; offsets count bytes from the start of the returned text.
-fn completion_logprobs(tokens: &[TokenInfo], start: usize) -> CompletionLogprobs {
+/// The legacy column layout; offsets count bytes from the start of the returned text. With
+/// `token_ids`, each token is named `token_id:ID` (vLLM's convention).
+fn completion_logprobs(tokens: &[TokenInfo], start: usize, token_ids: bool) -> CompletionLogprobs {
     let mut offset = start;
     let mut out = CompletionLogprobs::default();
     for t in tokens {
-        out.tokens.push(t.text.clone());
+        out.tokens.push(if token_ids {
+            format!("token_id:{}", t.id)
+        } else {
+            t.text.clone()
+        });
         out.token_logprobs.push(Some(f64::from(t.logprob)));
         let top: Map<String, Value> = t
             .top
@@ -255,7 +263,7 @@ impl Chunks<'_> {
                     text: delta.content.unwrap_or_default(),
                     index: index32,
                     logprobs: (self.r.logprobs && !tokens.is_empty())
-                        .then(|| completion_logprobs(tokens, 0)),
+                        .then(|| completion_logprobs(tokens, 0, self.r.token_ids)),
                     finish_reason: reason,
                 }],
                 usage: None,

@@ -54,6 +54,7 @@ impl Picked {
             })
             .collect::<Result<_>>()?;
         Ok(TokenInfo {
+            id: self.tokens[slot],
             text: text(self.tokens[slot])?,
             logprob: self.logprob[slot],
             top,

@@ -78,6 +78,7 @@ pub mod config;
 pub mod data;
 pub mod distill;
 pub mod dpo;
+pub mod engine;
 pub mod error;
 pub mod flan;
 pub mod grpo;

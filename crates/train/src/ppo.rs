@@ -30,6 +30,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, OPTIMIZER_FILE};
 use crate::data::{DataRng, DataSource, Epochs};
+use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use crate::pretrain::{CorpusWindows, lm_loss};
@@ -105,6 +106,9 @@ pub struct PpoConfig {
     /// base with the adapter off (no second copy); the value model trains its own adapter and
     /// head on the reward model's frozen body (shared with the reward model, no copy).
     pub lora: rlhf_model::LoraConfig,
+    /// With `--rollout-engine`: how many updates the served policy may lag the trained one. 0
+    /// hands every update to the server before the next rollout.
+    pub rollout_staleness: u64,
 }
 
 impl Default for PpoConfig {
@@ -140,6 +144,7 @@ impl Default for PpoConfig {
             keep_checkpoints: 2,
             seed: 0,
             lora: Default::default(),
+            rollout_staleness: 0,
         }
     }
 }
@@ -226,6 +231,10 @@ pub struct PpoInputs {
     /// task world's oracle, `rlhf_eval::Oracle`): logged as `<key>_score` and
     /// `eval/<key>_win_rate`. It must know every training and held-out prompt.
     pub gold: Option<Box<dyn Scorer>>,
+    /// `openai:URL`: sample the rollouts from this OpenAI-compatible server instead of the
+    /// policy here (`crate::engine`); needs a LoRA policy. Not part of the configuration, so a
+    /// resume may point at a server restarted elsewhere.
+    pub rollout_engine: Option<String>,
 }
 
 /// One iteration's log line (`metrics.jsonl`).
@@ -273,6 +282,8 @@ pub struct Ppo<'a> {
     pub opt: AdamW,
     pub kl: KlControl,
     pub ptx: Option<CorpusWindows>,
+    /// Where rollouts are sampled when not here (`--rollout-engine`).
+    pub engine: Option<RolloutEngine>,
 }
 
 impl<'a> Ppo<'a> {
@@ -301,6 +312,7 @@ impl<'a> Ppo<'a> {
             opt,
             kl,
             ptx,
+            engine: None,
         })
     }
 
@@ -311,9 +323,31 @@ impl<'a> Ppo<'a> {
     pub fn step(&mut self, prompts: &[Vec<i64>], it: u64) -> Result<(Rollout, Metrics)> {
         let t0 = Instant::now();
         let seed = self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
-        let ro = rollout::rollout(&self.models, prompts, &self.rollout, seed)?;
-        let t_rollout = t0.elapsed().as_secs_f64();
         let mut m = Metrics::new();
+        let ro = match &mut self.engine {
+            None => rollout::rollout(&self.models, prompts, &self.rollout, seed)?,
+            Some(engine) => {
+                // The policy after `it` iterations is version `it`.
+                if engine.due(it, self.cfg.rollout_staleness) {
+                    engine.hand_over(self.models.policy, it)?;
+                }
+                let served = engine.version().unwrap_or(it);
+                m.insert("rollout/served_version".into(), served as f64);
+                m.insert("rollout/staleness".into(), (it - served.min(it)) as f64);
+                let stop = *self.rollout.stop_ids.first().ok_or_else(|| {
+                    TrainError::Invalid("the policy has no stop token to end responses".into())
+                })?;
+                let gens = engine.generate(
+                    prompts,
+                    self.cfg.temperature,
+                    self.cfg.max_new_tokens,
+                    stop,
+                    seed,
+                )?;
+                rollout::score(&self.models, prompts, &gens, &self.rollout)?
+            }
+        };
+        let t_rollout = t0.elapsed().as_secs_f64();
         let (adv, ret, kl_mean) = advantages(&ro, self.cfg, self.kl.value())?;
         m.insert("kl".into(), kl_mean);
         m.insert("kl_coef".into(), self.kl.value());
@@ -826,6 +860,17 @@ pub fn ppo(
     let run = RunDir::create(opts)?;
     let resume_point = run.resume_point()?;
     let t0 = Instant::now();
+    let engine = match &inputs.rollout_engine {
+        Some(_) if !cfg.lora.enabled => {
+            return Err(TrainError::Config(
+                "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
+                 /v1/load_lora_adapter); train the policy with --lora"
+                    .into(),
+            ));
+        }
+        Some(spec) => Some(RolloutEngine::connect(spec, run.dir())?),
+        None => None,
+    };
 
     // Phase "load".
     let models = PpoModels::load(inputs, &cfg.lora, cfg.seed, device)?;
@@ -854,6 +899,7 @@ pub fn ppo(
         _ => None,
     };
     let mut algo = Ppo::new(models.models(), cfg, rollout_cfg, ptx)?;
+    algo.engine = engine;
     let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7);
     let mut log: Vec<IterationLog> = Vec::new();
 

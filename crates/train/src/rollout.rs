@@ -8,7 +8,7 @@
 //! Shapes: B rollouts, R longest response (right-padded). A row of the batch is
 //! `[pad.. prompt | response | pad..]` (`ResponseBatch`).
 
-use rlhf_model::sample::{Finish, generate};
+use rlhf_model::sample::{Finish, Generation, generate};
 use rlhf_model::{
     GenerateConfig, Gpt, ResponseBatch, Sampling, last_token_scalars, response_logprobs,
     score::response_scalars,
@@ -78,7 +78,6 @@ pub fn rollout(
     cfg: &RolloutConfig,
     seed: u64,
 ) -> Result<Rollout> {
-    let device = models.policy.device();
     let gen_cfg = GenerateConfig {
         max_new_tokens: cfg.max_new_tokens,
         sampling: Sampling::new(cfg.temperature, None, None)?,
@@ -87,6 +86,28 @@ pub fn rollout(
         pad_token_id: cfg.pad_id,
     };
     let gens = generate(models.policy, prompts, &gen_cfg, |_, _| false)?;
+    score(models, prompts, &gens, cfg)
+}
+
+/// Scores sampled responses (from the policy here, or from an external engine): the policy's
+/// and the reference's log-probs recomputed in one teacher-forced pass each, the values and the
+/// reward model's scores. A generation may report fewer log-probs than tokens (an engine that
+/// does not report its stop token's); the missing ones count as equal to the recomputed ones.
+pub fn score(
+    models: &Models<'_>,
+    prompts: &[Vec<i64>],
+    gens: &[Generation],
+    cfg: &RolloutConfig,
+) -> Result<Rollout> {
+    let device = models.policy.device();
+    if gens.len() != prompts.len() || gens.iter().any(|g| g.token_ids.is_empty()) {
+        return Err(TrainError::Invalid(format!(
+            "{} generations for {} prompts, or an empty one: every prompt needs a response of \
+             at least one token",
+            gens.len(),
+            prompts.len()
+        )));
+    }
     let _guard = tch::no_grad_guard();
     // The policy is trained on every sampled token, the stop token included: it must learn to
     // end. The reward model reads prompt + response (without the stop token) + its EOS.
@@ -105,19 +126,18 @@ pub fn rollout(
     let (ref_logprobs, _) = response_logprobs(models.reference, &batch, cfg.temperature)?;
     let values = response_scalars(models.value, &batch)?;
     let r = batch.response_len() as usize;
-    let sampled: Vec<f32> = gens
-        .iter()
-        .flat_map(|g| {
-            let n = g.logprobs.len();
-            g.logprobs
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(0.0, r - n))
-        })
-        .collect();
-    let sampler_logprobs = Tensor::from_slice(&sampled)
-        .view([gens.len() as i64, r as i64])
-        .to_device(device);
+    let (mut sampled, mut reported) = (Vec::with_capacity(gens.len() * r), Vec::new());
+    for g in gens {
+        let n = g.logprobs.len().min(r);
+        sampled.extend(g.logprobs[..n].iter().copied());
+        sampled.extend(std::iter::repeat_n(0f32, r - n));
+        reported.extend(std::iter::repeat_n(true, n));
+        reported.extend(std::iter::repeat_n(false, r - n));
+    }
+    let shape = [gens.len() as i64, r as i64];
+    let sampled = Tensor::from_slice(&sampled).view(shape).to_device(device);
+    let reported = Tensor::from_slice(&reported).view(shape).to_device(device);
+    let sampler_logprobs = sampled.where_self(&reported, &logprobs);
     let rm_seqs: Vec<Vec<i64>> = prompts
         .iter()
         .zip(&response_ids)

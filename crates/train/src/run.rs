@@ -34,12 +34,13 @@ pub enum Resume {
 /// Configuration keys (by their last path component) that may differ between a checkpoint and
 /// the run resuming it: how long to run and how often to evaluate and checkpoint. Every other
 /// key changes what the run computes, so a resume with another value is refused.
-pub const MAY_CHANGE_ON_RESUME: [&str; 5] = [
+pub const MAY_CHANGE_ON_RESUME: [&str; 6] = [
     "max_steps",
     "iterations",
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",
+    "rollout_staleness",
 ];
 
 /// The key of a checkpoint's recorded config (`rlhf.json`, not `config.toml`) that holds the

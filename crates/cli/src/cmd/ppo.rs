@@ -45,8 +45,17 @@ pub struct Args {
     /// reward model), `none`, or `auto`: the oracle when every prompt is a task-world prompt.
     #[arg(long, default_value = "auto")]
     gold: String,
+    /// Sample the rollouts from an OpenAI-compatible server (`openai:URL`: vLLM, SGLang,
+    /// `rlhf serve --dynamic-adapters --model POLICY`) serving the SFT policy, instead of here;
+    /// they are scored and trained on here with log-probs recomputed by the trainer. Needs
+    /// --lora: after each update the adapter is written to OUT/rollout-adapters/ and loaded by
+    /// the server (POST /v1/load_lora_adapter), which must see that path; the config's
+    /// rollout_staleness lets the served policy lag by that many updates [default: sample here].
+    #[arg(long, value_name = "openai:URL")]
+    rollout_engine: Option<String>,
     /// Continue the run in OUT from its latest checkpoint (with the same configuration and
-    /// inputs; only iterations, eval_every, checkpoint_every and keep_checkpoints may change).
+    /// inputs; only iterations, eval_every, checkpoint_every, keep_checkpoints and
+    /// rollout_staleness may change).
     #[arg(long)]
     resume: bool,
     #[command(flatten)]
@@ -96,6 +105,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         ptx_data: args.ptx_data,
         out: args.out,
         gold,
+        rollout_engine: args.rollout_engine,
     };
     let gold_key = inputs
         .gold

@@ -89,6 +89,11 @@ impl Drop for Served {
 
 /// Starts `rlhf serve --port 0 --model MODEL` and waits for the line with its URL.
 pub fn serve(model: &Path) -> Served {
+    serve_with(model, &[])
+}
+
+/// [`serve`] with extra `rlhf serve` arguments.
+pub fn serve_with(model: &Path, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
         .args([
             "--device",
@@ -101,6 +106,7 @@ pub fn serve(model: &Path) -> Served {
             "--model",
         ])
         .arg(model)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
