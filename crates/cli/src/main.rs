@@ -125,6 +125,7 @@ fn join_launch(command: &Command) -> anyhow::Result<()> {
         Command::Sft(_) => "sft",
         Command::Reward(_) => "reward",
         Command::Dpo(_) => "dpo",
+        Command::Ppo(_) => "ppo",
         Command::Launch(_) => anyhow::bail!(
             "rlhf launch is running under a launcher already (WORLD_SIZE={}); start the \
              command itself",

@@ -614,3 +614,101 @@ fn ppo_samples_from_rlhf_serve_and_hands_each_update_over() {
         .collect();
     assert_eq!(kept.len(), 1);
 }
+
+#[test]
+fn ppo_runs_data_parallel_with_global_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("sft");
+    tiny_checkpoint(&policy, 300, 128, 0);
+    let data = tmp.path().join("rankings.jsonl");
+    rankings(&data);
+    let rm = tmp.path().join("rm");
+    let o = rlhf(&[
+        "reward",
+        "--model",
+        s(&policy),
+        "--data",
+        s(&data),
+        "--out",
+        s(&rm),
+        "--set",
+        "trainer.batch_size=4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let prompts = tmp.path().join("prompts.jsonl");
+    let lines: Vec<String> = (0..16)
+        .map(|i| json!({ "prompt": format!("Tom has {i} apples. How many?") }).to_string())
+        .collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let out = tmp.path().join("ppo");
+    let args = [
+        "ppo",
+        "--policy",
+        s(&policy),
+        "--reward",
+        s(&rm),
+        "--prompts",
+        s(&prompts),
+        "--out",
+        s(&out),
+        "--set",
+        "rollout_batch=8",
+        "--set",
+        "minibatches=2",
+        "--set",
+        "max_new_tokens=8",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "checkpoint_every=2",
+    ];
+    let o = rlhf(
+        &[
+            &["launch", "--nproc", "2", "--"][..],
+            &args,
+            &["--set", "iterations=3"],
+        ]
+        .concat(),
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("data parallel: `ppo` on 2 ranks"), "{err}");
+    // One line per iteration, written once, with global means.
+    let lines = iterations(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(m["iteration"], (i + 1) as f64);
+        assert!(m["kl"].as_f64().unwrap().is_finite() && m["policy_loss"].as_f64().is_some());
+    }
+    assert!(out.join("adapter_config.json").exists() || out.join("model.safetensors").exists());
+    // A resume must keep the number of processes; with it, the run continues.
+    let more = [&args[..], &["--set", "iterations=4", "--resume"]].concat();
+    let o = rlhf(&more);
+    assert!(stderr(&o).contains("world_size 2 vs 1"), "{}", stderr(&o));
+    let o = rlhf(&[&["launch", "--nproc", "2", "--"][..], &more].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(iterations(&out).len(), 4);
+    // An external rollout engine is one process's.
+    let fresh = tmp.path().join("engine");
+    let mut args = args.to_vec();
+    args[8] = s(&fresh);
+    let o = rlhf(
+        &[
+            &["launch", "--nproc", "2", "--"][..],
+            &args,
+            &[
+                "--lora",
+                "--rollout-engine",
+                "openai:http://127.0.0.1:9",
+                "--set",
+                "iterations=1",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        stderr(&o).contains("--rollout-engine does not run data-parallel"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -146,4 +146,12 @@ int rlhf_dist_barrier(void* handle, char* err, size_t err_len) {
   });
 }
 
+// Leaves the group (c10d's destructors close the connections and join Gloo's threads).
+void rlhf_dist_free(void* handle) {
+  try {
+    delete static_cast<Group*>(handle);
+  } catch (...) {
+  }
+}
+
 }  // extern "C"

@@ -46,6 +46,7 @@ unsafe extern "C" {
         err_len: usize,
     ) -> c_int;
     fn rlhf_dist_barrier(group: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    fn rlhf_dist_free(group: *mut c_void);
 }
 
 /// Seconds a rank waits for the others (at the rendezvous, or in any one collective) before it
@@ -161,49 +162,64 @@ unsafe impl Sync for Group {}
 
 static GROUP: OnceLock<Group> = OnceLock::new();
 
-/// Joins the launch's process group (once per process; a second call returns the first group).
-/// Blocks until every rank has joined, or fails after the timeout naming the master address.
+/// Joins the launch's process group as this process's group (once per process; a second call
+/// returns the first group). Blocks until every rank has joined, or fails after the timeout
+/// naming the master address.
 pub fn init(env: &LaunchEnv) -> Result<&'static Group> {
     if let Some(g) = GROUP.get() {
         return Ok(g);
     }
-    let addr = CString::new(env.master_addr.clone()).map_err(|_| {
-        ModelError::Invalid("launch environment: MASTER_ADDR holds a NUL byte".into())
-    })?;
-    let mut err = vec![0 as c_char; 2048];
-    let handle = unsafe {
-        rlhf_dist_init(
-            addr.as_ptr(),
-            c_int::from(env.master_port),
-            env.rank as c_int,
-            env.world as c_int,
-            env.timeout.as_millis() as i64,
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if handle.is_null() {
-        return Err(ModelError::Invalid(format!(
-            "rank {} of {}: could not join the process group at {}:{} within {} s: {}",
-            env.rank,
-            env.world,
-            env.master_addr,
-            env.master_port,
-            env.timeout.as_secs(),
-            message(&err)
-        )));
-    }
-    let group = Group {
-        handle,
-        rank: env.rank,
-        world: env.world,
-        local_rank: env.local_rank,
-        timeout: env.timeout,
-        lock: Mutex::new(()),
-    };
-    // A racing second `init` in this process would leak its handle; there is none (the CLI
+    let group = Group::join(env)?;
+    // A racing second `init` in this process would drop its group; there is none (the CLI
     // joins once, before any work).
     Ok(GROUP.get_or_init(|| group))
+}
+
+impl Group {
+    /// Joins a process group of its own (the trainers use the process's one, [`group`]; tests
+    /// run several ranks as threads of one process with these).
+    pub fn join(env: &LaunchEnv) -> Result<Group> {
+        let addr = CString::new(env.master_addr.clone()).map_err(|_| {
+            ModelError::Invalid("launch environment: MASTER_ADDR holds a NUL byte".into())
+        })?;
+        let mut err = vec![0 as c_char; 2048];
+        let handle = unsafe {
+            rlhf_dist_init(
+                addr.as_ptr(),
+                c_int::from(env.master_port),
+                env.rank as c_int,
+                env.world as c_int,
+                env.timeout.as_millis() as i64,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if handle.is_null() {
+            return Err(ModelError::Invalid(format!(
+                "rank {} of {}: could not join the process group at {}:{} within {} s: {}",
+                env.rank,
+                env.world,
+                env.master_addr,
+                env.master_port,
+                env.timeout.as_secs(),
+                message(&err)
+            )));
+        }
+        Ok(Group {
+            handle,
+            rank: env.rank,
+            world: env.world,
+            local_rank: env.local_rank,
+            timeout: env.timeout,
+            lock: Mutex::new(()),
+        })
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        unsafe { rlhf_dist_free(self.handle) };
+    }
 }
 
 /// The group this process joined, if any.
@@ -295,6 +311,14 @@ impl Group {
         if rc != 0 {
             return Err(self.fail(what, &err));
         }
+        Ok(())
+    }
+
+    /// Sums host scalars over the ranks, in place (one collective).
+    pub fn all_reduce_f64(&self, values: &mut [f64], what: &str) -> Result<()> {
+        let t = Tensor::from_slice(values);
+        self.all_reduce_sum(&t, what)?;
+        values.copy_from_slice(&Vec::<f64>::try_from(&t)?);
         Ok(())
     }
 

@@ -73,7 +73,9 @@ fn main() -> anyhow::Result<()> {
         assert!(ro.response_ids.iter().all(|r| r.len() == response_len));
         let t1 = t0.elapsed().as_secs_f64();
         let (adv, ret, _) = ppo::advantages(&ro, &pcfg, pcfg.kl_coef)?;
-        ppo::update(&models, &mut opt, &ro, &adv, &ret, &pcfg, None, it as u64)?;
+        ppo::update(
+            &models, &mut opt, &ro, &adv, &ret, &pcfg, None, it as u64, None,
+        )?;
         let t2 = t0.elapsed().as_secs_f64();
         if it >= warmup {
             total.push(t2);

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, OPTIMIZER_FILE};
-use crate::data::{DataRng, DataSource, Epochs};
+use crate::data::{DataRng, DataSource, Epochs, Shard};
 use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
@@ -39,6 +39,7 @@ use crate::rl::{self, KlControl, KlEstimator};
 use crate::rollout::{self, Models, Rollout, RolloutConfig};
 use crate::run::{self, Resume, RunDir, RunOptions};
 use crate::step::Metrics;
+use rlhf_model::dist::Group;
 
 /// `rlhf ppo`'s configuration (`--config FILE`, `--set key=value`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,6 +285,9 @@ pub struct Ppo<'a> {
     pub ptx: Option<CorpusWindows>,
     /// Where rollouts are sampled when not here (`--rollout-engine`).
     pub engine: Option<RolloutEngine>,
+    /// The data-parallel group (the process's, `rlhf_model::dist::group`, by default): each
+    /// rank samples its share of the prompts, and the statistics and gradients are global.
+    pub group: Option<&'a Group>,
 }
 
 impl<'a> Ppo<'a> {
@@ -313,6 +317,7 @@ impl<'a> Ppo<'a> {
             kl,
             ptx,
             engine: None,
+            group: rlhf_model::dist::group(),
         })
     }
 
@@ -323,6 +328,9 @@ impl<'a> Ppo<'a> {
     pub fn step(&mut self, prompts: &[Vec<i64>], it: u64) -> Result<(Rollout, Metrics)> {
         let t0 = Instant::now();
         let seed = self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
+        // Each rank samples its own prompts with its own stream (rank 0's is one process's).
+        let rank = self.group.map_or(0, |g| g.rank() as u64);
+        let seed = seed.wrapping_add(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut m = Metrics::new();
         let ro = match &mut self.engine {
             None => rollout::rollout(&self.models, prompts, &self.rollout, seed)?,
@@ -348,7 +356,7 @@ impl<'a> Ppo<'a> {
             }
         };
         let t_rollout = t0.elapsed().as_secs_f64();
-        let (adv, ret, kl_mean) = advantages(&ro, self.cfg, self.kl.value())?;
+        let (adv, ret, kl_mean) = advantages_in(&ro, self.cfg, self.kl.value(), self.group)?;
         m.insert("kl".into(), kl_mean);
         m.insert("kl_coef".into(), self.kl.value());
         let upd = update(
@@ -360,9 +368,11 @@ impl<'a> Ppo<'a> {
             self.cfg,
             self.ptx.as_mut(),
             it,
+            self.group,
         )?;
         m.extend(upd);
-        self.kl.update(kl_mean, prompts.len() as u64);
+        let world = self.group.map_or(1, |g| g.world());
+        self.kl.update(kl_mean, (prompts.len() * world) as u64);
         let lens: Vec<f64> = ro.response_ids.iter().map(|r| r.len() as f64).collect();
         m.insert("rm_score".into(), mean(&ro.raw_scores));
         m.insert("score".into(), scalar(&ro.scores.mean(Kind::Float)));
@@ -406,13 +416,32 @@ pub fn token_rewards(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor
 /// Per-token rewards, GAE advantages (whitened) and returns; also the mean summed KL per
 /// response. Refuses non-finite advantages before anything is updated.
 pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, Tensor, f64)> {
+    advantages_in(ro, cfg, beta, None)
+}
+
+/// [`advantages`] for one rank's share of a data-parallel batch: the KL mean and the whitening
+/// statistics are the global batch's (all-reduced), so each rank gets its rows of what one
+/// process would compute on the whole batch.
+pub fn advantages_in(
+    ro: &Rollout,
+    cfg: &PpoConfig,
+    beta: f64,
+    group: Option<&Group>,
+) -> Result<(Tensor, Tensor, f64)> {
     let _g = tch::no_grad_guard();
     let mask = &ro.batch.mask;
     let (rewards, kl) = token_rewards(ro, cfg, beta)?;
-    let kl_mean = scalar(&rl::masked_sum(&kl, mask)?) / mask.size()[0] as f64;
+    let mut kl_sum = [scalar(&rl::masked_sum(&kl, mask)?), mask.size()[0] as f64];
+    if let Some(group) = group {
+        group.all_reduce_f64(&mut kl_sum, "the all-reduce of the rollouts' KL")?;
+    }
+    let kl_mean = kl_sum[0] / kl_sum[1];
     let (mut adv, ret) = rl::gae(&rewards, &ro.values, mask, cfg.gamma, cfg.lambda)?;
     if cfg.whiten_advantages {
-        adv = rl::masked_whiten(&adv, mask, true)?;
+        adv = match group {
+            None => rl::masked_whiten(&adv, mask, true)?,
+            Some(group) => whiten_global(&adv, mask, group)?,
+        };
     }
     let finite = adv.isfinite().all();
     if !bool::try_from(&finite).unwrap_or(false) {
@@ -423,6 +452,30 @@ pub fn advantages(ro: &Rollout, cfg: &PpoConfig, beta: f64) -> Result<(Tensor, T
         ));
     }
     Ok((adv, ret, kl_mean))
+}
+
+/// `rl::masked_whiten` (shifted, unbiased variance) with the mean and variance of every rank's
+/// masked entries together.
+fn whiten_global(x: &Tensor, mask: &Tensor, group: &Group) -> Result<Tensor> {
+    let m = mask.ne(0.0).to_kind(Kind::Double);
+    let xd = x.to_kind(Kind::Double) * &m;
+    let mut stats = [
+        scalar(&m.sum(Kind::Double)),
+        scalar(&xd.sum(Kind::Double)),
+        scalar(&(&xd * &xd).sum(Kind::Double)),
+    ];
+    group.all_reduce_f64(&mut stats, "the all-reduce of the advantage statistics")?;
+    let [n, sum, sq] = stats;
+    if n < 2.0 {
+        return Err(TrainError::Invalid(format!(
+            "whitening the advantages: the rollouts hold {n} response tokens in all; an \
+             unbiased variance needs at least 2"
+        )));
+    }
+    let mean = sum / n;
+    let var = (sq - n * mean * mean) / (n - 1.0);
+    let whitened = (x - mean) * (var + 1e-8).sqrt().recip();
+    Ok(whitened * mask.ne(0.0).to_kind(x.kind()))
 }
 
 /// One minibatch's loss and what is logged about it.
@@ -443,8 +496,9 @@ pub struct MinibatchLoss {
 }
 
 /// The PPO loss on the rows `idx` of a rollout: the clipped policy loss on the recomputed
-/// log-probs, vf_coef × the clipped value loss, and, given a corpus batch `(ids, γ)`, γ × its
-/// LM loss (PPO-ptx).
+/// log-probs, vf_coef × the clipped value loss (both times `share`, this rank's share of a
+/// data-parallel minibatch's tokens; 1 in one process), and, given a corpus batch `(ids, γ)`,
+/// γ × its LM loss (PPO-ptx).
 #[allow(clippy::too_many_arguments)]
 pub fn minibatch_loss(
     models: &Models<'_>,
@@ -454,6 +508,7 @@ pub fn minibatch_loss(
     ret: &Tensor,
     cfg: &PpoConfig,
     ptx: Option<(&Tensor, f64)>,
+    share: f64,
 ) -> Result<MinibatchLoss> {
     let mb = ro.batch.select(idx);
     let rows = |t: &Tensor| t.index_select(0, idx);
@@ -464,6 +519,10 @@ pub fn minibatch_loss(
     let v = response_scalars(models.value, &mb)?;
     let value = rl::value_loss(&v, &rows(&ro.values), &rows(ret), &mb.mask, cfg.value_clip)?;
     let mut loss = &policy.loss + cfg.vf_coef * &value.loss;
+    if share != 1.0 {
+        // This rank's part of a data-parallel minibatch (see `update`).
+        loss = &loss * share;
+    }
     let mut ptx_loss = None;
     if let Some((ids, coef)) = ptx {
         let l = lm_loss(models.policy, ids)?;
@@ -481,6 +540,14 @@ pub fn minibatch_loss(
 }
 
 /// `ppo_epochs` passes of clipped policy + value loss (+ ptx) over shuffled minibatches.
+///
+/// With a data-parallel `group`, this rank's rollout holds rows `rank·b .. (rank+1)·b` of the
+/// global batch of `world·b`. Every rank draws the same permutation of the global rows, so each
+/// global minibatch is the one a single process would form; a rank trains on the rows of it
+/// that it holds, its token-mean losses weighted by its share of the minibatch's tokens (and
+/// the ptx loss by 1/world, each rank holding an equal share of the corpus rows), and the
+/// gradients are summed over the ranks before clipping: every update equals one process's on
+/// the same rollouts. The metrics returned are this rank's.
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     models: &Models<'_>,
@@ -491,19 +558,39 @@ pub fn update(
     cfg: &PpoConfig,
     mut ptx: Option<&mut CorpusWindows>,
     it: u64,
+    group: Option<&Group>,
 ) -> Result<Metrics> {
     let b = ro.batch.rows() as usize;
-    let mb = b / cfg.minibatches;
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    let global = b * world;
+    let mb = global / cfg.minibatches;
     let device = ro.batch.seqs.device();
+    let tokens_per_row: Vec<f64> =
+        Vec::<f64>::try_from(ro.batch.mask.sum_dim_intlist(1, false, Kind::Double))?;
     let mut rng = DataRng::new(cfg.seed.wrapping_add(it), 11);
     let (mut n, mut pg, mut vf, mut clipfrac, mut vclip, mut akl, mut ent, mut ptx_loss, mut gn) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
     let mut first_log_ratio = f64::NAN;
     for _ in 0..cfg.ppo_epochs {
-        let perm = rng.permutation(b);
+        let perm = rng.permutation(global);
         for chunk in perm.chunks(mb) {
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::from_slice(&idx).to_device(device);
+            // This rank's rows of the global minibatch, and its share of the minibatch's tokens.
+            let mine: Vec<i64> = chunk
+                .iter()
+                .filter(|&&g| g / b == rank)
+                .map(|&g| (g % b) as i64)
+                .collect();
+            let mut share = 1.0;
+            if let Some(group) = group {
+                let local: f64 = mine.iter().map(|&i| tokens_per_row[i as usize]).sum();
+                let mut total = [local];
+                group.all_reduce_f64(&mut total, "the minibatch token count")?;
+                share = if total[0] > 0.0 {
+                    local / total[0]
+                } else {
+                    0.0
+                };
+            }
             opt.zero_grad();
             let corpus = match ptx.as_deref_mut() {
                 Some(src) => Some(
@@ -513,29 +600,38 @@ pub fn update(
                 ),
                 None => None,
             };
-            let l = minibatch_loss(
-                models,
-                ro,
-                &idx,
-                adv,
-                ret,
-                cfg,
-                corpus.as_ref().map(|c| (c, cfg.ptx_coef)),
-            )?;
-            if n == 0.0 {
-                first_log_ratio = scalar(&l.max_log_ratio);
+            let ptx_arg = corpus.as_ref().map(|c| (c, cfg.ptx_coef / world as f64));
+            let l = if mine.is_empty() {
+                // None of this minibatch's rows here: only the ptx term, if any.
+                match ptx_arg {
+                    Some((ids, coef)) => Some((None, coef * lm_loss(models.policy, ids)?)),
+                    None => None,
+                }
+            } else {
+                let idx = Tensor::from_slice(&mine).to_device(device);
+                let l = minibatch_loss(models, ro, &idx, adv, ret, cfg, ptx_arg, share)?;
+                let loss = l.loss.shallow_clone();
+                Some((Some((l, idx)), loss))
+            };
+            if let Some((_, loss)) = &l {
+                let lv = scalar(loss);
+                if !lv.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: it + 1,
+                        what: "the PPO loss",
+                        value: lv,
+                        last_checkpoint: None,
+                    });
+                }
+                loss.backward();
             }
-            let lv = scalar(&l.loss);
-            if !lv.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: it + 1,
-                    what: "the PPO loss",
-                    value: lv,
-                    last_checkpoint: None,
-                });
-            }
-            l.loss.backward();
             let mut grad = opt.gradients(1.0)?;
+            if let Some(group) = group {
+                group.all_reduce_sum(
+                    &grad,
+                    &format!("the gradient all-reduce of PPO iteration {}", it + 1),
+                )?;
+            }
             let norm = scalar(&clip_grad_norm(&mut grad, cfg.grad_clip)?);
             if !norm.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -546,6 +642,12 @@ pub fn update(
                 });
             }
             opt.step(&grad, cfg.lr)?;
+            let Some((Some((l, idx)), _)) = l else {
+                continue;
+            };
+            if n == 0.0 {
+                first_log_ratio = scalar(&l.max_log_ratio);
+            }
             let mask = ro.batch.mask.index_select(0, &idx);
             tch::no_grad(|| -> Result<()> {
                 let e = rl::entropy_from_logits(&(l.logits.detach() / cfg.temperature))?;
@@ -860,7 +962,16 @@ pub fn ppo(
     let run = RunDir::create(opts)?;
     let resume_point = run.resume_point()?;
     let t0 = Instant::now();
+    let group = rlhf_model::dist::group();
+    let shard = Shard::of_process();
     let engine = match &inputs.rollout_engine {
+        Some(_) if group.is_some() => {
+            return Err(TrainError::Config(
+                "--rollout-engine does not run data-parallel yet (each rank would hand its own \
+                 copy of the policy to the server); run one process"
+                    .into(),
+            ));
+        }
         Some(_) if !cfg.lora.enabled => {
             return Err(TrainError::Config(
                 "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
@@ -890,17 +1001,21 @@ pub fn ppo(
         missing_eos_penalty: cfg.missing_eos_penalty,
     };
     let ptx = match (&inputs.ptx_data, cfg.ptx_coef > 0.0) {
-        (Some(path), true) => Some(CorpusWindows::new(
-            Tensor::from_slice(&ptx_stream(&pre.tokenizer, path)?),
-            cfg.ptx_batch as i64,
-            cfg.ptx_seq_len,
-            cfg.seed,
-        )?),
+        (Some(path), true) => Some(
+            CorpusWindows::new(
+                Tensor::from_slice(&ptx_stream(&pre.tokenizer, path)?),
+                cfg.ptx_batch as i64,
+                cfg.ptx_seq_len,
+                cfg.seed,
+            )?
+            .sharded(shard)?,
+        ),
         _ => None,
     };
     let mut algo = Ppo::new(models.models(), cfg, rollout_cfg, ptx)?;
     algo.engine = engine;
-    let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7);
+    // Under data parallelism each rank samples its slice of every global batch of prompts.
+    let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7).sharded(shard)?;
     let mut log: Vec<IterationLog> = Vec::new();
 
     // Phase "resume".
@@ -929,9 +1044,22 @@ pub fn ppo(
         }
         None => 0.0,
     };
+    if let Some(group) = group {
+        // Same files and seeds give the same weights everywhere; the broadcast makes it so.
+        tch::no_grad(|| {
+            group.broadcast(
+                algo.opt.flat_parameters(),
+                0,
+                "the broadcast of rank 0's initial weights",
+            )
+        })?;
+    }
+    let writer = rlhf_model::dist::is_writer();
     let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
-    metrics_log.open(start)?;
-    let bar = progress.then(|| progress_bar(cfg.iterations, start));
+    if writer {
+        metrics_log.open(start)?;
+    }
+    let bar = (progress && writer).then(|| progress_bar(cfg.iterations, start));
     let evaluator = match eval_prompts {
         Some((path, records)) => {
             let ids = tokenize_prompts(pre, path, &records, cfg.max_new_tokens)?;
@@ -988,7 +1116,12 @@ pub fn ppo(
         m.insert("iteration".into(), done as f64);
         m.insert("step".into(), done as f64);
         m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
-        metrics_log.append(&m)?;
+        if let Some(group) = group {
+            mean_over_ranks(&mut m, group, done)?;
+        }
+        if writer {
+            metrics_log.append(&m)?;
+        }
         if let Some(b) = &bar {
             b.set_position(done);
             b.set_message(format!(
@@ -1041,6 +1174,31 @@ pub fn ppo(
         log,
         out: out.to_path_buf(),
     })
+}
+
+/// Replaces every metric by its mean over the ranks (each holds an equal share of the rollouts;
+/// the KL and the held-out evaluation are equal on every rank already). The ranks must log the
+/// same keys: checked first.
+fn mean_over_ranks(m: &mut Metrics, group: &Group, iteration: u64) -> Result<()> {
+    let world = group.world() as f64;
+    let mut count = [m.len() as f64];
+    group.all_reduce_f64(&mut count, "the all-reduce of the metrics' count")?;
+    if count[0] != world * m.len() as f64 {
+        return Err(TrainError::Invalid(format!(
+            "iteration {iteration}: the ranks logged different metrics ({} here, {} in all)",
+            m.len(),
+            count[0]
+        )));
+    }
+    let mut values: Vec<f64> = m.values().copied().collect();
+    group.all_reduce_f64(
+        &mut values,
+        &format!("the all-reduce of iteration {iteration}'s metrics"),
+    )?;
+    for (v, sum) in m.values_mut().zip(values) {
+        *v = sum / world;
+    }
+    Ok(())
 }
 
 /// AdamW updates per PPO iteration.

@@ -40,6 +40,28 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// Rows `idx` of the rollout, e.g. one rank's share of a data-parallel batch.
+    pub fn select(&self, idx: &[i64]) -> Rollout {
+        let device = self.logprobs.device();
+        let rows = Tensor::from_slice(idx).to_device(device);
+        let pick = |t: &Tensor| t.index_select(0, &rows);
+        let at = |i: &i64| *i as usize;
+        Rollout {
+            batch: self.batch.select(&rows),
+            logprobs: pick(&self.logprobs),
+            ref_logprobs: pick(&self.ref_logprobs),
+            sampler_logprobs: pick(&self.sampler_logprobs),
+            values: pick(&self.values),
+            raw_scores: idx.iter().map(|i| self.raw_scores[at(i)]).collect(),
+            scores: pick(&self.scores),
+            response_ids: idx
+                .iter()
+                .map(|i| self.response_ids[at(i)].clone())
+                .collect(),
+            ended: idx.iter().map(|i| self.ended[at(i)]).collect(),
+        }
+    }
+
     /// The largest |sampler log-prob − recomputed log-prob| over real tokens.
     pub fn logprob_mismatch(&self) -> f64 {
         let gap = (&self.sampler_logprobs - &self.logprobs).abs() * &self.batch.mask;

@@ -205,7 +205,7 @@ fn policy_gradient(f: &Fixture, ro: &rollout::Rollout, ptx: Option<(&Tensor, f64
         }
     }
     let idx = Tensor::from_slice(&[0i64, 2, 4, 6]);
-    let l = ppo::minibatch_loss(&models, ro, &idx, &adv, &ret, &cfg, ptx).unwrap();
+    let l = ppo::minibatch_loss(&models, ro, &idx, &adv, &ret, &cfg, ptx, 1.0).unwrap();
     l.loss.backward();
     let mut vars: Vec<(String, Tensor)> = f.policy.vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -348,4 +348,118 @@ fn ppo_raises_the_reward_model_score_on_a_toy_task() {
         mean(&liked_share[liked_share.len() - 3..]) > 3.0 * mean(&liked_share[..3]),
         "the liked token did not become more frequent: {liked_share:?}"
     );
+}
+
+/// The policy's and the value model's trainable weights, flattened.
+fn weights(f: &Fixture) -> Tensor {
+    let mut all: Vec<(String, Tensor)> = f.policy.trainable_parameters();
+    all.extend(f.value.trainable_parameters());
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::cat(
+        &all.iter()
+            .map(|(_, t)| t.detach().reshape([-1]))
+            .collect::<Vec<_>>(),
+        0,
+    )
+}
+
+#[test]
+fn two_data_parallel_ranks_update_like_one_process_on_the_same_rollouts() {
+    use rlhf_model::dist::{Group, LaunchEnv};
+    let _turn = common::torch_rng();
+    let cfg = PpoConfig {
+        rollout_batch: 8,
+        minibatches: 2,
+        ppo_epochs: 2,
+        lr: 3e-3,
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let sampler = Fixture::new();
+    let ro = rollout::rollout(
+        &sampler.models(),
+        &prompts(8, 5),
+        &rollout_config(1.0, 6),
+        11,
+    )
+    .unwrap();
+    // One process on the whole batch.
+    let one = Fixture::new();
+    let before = weights(&one);
+    let mut opt = ppo::optimizer(&one.policy, &one.value, &cfg).unwrap();
+    let (adv, ret, kl) = ppo::advantages(&ro, &cfg, 0.02).unwrap();
+    ppo::update(
+        &one.models(),
+        &mut opt,
+        &ro,
+        &adv,
+        &ret,
+        &cfg,
+        None,
+        0,
+        None,
+    )
+    .unwrap();
+    let after_one = weights(&one);
+    // Two ranks (threads with their own Gloo groups on loopback), each with half the rows.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ranks: Vec<(Tensor, Tensor, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let rows: Vec<i64> = (4 * rank as i64..4 * rank as i64 + 4).collect();
+                let (cfg, half) = (&cfg, ro.select(&rows));
+                s.spawn(move || {
+                    let half = &half;
+                    let env = LaunchEnv {
+                        rank,
+                        world: 2,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        timeout: std::time::Duration::from_secs(60),
+                    };
+                    let group = Group::join(&env).unwrap();
+                    let f = Fixture::new();
+                    let mut opt = ppo::optimizer(&f.policy, &f.value, cfg).unwrap();
+                    let (adv, ret, kl) = ppo::advantages_in(half, cfg, 0.02, Some(&group)).unwrap();
+                    ppo::update(
+                        &f.models(),
+                        &mut opt,
+                        half,
+                        &adv,
+                        &ret,
+                        cfg,
+                        None,
+                        0,
+                        Some(&group),
+                    )
+                    .unwrap();
+                    (weights(&f), adv, kl)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Global whitening and KL: each rank holds its rows of the one-process values.
+    let adv_two = Tensor::cat(&[&ranks[0].1, &ranks[1].1], 0);
+    let adv_gap = f64::try_from((&adv_two - &adv).abs().max()).unwrap();
+    assert!(adv_gap < 1e-5, "advantages differ by {adv_gap}");
+    assert!((ranks[0].2 - kl).abs() < 1e-6 && (ranks[1].2 - kl).abs() < 1e-6);
+    // The same 4 updates (2 epochs x 2 minibatches): equal weights on both ranks and to the
+    // one process's, and far from where they started.
+    let moved = f64::try_from((&after_one - &before).abs().max()).unwrap();
+    for (rank, (w, _, _)) in ranks.iter().enumerate() {
+        let gap = f64::try_from((w - &after_one).abs().max()).unwrap();
+        assert!(
+            gap < 1e-5 * moved.max(1.0),
+            "rank {rank}: weights differ by {gap} (moved {moved})"
+        );
+    }
+    let between = f64::try_from((&ranks[0].0 - &ranks[1].0).abs().max()).unwrap();
+    assert_eq!(between, 0.0, "the ranks' weights must be identical");
+    assert!(moved > 1e-3, "the update barely moved the weights: {moved}");
 }

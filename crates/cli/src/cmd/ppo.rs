@@ -112,6 +112,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         .as_ref()
         .map_or("oracle_score".to_string(), |g| format!("{}_score", g.key()));
     let s = rlhf_train::ppo(&inputs, &cfg, resume, device, true)?;
+    // Under data parallelism rank 0 reports for all (the metrics are global means).
+    if !rlhf_model::dist::is_writer() {
+        return Ok(());
+    }
     let first = s.log.first();
     let last = s.log.last();
     let get = |m: Option<&rlhf_train::Metrics>, k: &str| {
