@@ -126,6 +126,7 @@ fn join_launch(command: &Command) -> anyhow::Result<()> {
         Command::Reward(_) => "reward",
         Command::Dpo(_) => "dpo",
         Command::Ppo(_) => "ppo",
+        Command::Grpo(_) => "grpo",
         Command::Launch(_) => anyhow::bail!(
             "rlhf launch is running under a launcher already (WORLD_SIZE={}); start the \
              command itself",

@@ -521,7 +521,7 @@ fn iterations(run: &Path) -> Vec<Value> {
 }
 
 #[test]
-fn ppo_samples_from_rlhf_serve_and_hands_each_update_over() {
+fn ppo_and_grpo_sample_from_rlhf_serve_and_hand_each_update_over() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = tmp.path().join("sft");
     tiny_checkpoint(&policy, 300, 128, 0);
@@ -613,10 +613,51 @@ fn ppo_samples_from_rlhf_serve_and_hands_each_update_over() {
         .unwrap()
         .collect();
     assert_eq!(kept.len(), 1);
+    // GRPO too: G = 6 samples per prompt in one request each (n = 6), every update handed over.
+    let g = tmp.path().join("grpo");
+    let spec = format!("rm:{}", s(&rm));
+    let o = rlhf(&[
+        "grpo",
+        "--model",
+        s(&policy),
+        "--prompts",
+        s(&prompts),
+        "--reward",
+        &spec,
+        "--out",
+        s(&g),
+        "--lora",
+        "--rollout-engine",
+        &engine,
+        "--group",
+        "6",
+        "--set",
+        "iterations=3",
+        "--set",
+        "prompts_per_iteration=4",
+        "--set",
+        "max_new_tokens=8",
+        "--set",
+        "lr=0.05",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = iterations(&g);
+    let versions: Vec<f64> = lines
+        .iter()
+        .map(|m| m["rollout/served_version"].as_f64().unwrap())
+        .collect();
+    assert_eq!(versions, [0.0, 1.0, 2.0]);
+    // The n choices of one prompt are distinct samples, not one sample repeated.
+    assert!(
+        lines
+            .iter()
+            .all(|m| m["frac_groups_tied"].as_f64().unwrap() < 1.0),
+        "{lines:?}"
+    );
 }
 
 #[test]
-fn ppo_runs_data_parallel_with_global_statistics() {
+fn ppo_and_grpo_run_data_parallel_with_global_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let policy = tmp.path().join("sft");
     tiny_checkpoint(&policy, 300, 128, 0);
@@ -688,6 +729,37 @@ fn ppo_runs_data_parallel_with_global_statistics() {
     let o = rlhf(&[&["launch", "--nproc", "2", "--"][..], &more].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(iterations(&out).len(), 4);
+    // GRPO likewise: one metrics line per iteration, written once.
+    let g = tmp.path().join("grpo");
+    let rm_spec = format!("rm:{}", s(&rm));
+    let o = rlhf(&[
+        "launch",
+        "--nproc",
+        "2",
+        "--",
+        "grpo",
+        "--model",
+        s(&policy),
+        "--prompts",
+        s(&prompts),
+        "--reward",
+        &rm_spec,
+        "--out",
+        s(&g),
+        "--group",
+        "4",
+        "--set",
+        "iterations=2",
+        "--set",
+        "prompts_per_iteration=4",
+        "--set",
+        "max_new_tokens=8",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("data parallel: `grpo` on 2 ranks"), "{err}");
+    assert_eq!(iterations(&g).len(), 2);
+    assert!(g.join("summary.json").exists());
     // An external rollout engine is one process's.
     let fresh = tmp.path().join("engine");
     let mut args = args.to_vec();

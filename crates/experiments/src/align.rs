@@ -375,6 +375,7 @@ fn one_seed(
                     scale: rs.reward_std.max(1e-6),
                 };
                 let inputs = GrpoInputs {
+                    rollout_engine: None,
                     policy: sft.clone(),
                     prompts: prompts_file.clone(),
                     reward: Box::new(reward),

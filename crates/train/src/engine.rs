@@ -25,9 +25,9 @@ use rlhf_model::sample::{Finish, Generation};
 
 use crate::error::{Result, TrainError};
 
-/// Prompts per completions request: a server caps the choices one request may ask for
+/// Choices per completions request: a server caps the choices one request may ask for
 /// (`rlhf serve --max-choices`, 16 by default).
-const PROMPTS_PER_REQUEST: usize = 8;
+const CHOICES_PER_REQUEST: usize = 16;
 
 /// An OpenAI-compatible server that samples the rollouts.
 pub struct RolloutEngine {
@@ -126,28 +126,48 @@ impl RolloutEngine {
         Ok(())
     }
 
-    /// One response per prompt, sampled by the server at `temperature` with at most
-    /// `max_new_tokens`; `stop_id` is appended to responses that ended by a stop.
+    /// `n` responses per prompt (prompt-major: prompt 0's n, then prompt 1's, ...), sampled by
+    /// the server at `temperature` with at most `max_new_tokens`; `stop_id` is appended to
+    /// responses that ended by a stop.
+    #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &self,
         prompts: &[Vec<i64>],
+        n: usize,
         temperature: f64,
         max_new_tokens: usize,
         stop_id: i64,
         seed: u64,
     ) -> Result<Vec<Generation>> {
-        let mut out = Vec::with_capacity(prompts.len());
-        for (c, chunk) in prompts.chunks(PROMPTS_PER_REQUEST).enumerate() {
+        // Requests of whole prompts × n choices, at most CHOICES_PER_REQUEST each; a prompt
+        // whose n alone is more goes in several requests (each its own seed).
+        let mut requests: Vec<(Vec<usize>, usize)> = Vec::new();
+        if n > CHOICES_PER_REQUEST {
+            for p in 0..prompts.len() {
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(CHOICES_PER_REQUEST);
+                    requests.push((vec![p], k));
+                    left -= k;
+                }
+            }
+        } else {
+            let per = (CHOICES_PER_REQUEST / n.max(1)).max(1);
+            let all: Vec<usize> = (0..prompts.len()).collect();
+            requests.extend(all.chunks(per).map(|c| (c.to_vec(), n)));
+        }
+        let mut out = Vec::with_capacity(prompts.len() * n);
+        for (c, (chunk, k)) in requests.iter().enumerate() {
             let ids: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|p| p.iter().map(|&t| t as u32).collect())
+                .map(|&p| prompts[p].iter().map(|&t| t as u32).collect())
                 .collect();
             let req = CompletionRequest {
                 model: self.served.clone(),
                 prompt: Prompt::TokenLists(ids),
                 max_tokens: Some(max_new_tokens as u32),
                 temperature: Some(temperature),
-                n: Some(1),
+                n: Some(*k as u32),
                 seed: Some(seed.wrapping_add(c as u64) as i64 & i64::MAX),
                 logprobs: Some(0),
                 return_tokens_as_token_ids: Some(true),
@@ -155,10 +175,11 @@ impl RolloutEngine {
             };
             let resp = self.client.completion(&req)?;
             let mut choices = resp.choices;
+            // OpenAI numbers the choices prompt-major: prompt i's j-th is i·n + j.
             choices.sort_by_key(|ch| ch.index);
-            if choices.len() != chunk.len() {
+            if choices.len() != chunk.len() * k {
                 return Err(self.bad(format!(
-                    "{} choices for {} prompts",
+                    "{} choices for {} prompts × n = {k}",
                     choices.len(),
                     chunk.len()
                 )));

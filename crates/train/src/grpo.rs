@@ -19,13 +19,15 @@ use std::time::Instant;
 
 use rlhf_data::{JsonlRecord, RecordError, read_jsonl_lines};
 use rlhf_eval::Scorer;
-use rlhf_model::sample::{Finish, generate};
+use rlhf_model::dist::Group;
+use rlhf_model::sample::{Finish, Generation, generate};
 use rlhf_model::score::response_logprobs;
 use rlhf_model::{GenerateConfig, Gpt, Head, LoraConfig, Pretrained, ResponseBatch, Sampling};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{DataRng, Epochs};
+use crate::data::{DataRng, Epochs, Shard};
+use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use crate::rl::{self, KlEstimator};
@@ -110,6 +112,8 @@ pub struct GrpoConfig {
     pub keep_checkpoints: usize,
     /// LoRA (`--lora`): the reference is the base with the adapter off.
     pub lora: LoraConfig,
+    /// With `--rollout-engine`: how many updates the served policy may lag the trained one. 0.
+    pub rollout_staleness: u64,
 }
 
 impl Default for GrpoConfig {
@@ -136,6 +140,7 @@ impl Default for GrpoConfig {
             checkpoint_every: 20,
             keep_checkpoints: 2,
             lora: LoraConfig::default(),
+            rollout_staleness: 0,
         }
     }
 }
@@ -382,6 +387,9 @@ pub struct GrpoInputs {
     pub out: PathBuf,
     /// Draw a progress bar on stderr (iterations, reward, KL, length).
     pub progress: bool,
+    /// `openai:URL`: sample from this OpenAI-compatible server (`crate::engine`, as PPO's);
+    /// needs a LoRA policy and one process.
+    pub rollout_engine: Option<String>,
 }
 
 /// What a finished run reports (also `summary.json`).
@@ -443,6 +451,24 @@ pub fn grpo(
         resume,
     )?)?;
     let resume_point = run.resume_point()?;
+    let mut engine = match &inputs.rollout_engine {
+        Some(_) if rlhf_model::dist::group().is_some() => {
+            return Err(TrainError::Config(
+                "--rollout-engine does not run data-parallel yet (each rank would hand its own \
+                 copy of the policy to the server); run one process"
+                    .into(),
+            ));
+        }
+        Some(_) if !cfg.lora.enabled => {
+            return Err(TrainError::Config(
+                "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
+                 /v1/load_lora_adapter); train the policy with --lora"
+                    .into(),
+            ));
+        }
+        Some(spec) => Some(RolloutEngine::connect(spec, run.dir())?),
+        None => None,
+    };
     let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
     crate::adapter::prepare(&mut policy.model, &cfg.lora, &inputs.policy, cfg.seed)?;
     let reference = match (cfg.beta > 0.0, cfg.lora.enabled) {
@@ -489,7 +515,11 @@ pub fn grpo(
     };
     let acc_before = accuracy(&policy)?;
     let mut opt = cfg.optimizer(&policy.model)?;
-    let mut order = Epochs::new(ids.len(), cfg.prompts_per_iteration, cfg.seed, 9);
+    // Under data parallelism each rank samples its slice of every iteration's prompts.
+    let group = rlhf_model::dist::group();
+    let writer = rlhf_model::dist::is_writer();
+    let mut order = Epochs::new(ids.len(), cfg.prompts_per_iteration, cfg.seed, 9)
+        .sharded(Shard::of_process())?;
     let steps_per_iteration = (cfg.epochs * cfg.minibatches) as u64;
     let (mut start, mut elapsed_before, mut first) = (0, 0.0, f64::NAN);
     if let Some(point) = &resume_point {
@@ -504,8 +534,20 @@ pub fn grpo(
         (start, elapsed_before, first) =
             (point.info.step, point.info.elapsed_s, state.reward_first);
     }
+    if let Some(group) = group {
+        // Same files and seeds give the same weights everywhere; the broadcast makes it so.
+        tch::no_grad(|| {
+            group.broadcast(
+                opt.flat_parameters(),
+                0,
+                "the broadcast of rank 0's initial weights",
+            )
+        })?;
+    }
     let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
-    metrics_log.open(start)?;
+    if writer {
+        metrics_log.open(start)?;
+    }
     let gen_cfg = GenerateConfig {
         max_new_tokens: cfg.max_new_tokens,
         sampling: Sampling::new(cfg.temperature, None, None)?,
@@ -519,7 +561,7 @@ pub fn grpo(
         .as_ref()
         .and_then(|p| p.info.metrics.get("reward").copied())
         .unwrap_or(f64::NAN);
-    let bar = inputs.progress.then(|| {
+    let bar = (inputs.progress && writer).then(|| {
         let style = indicatif::ProgressStyle::with_template(
             "grpo {bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
         )
@@ -540,21 +582,66 @@ pub fn grpo(
                 row_texts.push(texts[i].clone());
             }
         }
-        let m = iteration(
-            &policy,
+        // Each rank its own sampling stream (rank 0's is one process's).
+        let rank = rlhf_model::dist::rank() as u64;
+        let seed = cfg
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(it)
+            .wrapping_add(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut served = Metrics::new();
+        let samples = match engine.as_mut() {
+            None => {
+                let gen_cfg = GenerateConfig {
+                    seed: Some(seed),
+                    ..gen_cfg.clone()
+                };
+                let r = reference.as_ref();
+                sample(
+                    &policy,
+                    r,
+                    inputs.reward.as_ref(),
+                    &rows,
+                    &row_texts,
+                    cfg,
+                    &gen_cfg,
+                )?
+            }
+            Some(engine) => {
+                let t = Instant::now();
+                // The policy after `it` iterations is version `it`.
+                if engine.due(it, cfg.rollout_staleness) {
+                    engine.hand_over(&policy.model, it)?;
+                }
+                let version = engine.version().unwrap_or(it);
+                served.insert("rollout/served_version".into(), version as f64);
+                served.insert("rollout/staleness".into(), (it - version.min(it)) as f64);
+                let stop = *gen_cfg.eos_token_ids.first().ok_or_else(|| {
+                    TrainError::Invalid("the policy has no stop token to end responses".into())
+                })?;
+                let unique: Vec<Vec<i64>> = idx.iter().map(|&i| ids[i].clone()).collect();
+                let (temp, max) = (cfg.temperature, cfg.max_new_tokens);
+                let gens = engine.generate(&unique, cfg.group, temp, max, stop, seed)?;
+                let r = reference.as_ref();
+                let reward = inputs.reward.as_ref();
+                let mut s = score(&policy, r, reward, &rows, &row_texts, cfg, &gens)?;
+                s.seconds = t.elapsed().as_secs_f64();
+                s
+            }
+        };
+        let mut m = update(
+            &policy.model,
             reference.as_ref(),
             &mut opt,
-            inputs.reward.as_ref(),
-            &rows,
-            &row_texts,
+            &samples,
             cfg,
-            GenerateConfig {
-                seed: Some(cfg.seed.wrapping_mul(1_000_003).wrapping_add(it)),
-                ..gen_cfg.clone()
-            },
             it,
+            group,
         )?;
-        let mut m = m;
+        m.extend(served);
+        if let Some(group) = group {
+            crate::ppo::mean_over_ranks(&mut m, group, it + 1)?;
+        }
         if it == 0 {
             first = m["reward"];
         }
@@ -562,7 +649,9 @@ pub fn grpo(
         m.insert("iteration".into(), (it + 1) as f64);
         m.insert("step".into(), (it + 1) as f64);
         m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
-        metrics_log.append(&m)?;
+        if writer {
+            metrics_log.append(&m)?;
+        }
         if let Some(b) = &bar {
             b.set_position(it + 1);
             b.set_message(format!(
@@ -614,31 +703,90 @@ pub fn grpo(
         eval_word_problems: eval.as_ref().map_or(0, Vec::len),
         out: inputs.out.clone(),
     };
-    let path = inputs.out.join("summary.json");
-    let json = serde_json::to_string_pretty(&s).expect("plain values serialise");
-    std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+    if writer {
+        let path = inputs.out.join("summary.json");
+        let json = serde_json::to_string_pretty(&s).expect("plain values serialise");
+        std::fs::write(&path, json + "\n").map_err(|e| TrainError::io("write", &path, e))?;
+    }
     Ok(s)
 }
 
-/// One iteration: G samples per prompt, rewards, advantages, `epochs` passes of minibatches.
-/// `rows` holds each prompt's ids `group` times in a row, `row_texts` the prompts' text for the
-/// reward. Public for the benchmark (`examples/bench_grpo.rs`); [`grpo`] is the loop around it.
+/// One iteration's samples: G responses per prompt with what the update needs about them.
+pub struct Samples {
+    /// Prompts + responses; rows are `rows` of the iteration (each prompt's G in a row).
+    pub batch: ResponseBatch,
+    /// Log-probs at sampling time (`None` when the update is on-policy, see [`sample`]) and
+    /// under the reference (`None` without one), (B, R).
+    pub old_logp: Option<Tensor>,
+    pub ref_logp: Option<Tensor>,
+    /// The reward of each response, whether it ended with a stop token, and its length.
+    pub scores: Vec<f64>,
+    pub ended: Vec<bool>,
+    pub lens: Vec<f64>,
+    /// Seconds spent sampling and scoring.
+    pub seconds: f64,
+}
+
+impl Samples {
+    /// Rows `idx` (whole groups, e.g. one rank's share of a data-parallel iteration).
+    pub fn select(&self, idx: &[i64]) -> Samples {
+        let device = self.batch.seqs.device();
+        let rows = Tensor::from_slice(idx).to_device(device);
+        let pick = |t: &Tensor| t.index_select(0, &rows);
+        let at = |i: &i64| *i as usize;
+        Samples {
+            batch: self.batch.select(&rows),
+            old_logp: self.old_logp.as_ref().map(pick),
+            ref_logp: self.ref_logp.as_ref().map(pick),
+            scores: idx.iter().map(|i| self.scores[at(i)]).collect(),
+            ended: idx.iter().map(|i| self.ended[at(i)]).collect(),
+            lens: idx.iter().map(|i| self.lens[at(i)]).collect(),
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// Whether an update over these samples is on-policy: one epoch of one minibatch, the KL in
+/// the loss. Its old log-probs are then the update's own, detached, so their separate forward
+/// pass is skipped (as TRL does when it takes one step per generation); a KL penalty on the
+/// reward still needs them first.
+fn on_policy(cfg: &GrpoConfig) -> bool {
+    cfg.epochs == 1 && cfg.minibatches == 1 && cfg.kl_mode == KlMode::Loss
+}
+
+/// G samples per prompt from the policy, scored: `rows` holds each prompt's ids `group` times
+/// in a row, `row_texts` the prompts' text for the reward.
 #[allow(clippy::too_many_arguments)]
-pub fn iteration(
+pub fn sample(
     policy: &Pretrained,
     reference: Option<&Gpt>,
-    opt: &mut AdamW,
     reward: &dyn Scorer,
     rows: &[Vec<i64>],
     row_texts: &[String],
     cfg: &GrpoConfig,
-    gen_cfg: GenerateConfig,
-    it: u64,
-) -> Result<Metrics> {
+    gen_cfg: &GenerateConfig,
+) -> Result<Samples> {
+    let t0 = Instant::now();
+    let gens = generate(&policy.model, rows, gen_cfg, |_, _| false)?;
+    let mut s = score(policy, reference, reward, rows, row_texts, cfg, &gens)?;
+    s.seconds = t0.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+/// Scores generations (from the policy, or from an external engine): the rewards, and the old
+/// and reference log-probs recomputed here.
+pub fn score(
+    policy: &Pretrained,
+    reference: Option<&Gpt>,
+    reward: &dyn Scorer,
+    rows: &[Vec<i64>],
+    row_texts: &[String],
+    cfg: &GrpoConfig,
+    gens: &[Generation],
+) -> Result<Samples> {
+    let t0 = Instant::now();
     let model = &policy.model;
     let device = model.device();
-    let t0 = Instant::now();
-    let gens = generate(model, rows, &gen_cfg, |_, _| false)?;
     let ended: Vec<bool> = gens
         .iter()
         .map(|g| matches!(g.finish, Finish::Eos))
@@ -656,12 +804,8 @@ pub fn iteration(
         .collect::<rlhf_tokenizer::Result<_>>()?;
     let full: Vec<&[i64]> = gens.iter().map(|g| g.token_ids.as_slice()).collect();
     let batch = ResponseBatch::new(rows, &full, policy.pad_id(), device)?;
-    // One update over every sample (one epoch, one minibatch) is on-policy: the old log-probs
-    // are the update's own, detached, so their separate forward pass is skipped (as TRL does
-    // when it takes one step per generation). A KL penalty on the reward still needs them first.
-    let on_policy = cfg.epochs == 1 && cfg.minibatches == 1 && cfg.kl_mode == KlMode::Loss;
     let (old_logp, ref_logp) = tch::no_grad(|| -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let old = match on_policy {
+        let old = match on_policy(cfg) {
             true => None,
             false => Some(response_logprobs(model, &batch, cfg.temperature)?.0),
         };
@@ -671,8 +815,66 @@ pub fn iteration(
         };
         Ok((old, r))
     })?;
-    let t_sample = t0.elapsed().as_secs_f64();
     let scores = reward.score(row_texts, &responses)?;
+    Ok(Samples {
+        batch,
+        old_logp,
+        ref_logp,
+        scores,
+        ended,
+        lens: gens.iter().map(|g| g.token_ids.len() as f64).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// One iteration: G samples per prompt, rewards, advantages, `epochs` passes of minibatches,
+/// for the process's data-parallel group if it has one. Public for the benchmark
+/// (`examples/bench_grpo.rs`); [`grpo`] is the loop around it.
+#[allow(clippy::too_many_arguments)]
+pub fn iteration(
+    policy: &Pretrained,
+    reference: Option<&Gpt>,
+    opt: &mut AdamW,
+    reward: &dyn Scorer,
+    rows: &[Vec<i64>],
+    row_texts: &[String],
+    cfg: &GrpoConfig,
+    gen_cfg: GenerateConfig,
+    it: u64,
+) -> Result<Metrics> {
+    let s = sample(policy, reference, reward, rows, row_texts, cfg, &gen_cfg)?;
+    update(
+        &policy.model,
+        reference,
+        opt,
+        &s,
+        cfg,
+        it,
+        rlhf_model::dist::group(),
+    )
+}
+
+/// Advantages from the samples' rewards, then `epochs` passes of minibatches.
+///
+/// With a data-parallel `group`, these samples are rows `rank·n .. (rank+1)·n` of the global
+/// iteration's (whole groups, so the advantages stay local). Every rank draws the same
+/// permutation of the global rows, so each minibatch is the one a single process would form; a
+/// rank trains on its rows of it, its loss weighted by its share of the minibatch (of its
+/// tokens under `Aggregation::Token`, of its responses under `Sequence`), and the gradients are
+/// summed over the ranks: every update equals one process's. The metrics are this rank's.
+pub fn update(
+    model: &Gpt,
+    reference: Option<&Gpt>,
+    opt: &mut AdamW,
+    s: &Samples,
+    cfg: &GrpoConfig,
+    it: u64,
+    group: Option<&Group>,
+) -> Result<Metrics> {
+    let t0 = Instant::now();
+    let device = model.device();
+    let on_policy = on_policy(cfg);
+    let (batch, old_logp, ref_logp, scores) = (&s.batch, &s.old_logp, &s.ref_logp, &s.scores);
     // Σ_t (log π − log π_ref) per sequence (0 without a reference).
     let kl_of = |logp: &Tensor, reference: Option<&Tensor>, mask: &Tensor| -> Result<Vec<f64>> {
         let diff = match reference {
@@ -685,7 +887,7 @@ pub fn iteration(
                 .to_device(Device::Cpu),
         )?)
     };
-    let mut kl_seq = match &old_logp {
+    let mut kl_seq = match old_logp {
         Some(old) => kl_of(old, ref_logp.as_ref(), &batch.mask)?,
         None => Vec::new(),
     };
@@ -704,60 +906,96 @@ pub fn iteration(
     let adv = Tensor::from_slice(&adv)
         .to_kind(Kind::Float)
         .to_device(device);
-    let n = rows.len();
-    let mb = n / cfg.minibatches;
+    let n = batch.rows() as usize;
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    let global = n * world;
+    let mb = global / cfg.minibatches;
+    let tokens_per_row: Vec<f64> =
+        Vec::<f64>::try_from(batch.mask.sum_dim_intlist(1, false, Kind::Double))?;
     let mut rng = DataRng::new(cfg.seed.wrapping_add(it), 13);
     let (mut steps, mut loss_sum, mut clip_sum, mut kl_sum, mut gn_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for _ in 0..cfg.epochs {
-        let perm = rng.permutation(n);
+        let perm = rng.permutation(global);
         for chunk in perm.chunks(mb) {
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::from_slice(&idx).to_device(device);
-            let sub = batch.select(&idx);
-            let pick = |t: &Tensor| t.index_select(0, &idx);
+            let mine: Vec<i64> = chunk
+                .iter()
+                .filter(|&&g| g / n == rank)
+                .map(|&g| (g % n) as i64)
+                .collect();
+            let mut share = 1.0;
+            if let Some(group) = group {
+                let local = match cfg.aggregation {
+                    Aggregation::Token => mine.iter().map(|&i| tokens_per_row[i as usize]).sum(),
+                    Aggregation::Sequence => mine.len() as f64,
+                };
+                let mut total = [local];
+                group.all_reduce_f64(&mut total, "the minibatch size")?;
+                share = if total[0] > 0.0 {
+                    local / total[0]
+                } else {
+                    0.0
+                };
+            }
             opt.zero_grad();
-            let (logp, _) = response_logprobs(model, &sub, cfg.temperature)?;
-            let old = match &old_logp {
-                Some(o) => pick(o),
-                None => logp.detach(),
-            };
-            let refp = match &ref_logp {
-                Some(r) => pick(r),
-                None => old.shallow_clone(),
-            };
-            if on_policy {
-                // The rows in this (only) minibatch's order: the mean KL does not mind.
-                kl_seq = kl_of(&old, ref_logp.as_ref().map(|_| &refp), &sub.mask)?;
+            let mut l = None;
+            if !mine.is_empty() {
+                let idx = Tensor::from_slice(&mine).to_device(device);
+                let sub = batch.select(&idx);
+                let pick = |t: &Tensor| t.index_select(0, &idx);
+                let (logp, _) = response_logprobs(model, &sub, cfg.temperature)?;
+                let old = match old_logp {
+                    Some(o) => pick(o),
+                    None => logp.detach(),
+                };
+                let refp = match ref_logp {
+                    Some(r) => pick(r),
+                    None => old.shallow_clone(),
+                };
+                if on_policy {
+                    // The rows in this (only) minibatch's order: the mean KL does not mind.
+                    kl_seq = kl_of(&old, ref_logp.as_ref().map(|_| &refp), &sub.mask)?;
+                }
+                let gl = grpo_loss(
+                    &logp,
+                    &old,
+                    &refp,
+                    &pick(&adv),
+                    &sub.mask,
+                    cfg.clip,
+                    if reference.is_some() { cfg.beta } else { 0.0 },
+                    cfg.kl_mode == KlMode::Loss,
+                    cfg.aggregation,
+                )?;
+                let lv = gl.loss.double_value(&[]);
+                if !lv.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: it + 1,
+                        what: "the GRPO loss",
+                        value: lv,
+                        last_checkpoint: None,
+                    });
+                }
+                if share == 1.0 {
+                    gl.loss.backward();
+                } else {
+                    (&gl.loss * share).backward();
+                }
+                l = Some((lv, gl));
             }
-            let l = grpo_loss(
-                &logp,
-                &old,
-                &refp,
-                &pick(&adv),
-                &sub.mask,
-                cfg.clip,
-                if reference.is_some() { cfg.beta } else { 0.0 },
-                cfg.kl_mode == KlMode::Loss,
-                cfg.aggregation,
-            )?;
-            let lv = l.loss.double_value(&[]);
-            if !lv.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: it + 1,
-                    what: "the GRPO loss",
-                    value: lv,
-                    last_checkpoint: None,
-                });
-            }
-            l.loss.backward();
             let mut grad = opt.gradients(1.0)?;
+            if let Some(group) = group {
+                let what = format!("the gradient all-reduce of GRPO iteration {}", it + 1);
+                group.all_reduce_sum(&grad, &what)?;
+            }
             let norm = clip_grad_norm(&mut grad, cfg.grad_clip)?.double_value(&[]);
             opt.step(&grad, cfg.lr)?;
-            steps += 1.0;
-            loss_sum += lv;
-            clip_sum += l.clip_fraction;
-            kl_sum += l.kl;
-            gn_sum += norm;
+            if let Some((lv, gl)) = l {
+                steps += 1.0;
+                loss_sum += lv;
+                clip_sum += gl.clip_fraction;
+                kl_sum += gl.kl;
+                gn_sum += norm;
+            }
         }
     }
     let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len().max(1) as f64;
@@ -766,11 +1004,10 @@ pub fn iteration(
         .filter(|g| g.iter().all(|r| *r == g[0]))
         .count() as f64
         / (n / cfg.group) as f64;
-    let lens: Vec<f64> = gens.iter().map(|g| g.token_ids.len() as f64).collect();
     Ok(Metrics::from([
-        ("reward".to_string(), mean(&scores)),
+        ("reward".to_string(), mean(scores)),
         ("reward_std".to_string(), {
-            let m = mean(&scores);
+            let m = mean(scores);
             (scores.iter().map(|s| (s - m).powi(2)).sum::<f64>() / n as f64).sqrt()
         }),
         ("frac_groups_tied".to_string(), zero_std),
@@ -779,16 +1016,13 @@ pub fn iteration(
         ("clip_fraction".to_string(), clip_sum / steps),
         ("kl_k3_per_token".to_string(), kl_sum / steps),
         ("grad_norm".to_string(), gn_sum / steps),
-        ("response_len".to_string(), mean(&lens)),
+        ("response_len".to_string(), mean(&s.lens)),
         (
             "eos_rate".to_string(),
-            ended.iter().filter(|&&e| e).count() as f64 / n as f64,
+            s.ended.iter().filter(|&&e| e).count() as f64 / n as f64,
         ),
-        ("time/sample_s".to_string(), t_sample),
-        (
-            "time/update_s".to_string(),
-            t0.elapsed().as_secs_f64() - t_sample,
-        ),
+        ("time/sample_s".to_string(), s.seconds),
+        ("time/update_s".to_string(), t0.elapsed().as_secs_f64()),
     ]))
 }
 

@@ -347,6 +347,7 @@ impl<'a> Ppo<'a> {
                 })?;
                 let gens = engine.generate(
                     prompts,
+                    1,
                     self.cfg.temperature,
                     self.cfg.max_new_tokens,
                     stop,
@@ -1179,7 +1180,7 @@ pub fn ppo(
 /// Replaces every metric by its mean over the ranks (each holds an equal share of the rollouts;
 /// the KL and the held-out evaluation are equal on every rank already). The ranks must log the
 /// same keys: checked first.
-fn mean_over_ranks(m: &mut Metrics, group: &Group, iteration: u64) -> Result<()> {
+pub(crate) fn mean_over_ranks(m: &mut Metrics, group: &Group, iteration: u64) -> Result<()> {
     let world = group.world() as f64;
     let mut count = [m.len() as f64];
     group.all_reduce_f64(&mut count, "the all-reduce of the metrics' count")?;

@@ -191,6 +191,7 @@ fn a_short_run_raises_the_reward() {
     for algo in [Algo::Grpo, Algo::Rloo] {
         let out = dir.path().join(format!("{algo:?}"));
         let inputs = GrpoInputs {
+            rollout_engine: None,
             policy: model.clone(),
             prompts: prompts.clone(),
             reward: Box::new(common::Short),
@@ -300,4 +301,122 @@ fn an_on_policy_update_skips_the_old_pass_and_changes_nothing() {
         .map(|(a, b)| (a - b).abs().max().double_value(&[]))
         .fold(0.0, f64::max);
     assert!(moved < 1e-6, "the two paths' weights differ by {moved}");
+}
+
+#[test]
+fn two_data_parallel_ranks_update_like_one_process_on_the_same_samples() {
+    // Each rank holds two whole groups of the four; both aggregations, with the k3 term.
+    let _rng = common::torch_rng();
+    use rlhf_model::dist::{Group, LaunchEnv};
+    use rlhf_model::{GenerateConfig, Sampling};
+    use rlhf_train::grpo::{sample, update};
+    let rows: Vec<Vec<i64>> = (0..4).flat_map(|i| vec![vec![5 + i, 9, 12]; 4]).collect();
+    let texts: Vec<String> = (0..16).map(|i| format!("prompt {}", i / 4)).collect();
+    let weights = |p: &rlhf_model::Pretrained| {
+        let all: Vec<Tensor> = p
+            .model
+            .trainable_parameters()
+            .into_iter()
+            .map(|(_, t)| t.detach().reshape([-1]))
+            .collect();
+        Tensor::cat(&all, 0)
+    };
+    for aggregation in [Aggregation::Token, Aggregation::Sequence] {
+        let cfg = GrpoConfig {
+            group: 4,
+            prompts_per_iteration: 4,
+            epochs: 2,
+            minibatches: 2,
+            beta: 0.05,
+            aggregation,
+            lr: 1e-2,
+            max_new_tokens: 8,
+            ..Default::default()
+        };
+        let reference = common::tiny_pretrained(96).model;
+        let sampler = common::tiny_pretrained(96);
+        let gen_cfg = GenerateConfig {
+            max_new_tokens: 8,
+            sampling: Sampling::new(1.0, None, None).unwrap(),
+            seed: Some(5),
+            eos_token_ids: sampler.eos_ids(),
+            pad_token_id: sampler.pad_id(),
+        };
+        let samples = sample(
+            &sampler,
+            Some(&reference),
+            &common::Short,
+            &rows,
+            &texts,
+            &cfg,
+            &gen_cfg,
+        )
+        .unwrap();
+        let one = common::tiny_pretrained(96);
+        let before = weights(&one);
+        let mut opt = cfg.optimizer(&one.model).unwrap();
+        update(
+            &one.model,
+            Some(&reference),
+            &mut opt,
+            &samples,
+            &cfg,
+            0,
+            None,
+        )
+        .unwrap();
+        let after = weights(&one);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ranks: Vec<Tensor> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|rank| {
+                    let rows: Vec<i64> = (8 * rank as i64..8 * rank as i64 + 8).collect();
+                    let half = samples.select(&rows);
+                    let cfg = &cfg;
+                    s.spawn(move || {
+                        let env = LaunchEnv {
+                            rank,
+                            world: 2,
+                            local_rank: rank,
+                            master_addr: "127.0.0.1".into(),
+                            master_port: port,
+                            timeout: std::time::Duration::from_secs(60),
+                        };
+                        let group = Group::join(&env).unwrap();
+                        let p = common::tiny_pretrained(96);
+                        let reference = common::tiny_pretrained(96).model;
+                        let mut opt = cfg.optimizer(&p.model).unwrap();
+                        update(
+                            &p.model,
+                            Some(&reference),
+                            &mut opt,
+                            &half,
+                            cfg,
+                            0,
+                            Some(&group),
+                        )
+                        .unwrap();
+                        weights(&p)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let moved = (&after - &before).abs().max().double_value(&[]);
+        assert!(
+            moved > 1e-3,
+            "{aggregation:?}: the update barely moved: {moved}"
+        );
+        for (rank, w) in ranks.iter().enumerate() {
+            let gap = (w - &after).abs().max().double_value(&[]);
+            assert!(
+                gap < 1e-5 * moved.max(1.0),
+                "{aggregation:?}, rank {rank}: weights differ by {gap} (moved {moved})"
+            );
+        }
+    }
 }

@@ -23,6 +23,7 @@ fn a_resumed_run_ends_where_a_straight_one_does() {
         ..Default::default()
     };
     let inputs = |out: &std::path::Path| GrpoInputs {
+        rollout_engine: None,
         policy: model.clone(),
         prompts: prompts.clone(),
         reward: Box::new(common::Short),

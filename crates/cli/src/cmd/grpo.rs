@@ -46,6 +46,14 @@ pub struct Args {
     /// measured on their word problems before and after training.
     #[arg(long)]
     eval_prompts: Option<PathBuf>,
+    /// Sample the G responses per prompt from an OpenAI-compatible server (`openai:URL`: vLLM,
+    /// SGLang, `rlhf serve --dynamic-adapters --model MODEL`) serving MODEL, instead of here;
+    /// they are scored and trained on here, log-probs recomputed. Needs --lora: after each
+    /// update the adapter is written to OUT/rollout-adapters/ and loaded by the server (POST
+    /// /v1/load_lora_adapter); the config's rollout_staleness lets the served policy lag by
+    /// that many updates [default: sample here].
+    #[arg(long, value_name = "openai:URL")]
+    rollout_engine: Option<String>,
     /// Continue the run in OUT from its latest checkpoint (same configuration and inputs).
     #[arg(long)]
     resume: bool,
@@ -82,6 +90,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         eval_prompts: args.eval_prompts,
         out: args.out,
         progress: true,
+        rollout_engine: args.rollout_engine,
     };
     let resume = if args.resume {
         Resume::Latest
@@ -89,6 +98,10 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         Resume::No
     };
     let s = grpo(&inputs, &cfg, resume, device)?;
+    // Under data parallelism rank 0 reports for all (the metrics are global means).
+    if !rlhf_model::dist::is_writer() {
+        return Ok(());
+    }
     let acc = match s.word_problem_accuracy {
         Some((a, b)) => format!(
             "; greedy word-problem accuracy {:.1}% -> {:.1}% ({} problems)",

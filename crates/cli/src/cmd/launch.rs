@@ -12,7 +12,7 @@ use crate::common::Runtime;
 
 /// Commands whose training runs data-parallel: they shard each global batch over the ranks and
 /// all-reduce gradients; rank 0 writes.
-pub const DATA_PARALLEL: [&str; 5] = ["pretrain", "sft", "reward", "dpo", "ppo"];
+pub const DATA_PARALLEL: [&str; 6] = ["pretrain", "sft", "reward", "dpo", "ppo", "grpo"];
 
 /// Run an rlhf command as NPROC data-parallel processes on this machine, over PyTorch's c10d
 /// (Gloo, loopback TCP). Each rank trains on its share of every global batch (batch_size must
@@ -20,9 +20,9 @@ pub const DATA_PARALLEL: [&str; 5] = ["pretrain", "sft", "reward", "dpo", "ppo"]
 /// batch; only rank 0 prints progress and writes checkpoints and metrics. Ranks get torchrun's
 /// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so across machines start
 /// `rlhf <command>` under torchrun instead. If a rank fails, the others are stopped and launch
-/// exits with an error naming it. Data-parallel commands: pretrain, sft, reward, dpo, ppo (each
-/// rank samples its share of every batch of prompts; advantage whitening, the KL controller and
-/// the metrics are global).
+/// exits with an error naming it. Data-parallel commands: pretrain, sft, reward, dpo, ppo and
+/// grpo (each rank samples its share of every batch of prompts; advantage whitening, the KL
+/// controller, each minibatch and the metrics are global).
 ///
 /// Example: rlhf launch --nproc 2 -- sft --model pre --data demos.jsonl --out sft
 #[derive(Debug, clap::Args)]
