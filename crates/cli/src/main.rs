@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         .runtime
         .init(runs_model)
         .and_then(|device| {
-            join_launch(&cli.command)?;
+            join_launch(&cli.command, device)?;
             Ok(device)
         })
         .and_then(|device| match cli.command {
@@ -116,10 +116,16 @@ fn main() -> ExitCode {
 /// Under a launcher (WORLD_SIZE > 1: `rlhf launch`, torchrun), joins the process group before
 /// the command runs; a command that cannot run data-parallel is refused rather than run N
 /// times over.
-fn join_launch(command: &Command) -> anyhow::Result<()> {
+fn join_launch(command: &Command, device: tch::Device) -> anyhow::Result<()> {
     let Some(env) = rlhf_model::dist::LaunchEnv::from_env()? else {
         return Ok(());
     };
+    if device != tch::Device::Cpu {
+        anyhow::bail!(
+            "data parallelism runs on CPU processes over Gloo; NCCL for GPUs is not wired yet \
+             (no GPU was available to test it). Use --device cpu"
+        );
+    }
     let name = match command {
         Command::Pretrain(_) => "pretrain",
         Command::Sft(_) => "sft",
