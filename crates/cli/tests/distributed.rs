@@ -520,14 +520,14 @@ fn iterations(run: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn ppo_and_grpo_sample_from_rlhf_serve_and_hand_each_update_over() {
-    let tmp = tempfile::tempdir().unwrap();
-    let policy = tmp.path().join("sft");
+/// An SFT policy (a tiny random checkpoint), a reward model trained from it on [`rankings`],
+/// and `n` prompts, under `root`.
+fn rl_setup(root: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let policy = root.join("sft");
     tiny_checkpoint(&policy, 300, 128, 0);
-    let data = tmp.path().join("rankings.jsonl");
+    let data = root.join("rankings.jsonl");
     rankings(&data);
-    let rm = tmp.path().join("rm");
+    let rm = root.join("rm");
     let o = rlhf(&[
         "reward",
         "--model",
@@ -540,11 +540,18 @@ fn ppo_and_grpo_sample_from_rlhf_serve_and_hand_each_update_over() {
         "trainer.batch_size=4",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let prompts = tmp.path().join("prompts.jsonl");
-    let lines: Vec<String> = (0..8)
+    let prompts = root.join("prompts.jsonl");
+    let lines: Vec<String> = (0..n)
         .map(|i| json!({ "prompt": format!("Tom has {i} apples. How many?") }).to_string())
         .collect();
     std::fs::write(&prompts, lines.join("\n")).unwrap();
+    (policy, rm, prompts)
+}
+
+#[test]
+fn ppo_and_grpo_sample_from_rlhf_serve_and_hand_each_update_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (policy, rm, prompts) = rl_setup(tmp.path(), 8);
     let served = common::serve_with(&policy, &["--dynamic-adapters"]);
     let engine = format!("openai:{}", served.url);
     let ppo = |out: &Path, staleness: &str| {
@@ -659,28 +666,7 @@ fn ppo_and_grpo_sample_from_rlhf_serve_and_hand_each_update_over() {
 #[test]
 fn ppo_and_grpo_run_data_parallel_with_global_statistics() {
     let tmp = tempfile::tempdir().unwrap();
-    let policy = tmp.path().join("sft");
-    tiny_checkpoint(&policy, 300, 128, 0);
-    let data = tmp.path().join("rankings.jsonl");
-    rankings(&data);
-    let rm = tmp.path().join("rm");
-    let o = rlhf(&[
-        "reward",
-        "--model",
-        s(&policy),
-        "--data",
-        s(&data),
-        "--out",
-        s(&rm),
-        "--set",
-        "trainer.batch_size=4",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let prompts = tmp.path().join("prompts.jsonl");
-    let lines: Vec<String> = (0..16)
-        .map(|i| json!({ "prompt": format!("Tom has {i} apples. How many?") }).to_string())
-        .collect();
-    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let (policy, rm, prompts) = rl_setup(tmp.path(), 16);
     let out = tmp.path().join("ppo");
     let args = [
         "ppo",

@@ -187,18 +187,10 @@ impl Client {
         })
     }
 
+    /// A POST whose answer is JSON (a reply that does not decode is not retried).
     fn post<Req: Serialize, Resp: DeserializeOwned>(&self, path: &str, req: &Req) -> Result<Resp> {
-        let url = format!("{}/{path}", self.base);
-        let op = format!("POST {url}");
-        let body = to_json(req)?;
-        self.retrying(&op, || {
-            let resp = self
-                .authorized(self.agent.post(&url))
-                .header("Content-Type", "application/json")
-                .send(body.as_str())
-                .map_err(|e| transport(&op, e))?;
-            decode(&op, read_ok(&op, resp)?)
-        })
+        let text = self.post_text(path, req)?;
+        decode(&format!("POST {}/{path}", self.base), text).map_err(|(e, _)| e)
     }
 
     fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {

@@ -46,6 +46,29 @@ pub struct RolloutEngine {
 }
 
 impl RolloutEngine {
+    /// The engine a run asks for (`--rollout-engine SPEC`), if any, refusing what it cannot
+    /// serve: a full-weight policy (`lora` off), or a data-parallel launch.
+    pub fn for_run(spec: Option<&str>, lora: bool, run_dir: &Path) -> Result<Option<Self>> {
+        let Some(spec) = spec else {
+            return Ok(None);
+        };
+        if rlhf_model::dist::group().is_some() {
+            return Err(TrainError::Config(
+                "--rollout-engine does not run data-parallel yet (each rank would hand its own \
+                 copy of the policy to the server); run one process"
+                    .into(),
+            ));
+        }
+        if !lora {
+            return Err(TrainError::Config(
+                "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
+                 /v1/load_lora_adapter); train the policy with --lora"
+                    .into(),
+            ));
+        }
+        Self::connect(spec, run_dir).map(Some)
+    }
+
     /// Connects to `spec` (`openai:URL`); the base model is the endpoint's model or the first
     /// the server lists. Adapters will be written under `run_dir/rollout-adapters`.
     pub fn connect(spec: &str, run_dir: &Path) -> Result<Self> {

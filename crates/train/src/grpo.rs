@@ -451,24 +451,11 @@ pub fn grpo(
         resume,
     )?)?;
     let resume_point = run.resume_point()?;
-    let mut engine = match &inputs.rollout_engine {
-        Some(_) if rlhf_model::dist::group().is_some() => {
-            return Err(TrainError::Config(
-                "--rollout-engine does not run data-parallel yet (each rank would hand its own \
-                 copy of the policy to the server); run one process"
-                    .into(),
-            ));
-        }
-        Some(_) if !cfg.lora.enabled => {
-            return Err(TrainError::Config(
-                "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
-                 /v1/load_lora_adapter); train the policy with --lora"
-                    .into(),
-            ));
-        }
-        Some(spec) => Some(RolloutEngine::connect(spec, run.dir())?),
-        None => None,
-    };
+    let mut engine = RolloutEngine::for_run(
+        inputs.rollout_engine.as_deref(),
+        cfg.lora.enabled,
+        run.dir(),
+    )?;
     let mut policy = Pretrained::load(&inputs.policy, Head::Lm, device)?;
     crate::adapter::prepare(&mut policy.model, &cfg.lora, &inputs.policy, cfg.seed)?;
     let reference = match (cfg.beta > 0.0, cfg.lora.enabled) {

@@ -965,24 +965,11 @@ pub fn ppo(
     let t0 = Instant::now();
     let group = rlhf_model::dist::group();
     let shard = Shard::of_process();
-    let engine = match &inputs.rollout_engine {
-        Some(_) if group.is_some() => {
-            return Err(TrainError::Config(
-                "--rollout-engine does not run data-parallel yet (each rank would hand its own \
-                 copy of the policy to the server); run one process"
-                    .into(),
-            ));
-        }
-        Some(_) if !cfg.lora.enabled => {
-            return Err(TrainError::Config(
-                "--rollout-engine hands the policy to the server as a LoRA adapter (POST \
-                 /v1/load_lora_adapter); train the policy with --lora"
-                    .into(),
-            ));
-        }
-        Some(spec) => Some(RolloutEngine::connect(spec, run.dir())?),
-        None => None,
-    };
+    let engine = RolloutEngine::for_run(
+        inputs.rollout_engine.as_deref(),
+        cfg.lora.enabled,
+        run.dir(),
+    )?;
 
     // Phase "load".
     let models = PpoModels::load(inputs, &cfg.lora, cfg.seed, device)?;

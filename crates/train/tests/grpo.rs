@@ -307,7 +307,6 @@ fn an_on_policy_update_skips_the_old_pass_and_changes_nothing() {
 fn two_data_parallel_ranks_update_like_one_process_on_the_same_samples() {
     // Each rank holds two whole groups of the four; both aggregations, with the k3 term.
     let _rng = common::torch_rng();
-    use rlhf_model::dist::{Group, LaunchEnv};
     use rlhf_model::{GenerateConfig, Sampling};
     use rlhf_train::grpo::{sample, update};
     let rows: Vec<Vec<i64>> = (0..4).flat_map(|i| vec![vec![5 + i, 9, 12]; 4]).collect();
@@ -366,45 +365,25 @@ fn two_data_parallel_ranks_update_like_one_process_on_the_same_samples() {
         )
         .unwrap();
         let after = weights(&one);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let ranks: Vec<Tensor> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..2)
-                .map(|rank| {
-                    let rows: Vec<i64> = (8 * rank as i64..8 * rank as i64 + 8).collect();
-                    let half = samples.select(&rows);
-                    let cfg = &cfg;
-                    s.spawn(move || {
-                        let env = LaunchEnv {
-                            rank,
-                            world: 2,
-                            local_rank: rank,
-                            master_addr: "127.0.0.1".into(),
-                            master_port: port,
-                            timeout: std::time::Duration::from_secs(60),
-                        };
-                        let group = Group::join(&env).unwrap();
-                        let p = common::tiny_pretrained(96);
-                        let reference = common::tiny_pretrained(96).model;
-                        let mut opt = cfg.optimizer(&p.model).unwrap();
-                        update(
-                            &p.model,
-                            Some(&reference),
-                            &mut opt,
-                            &half,
-                            cfg,
-                            0,
-                            Some(&group),
-                        )
-                        .unwrap();
-                        weights(&p)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let halves = vec![
+            samples.select(&(0..8).collect::<Vec<i64>>()),
+            samples.select(&(8..16).collect::<Vec<i64>>()),
+        ];
+        let ranks: Vec<Tensor> = common::on_ranks(halves, |half, group| {
+            let p = common::tiny_pretrained(96);
+            let reference = common::tiny_pretrained(96).model;
+            let mut opt = cfg.optimizer(&p.model).unwrap();
+            update(
+                &p.model,
+                Some(&reference),
+                &mut opt,
+                &half,
+                &cfg,
+                0,
+                Some(group),
+            )
+            .unwrap();
+            weights(&p)
         });
         let moved = (&after - &before).abs().max().double_value(&[]);
         assert!(

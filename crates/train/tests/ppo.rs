@@ -365,7 +365,6 @@ fn weights(f: &Fixture) -> Tensor {
 
 #[test]
 fn two_data_parallel_ranks_update_like_one_process_on_the_same_rollouts() {
-    use rlhf_model::dist::{Group, LaunchEnv};
     let _turn = common::torch_rng();
     let cfg = PpoConfig {
         rollout_batch: 8,
@@ -402,47 +401,24 @@ fn two_data_parallel_ranks_update_like_one_process_on_the_same_rollouts() {
     .unwrap();
     let after_one = weights(&one);
     // Two ranks (threads with their own Gloo groups on loopback), each with half the rows.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ranks: Vec<(Tensor, Tensor, f64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let rows: Vec<i64> = (4 * rank as i64..4 * rank as i64 + 4).collect();
-                let (cfg, half) = (&cfg, ro.select(&rows));
-                s.spawn(move || {
-                    let half = &half;
-                    let env = LaunchEnv {
-                        rank,
-                        world: 2,
-                        local_rank: rank,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                        timeout: std::time::Duration::from_secs(60),
-                    };
-                    let group = Group::join(&env).unwrap();
-                    let f = Fixture::new();
-                    let mut opt = ppo::optimizer(&f.policy, &f.value, cfg).unwrap();
-                    let (adv, ret, kl) = ppo::advantages_in(half, cfg, 0.02, Some(&group)).unwrap();
-                    ppo::update(
-                        &f.models(),
-                        &mut opt,
-                        half,
-                        &adv,
-                        &ret,
-                        cfg,
-                        None,
-                        0,
-                        Some(&group),
-                    )
-                    .unwrap();
-                    (weights(&f), adv, kl)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let halves = vec![ro.select(&[0, 1, 2, 3]), ro.select(&[4, 5, 6, 7])];
+    let ranks: Vec<(Tensor, Tensor, f64)> = common::on_ranks(halves, |half, group| {
+        let f = Fixture::new();
+        let mut opt = ppo::optimizer(&f.policy, &f.value, &cfg).unwrap();
+        let (adv, ret, kl) = ppo::advantages_in(&half, &cfg, 0.02, Some(group)).unwrap();
+        ppo::update(
+            &f.models(),
+            &mut opt,
+            &half,
+            &adv,
+            &ret,
+            &cfg,
+            None,
+            0,
+            Some(group),
+        )
+        .unwrap();
+        (weights(&f), adv, kl)
     });
     // Global whitening and KL: each rank holds its rows of the one-process values.
     let adv_two = Tensor::cat(&[&ranks[0].1, &ranks[1].1], 0);

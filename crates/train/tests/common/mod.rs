@@ -341,3 +341,40 @@ pub fn tiny_run_inputs(dir: &Path, n: usize) -> (std::path::PathBuf, std::path::
     std::fs::write(&prompts, lines.join("\n") + "\n").expect("write prompts");
     (model, prompts)
 }
+
+/// Runs `f` on one input per rank, each rank a thread of this process with its own c10d Gloo
+/// group on loopback (world size = the number of inputs); returns the ranks' results in order.
+pub fn on_ranks<T: Send, R: Send>(
+    inputs: Vec<T>,
+    f: impl Fn(T, &rlhf_model::dist::Group) -> R + Sync,
+) -> Vec<R> {
+    use rlhf_model::dist::{Group, LaunchEnv};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let world = inputs.len();
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(rank, input)| {
+                s.spawn(move || {
+                    let env = LaunchEnv {
+                        rank,
+                        world,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        timeout: std::time::Duration::from_secs(60),
+                    };
+                    let group = Group::join(&env).unwrap();
+                    f(input, &group)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
