@@ -605,3 +605,71 @@ fn ppo_in_bf16_resumes_exactly_and_starts_its_ratio_at_one() {
         &["another configuration", "precision \"bf16\" vs \"fp32\""],
     );
 }
+
+#[test]
+fn demo_starts_from_a_base_checkpoint_without_pretraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    common::tiny_checkpoint(&base, 300, 1024, 0);
+    let out = dir.path().join("demo");
+    let o = rlhf(&[
+        "demo",
+        "--base",
+        s(&base),
+        "--sft-steps",
+        "4",
+        "--prompts",
+        "48",
+        "--k",
+        "3",
+        "--ppo-iterations",
+        "1",
+        "--ppo-rollouts",
+        "8",
+        "--eval-prompts",
+        "8",
+        "--eval-samples",
+        "1",
+        "--best-of",
+        "2",
+        "--best-of-prompts",
+        "4",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## 2. Base checkpoint"), "{report}");
+    assert!(!report.contains("## 2. Pretraining"), "{report}");
+    assert!(
+        report.contains("SFT 2e-5, reward model 1e-5, PPO 1e-5; batches of 8"),
+        "{report}"
+    );
+    assert!(
+        !out.join("pretrained").exists(),
+        "no pretraining with --base"
+    );
+    // The real-checkpoint defaults, overridden by the flags given: 8 rollouts per iteration.
+    let ppo: serde_json::Value = toml::from_str::<toml::Value>(
+        &std::fs::read_to_string(out.join("ppo/config.toml")).unwrap(),
+    )
+    .map(|t| serde_json::to_value(t).unwrap())
+    .unwrap();
+    assert_eq!(ppo["rollout_batch"], 8, "{ppo}");
+    assert_eq!(ppo["lr"], 1e-5, "{ppo}");
+    assert!(report.contains("| base |"), "{report}");
+    // Pretraining flags do not apply.
+    let o = rlhf(&[
+        "demo",
+        "--base",
+        s(&base),
+        "--pretrain-only",
+        "--out",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(
+        stderr(&o).contains("--pretrain-only and --pretrain-steps do not apply"),
+        "{}",
+        stderr(&o)
+    );
+}

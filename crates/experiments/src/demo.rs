@@ -69,6 +69,15 @@ pub struct DemoConfig {
     /// Evaluate on `dev.jsonl` instead of `eval.jsonl`: held-out prompts of the same split and
     /// distribution, disjoint from the reported ones, for choosing a recipe.
     pub dev: bool,
+    /// Start from this checkpoint (a real model) instead of pretraining one: see [`Self::real`].
+    pub base: Option<PathBuf>,
+    /// Rollouts per PPO iteration.
+    pub ppo_rollouts: usize,
+    /// SFT and reward-model learning rates and batch sizes (`None`: the library's, chosen for
+    /// the tiny models).
+    pub sft_lr: Option<f64>,
+    pub rm_lr: Option<f64>,
+    pub batch: Option<usize>,
 }
 
 impl Default for DemoConfig {
@@ -91,15 +100,51 @@ impl Default for DemoConfig {
             best_of_prompts: 64,
             pretrain_only: false,
             dev: false,
+            base: None,
+            ppo_rollouts: 64,
+            sft_lr: None,
+            rm_lr: None,
+            batch: None,
         }
     }
 }
 
 impl DemoConfig {
+    /// The pipeline from a real checkpoint `base` (e.g. SmolLM2-135M-Instruct) on a 2-core CPU:
+    /// no pretraining, sizes cut so that the whole run takes minutes rather than hours, and
+    /// learning rates for a model that is already trained (2e-5 for SFT, 1e-5 for the reward
+    /// model and PPO, TRL's range, rather than the tiny models' 5e-4 and 3e-4), batches of 8.
+    pub fn real(base: PathBuf) -> Self {
+        Self {
+            base: Some(base),
+            sft_steps: 30,
+            prompts: 64,
+            k: 4,
+            ppo_iterations: 4,
+            ppo_rollouts: 16,
+            ppo_lr: 1e-5,
+            ppo_epochs: 2,
+            eval_prompts: Some(32),
+            eval_samples: 2,
+            best_of: 4,
+            best_of_prompts: 16,
+            sft_lr: Some(2e-5),
+            rm_lr: Some(1e-5),
+            batch: Some(8),
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(ExperimentError::Invalid(format!("demo: {m}")));
         if self.k < 2 {
             return bad("k must be at least 2 (rankings compare responses)");
+        }
+        if self.ppo_rollouts < 8 || self.ppo_rollouts % 4 != 0 {
+            return bad("ppo_rollouts must be a multiple of 4 (PPO's minibatches), at least 8");
+        }
+        if self.base.is_some() && self.pretrain_only {
+            return bad("pretrain_only does not apply when starting from a base checkpoint");
         }
         if self.pretrain_steps == 0 || self.sft_steps == 0 || self.ppo_iterations == 0 {
             return bad("pretrain_steps, sft_steps and ppo_iterations must be at least 1");
@@ -256,41 +301,72 @@ pub fn run(
     }
     rep.add(&s)?;
 
-    // 2. Pretraining.
-    let t = rep.stage(
-        obs,
-        &format!(
-            "pretraining a {:?} model ({} steps)",
-            cfg.preset, cfg.pretrain_steps
-        ),
-    );
-    let pretrained = out.join("pretrained");
-    let ps = pretrain_stage(
-        &data,
-        &pretrained,
-        cfg.preset,
-        cfg.pretrain_steps,
-        cfg.seed,
-        device,
-    )?;
-    obs.note(&format!(
-        "      {} params, held-out loss {:.3} -> {:.3}",
-        ps.params, ps.eval_loss_start, ps.eval_loss_end
-    ));
-    rep.add(&format!(
-        "\n## 2. Pretraining ({:.0} s)\n\n{:?} preset, {} parameters, {} steps; held-out LM loss \
-         {:.3} -> {:.3}. `pretrained/`\n",
-        t.elapsed().as_secs_f64(),
-        cfg.preset,
-        ps.params,
-        ps.steps,
-        ps.eval_loss_start,
-        ps.eval_loss_end
-    ))?;
+    // 2. Pretraining, or the base checkpoint.
+    let pretrained = match &cfg.base {
+        Some(base) => {
+            let t = rep.stage(obs, "base checkpoint");
+            let pre = Pretrained::load(base, Head::Lm, device)?;
+            let params = pre.model.num_params();
+            obs.note(&format!("      {}: {params} params", base.display()));
+            rep.add(&format!(
+                "\n## 2. Base checkpoint ({:.0} s)\n\nNo pretraining: the pipeline starts from \
+                 `{}` ({params} parameters, {} layers, hidden size {}, context {}). Learning \
+                 rates: SFT {}, reward model {}, PPO {:e}; batches of {}; PPO {} iterations of \
+                 {} rollouts.\n",
+                t.elapsed().as_secs_f64(),
+                base.display(),
+                pre.model.cfg.num_layers,
+                pre.model.cfg.hidden_size,
+                pre.model.cfg.max_positions,
+                lr_text(cfg.sft_lr),
+                lr_text(cfg.rm_lr),
+                cfg.ppo_lr,
+                cfg.batch
+                    .map_or("the library's".to_string(), |b| b.to_string()),
+                cfg.ppo_iterations,
+                cfg.ppo_rollouts
+            ))?;
+            base.clone()
+        }
+        None => {
+            let t = rep.stage(
+                obs,
+                &format!(
+                    "pretraining a {:?} model ({} steps)",
+                    cfg.preset, cfg.pretrain_steps
+                ),
+            );
+            let pretrained = out.join("pretrained");
+            let ps = pretrain_stage(
+                &data,
+                &pretrained,
+                cfg.preset,
+                cfg.pretrain_steps,
+                cfg.seed,
+                device,
+            )?;
+            obs.note(&format!(
+                "      {} params, held-out loss {:.3} -> {:.3}",
+                ps.params, ps.eval_loss_start, ps.eval_loss_end
+            ));
+            rep.add(&format!(
+            "\n## 2. Pretraining ({:.0} s)\n\n{:?} preset, {} parameters, {} steps; held-out LM loss \
+             {:.3} -> {:.3}. `pretrained/`\n",
+            t.elapsed().as_secs_f64(),
+            cfg.preset,
+            ps.params,
+            ps.steps,
+            ps.eval_loss_start,
+            ps.eval_loss_end
+        ))?;
+            pretrained
+        }
+    };
     let eval_file = data.join(if cfg.dev { "dev.jsonl" } else { "eval.jsonl" });
     let eval_prompts: Vec<String> = read_jsonl::<EvalRecord>(&eval_file)?
         .into_iter()
         .map(|r| r.prompt)
+        .take(cfg.eval_prompts.unwrap_or(usize::MAX))
         .collect();
     if cfg.pretrain_only {
         let t = rep.stage(obs, "answering held-out prompts");
@@ -322,7 +398,16 @@ pub fn run(
         &format!("supervised fine-tuning ({} steps)", cfg.sft_steps),
     );
     let sft = out.join("sft");
-    let ss = sft_stage(&pretrained, &data, &sft, cfg.sft_steps, cfg.seed, device)?;
+    let recipe = |lr| (lr, cfg.batch);
+    let ss = sft_stage_with(
+        &pretrained,
+        &data,
+        &sft,
+        cfg.sft_steps,
+        cfg.seed,
+        recipe(cfg.sft_lr),
+        device,
+    )?;
     rep.add(&format!(
         "\n## 3. SFT ({:.0} s)\n\n{} demonstrations (25% flawed on purpose), {} steps; held-out \
          loss {:.3} -> {:.3}. `sft/`\n",
@@ -389,7 +474,14 @@ pub fn run(
     // 6. Reward model.
     let t = rep.stage(obs, "reward model");
     let rm = out.join("rm");
-    let rs = reward_stage(&sft, &rankings_path, &rm, cfg.seed, device)?;
+    let rs = reward_stage_with(
+        &sft,
+        &rankings_path,
+        &rm,
+        cfg.seed,
+        recipe(cfg.rm_lr),
+        device,
+    )?;
     let oracle_acc = rs
         .eval_accuracy_end
         .oracle
@@ -426,9 +518,10 @@ pub fn run(
             ppo_epochs: cfg.ppo_epochs,
             kl_coef: cfg.kl_coef,
             ptx_batch: 4,
+            rollout_batch: cfg.ppo_rollouts,
             // Two in-loop evaluations (halfway and at the end) keep the curve and the time.
             eval_every: (cfg.ppo_iterations / 2).max(1),
-            eval_prompts: 64,
+            eval_prompts: cfg.eval_prompts.unwrap_or(64).min(64),
             checkpoint_every: 0,
             ..Default::default()
         };
@@ -498,11 +591,18 @@ pub fn run(
         &rows,
     ));
     // The alignment tax: held-out pretraining-corpus NLL.
-    let held = held_out_corpus(&data, 300)?;
+    let held = held_out_corpus(&data, if cfg.base.is_some() { 64 } else { 300 })?;
     let mut nll_rows = Vec::new();
     let mut corpus_nll = Vec::new();
     for (name, dir) in [
-        ("pretrained", &pretrained),
+        (
+            if cfg.base.is_some() {
+                "base"
+            } else {
+                "pretrained"
+            },
+            &pretrained,
+        ),
         ("SFT", &sft),
         ("PPO", &out.join("ppo")),
         ("PPO-ptx", &out.join("ppo-ptx")),
@@ -590,6 +690,11 @@ pub fn run(
     })
 }
 
+/// A learning rate for the report (`None`: the library's).
+fn lr_text(lr: Option<f64>) -> String {
+    lr.map_or("the library's".into(), |v| format!("{v:e}"))
+}
+
 /// Pretrains a `preset` model on the world in `data` for `steps` steps into `out` (stage 2 of
 /// the demo and of `rlhf experiment align`).
 pub(crate) fn pretrain_stage(
@@ -626,9 +731,30 @@ pub(crate) fn sft_stage(
     seed: u64,
     device: Device,
 ) -> Result<rlhf_train::SftSummary> {
+    sft_stage_with(pretrained, data, out, steps, seed, (None, None), device)
+}
+
+/// [`sft_stage`] with another learning rate and batch size (`None`: the library's).
+pub(crate) fn sft_stage_with(
+    pretrained: &Path,
+    data: &Path,
+    out: &Path,
+    steps: u64,
+    seed: u64,
+    (lr, batch): (Option<f64>, Option<usize>),
+    device: Device,
+) -> Result<rlhf_train::SftSummary> {
     let mut sft_cfg = SftConfig::default();
     sft_cfg.trainer.max_steps = steps;
     sft_cfg.trainer.seed = seed;
+    if let Some(lr) = lr {
+        sft_cfg.trainer.lr = lr;
+        // A trained model needs no warm-up longer than the run.
+        sft_cfg.trainer.warmup_steps = sft_cfg.trainer.warmup_steps.min(steps / 10);
+    }
+    if let Some(b) = batch {
+        sft_cfg.trainer.batch_size = b;
+    }
     Ok(rlhf_train::sft(
         pretrained,
         &data.join("sft.jsonl"),
@@ -687,8 +813,27 @@ pub(crate) fn reward_stage(
     seed: u64,
     device: Device,
 ) -> Result<rlhf_train::RewardSummary> {
+    reward_stage_with(sft, rankings, out, seed, (None, None), device)
+}
+
+/// [`reward_stage`] with another learning rate and batch size (`None`: the library's).
+pub(crate) fn reward_stage_with(
+    sft: &Path,
+    rankings: &Path,
+    out: &Path,
+    seed: u64,
+    (lr, batch): (Option<f64>, Option<usize>),
+    device: Device,
+) -> Result<rlhf_train::RewardSummary> {
     let mut rm_cfg = RewardConfig::default();
     rm_cfg.trainer.seed = seed;
+    if let Some(lr) = lr {
+        rm_cfg.trainer.lr = lr;
+        rm_cfg.trainer.warmup_steps = 0;
+    }
+    if let Some(b) = batch {
+        rm_cfg.trainer.batch_size = b;
+    }
     Ok(rlhf_train::reward(
         sft,
         rankings,
