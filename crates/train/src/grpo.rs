@@ -30,6 +30,7 @@ use crate::data::{DataRng, Epochs, Shard};
 use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::parallel;
 use crate::rl::{self, KlEstimator};
 use crate::run::{self, Resume, RunDir, RunOptions};
 use crate::step::Metrics;
@@ -521,16 +522,7 @@ pub fn grpo(
         (start, elapsed_before, first) =
             (point.info.step, point.info.elapsed_s, state.reward_first);
     }
-    if let Some(group) = group {
-        // Same files and seeds give the same weights everywhere; the broadcast makes it so.
-        tch::no_grad(|| {
-            group.broadcast(
-                opt.flat_parameters(),
-                0,
-                "the broadcast of rank 0's initial weights",
-            )
-        })?;
-    }
+    parallel::start_from_rank0(&opt, group)?;
     let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
     if writer {
         metrics_log.open(start)?;
@@ -569,13 +561,8 @@ pub fn grpo(
                 row_texts.push(texts[i].clone());
             }
         }
-        // Each rank its own sampling stream (rank 0's is one process's).
-        let rank = rlhf_model::dist::rank() as u64;
-        let seed = cfg
-            .seed
-            .wrapping_mul(1_000_003)
-            .wrapping_add(it)
-            .wrapping_add(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
+        let seed = parallel::rank_seed(seed, rlhf_model::dist::rank());
         let mut served = Metrics::new();
         let samples = match engine.as_mut() {
             None => {
@@ -627,7 +614,7 @@ pub fn grpo(
         )?;
         m.extend(served);
         if let Some(group) = group {
-            crate::ppo::mean_over_ranks(&mut m, group, it + 1)?;
+            parallel::mean_over_ranks(&mut m, group, it + 1)?;
         }
         if it == 0 {
             first = m["reward"];
@@ -894,8 +881,7 @@ pub fn update(
         .to_kind(Kind::Float)
         .to_device(device);
     let n = batch.rows() as usize;
-    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
-    let global = n * world;
+    let global = n * group.map_or(1, Group::world);
     let mb = global / cfg.minibatches;
     let tokens_per_row: Vec<f64> =
         Vec::<f64>::try_from(batch.mask.sum_dim_intlist(1, false, Kind::Double))?;
@@ -904,25 +890,10 @@ pub fn update(
     for _ in 0..cfg.epochs {
         let perm = rng.permutation(global);
         for chunk in perm.chunks(mb) {
-            let mine: Vec<i64> = chunk
-                .iter()
-                .filter(|&&g| g / n == rank)
-                .map(|&g| (g % n) as i64)
-                .collect();
-            let mut share = 1.0;
-            if let Some(group) = group {
-                let local = match cfg.aggregation {
-                    Aggregation::Token => mine.iter().map(|&i| tokens_per_row[i as usize]).sum(),
-                    Aggregation::Sequence => mine.len() as f64,
-                };
-                let mut total = [local];
-                group.all_reduce_f64(&mut total, "the minibatch size")?;
-                share = if total[0] > 0.0 {
-                    local / total[0]
-                } else {
-                    0.0
-                };
-            }
+            let (mine, share) = parallel::my_rows(chunk, n, group, |i| match cfg.aggregation {
+                Aggregation::Token => tokens_per_row[i],
+                Aggregation::Sequence => 1.0,
+            })?;
             opt.zero_grad();
             let mut l = None;
             if !mine.is_empty() {

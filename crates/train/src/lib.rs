@@ -84,6 +84,7 @@ pub mod flan;
 pub mod grpo;
 pub mod lmsi;
 pub mod optim;
+pub mod parallel;
 pub mod ppo;
 pub mod pretrain;
 pub mod reward;

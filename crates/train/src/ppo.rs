@@ -33,6 +33,7 @@ use crate::data::{DataRng, DataSource, Epochs, Shard};
 use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::parallel;
 use crate::pretrain::{CorpusWindows, lm_loss};
 use crate::reward::RewardStats;
 use crate::rl::{self, KlControl, KlEstimator};
@@ -329,8 +330,7 @@ impl<'a> Ppo<'a> {
         let t0 = Instant::now();
         let seed = self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(it);
         // Each rank samples its own prompts with its own stream (rank 0's is one process's).
-        let rank = self.group.map_or(0, |g| g.rank() as u64);
-        let seed = seed.wrapping_add(rank.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = parallel::rank_seed(seed, self.group.map_or(0, Group::rank));
         let mut m = Metrics::new();
         let ro = match &mut self.engine {
             None => rollout::rollout(&self.models, prompts, &self.rollout, seed)?,
@@ -562,7 +562,7 @@ pub fn update(
     group: Option<&Group>,
 ) -> Result<Metrics> {
     let b = ro.batch.rows() as usize;
-    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    let world = group.map_or(1, Group::world);
     let global = b * world;
     let mb = global / cfg.minibatches;
     let device = ro.batch.seqs.device();
@@ -576,22 +576,7 @@ pub fn update(
         let perm = rng.permutation(global);
         for chunk in perm.chunks(mb) {
             // This rank's rows of the global minibatch, and its share of the minibatch's tokens.
-            let mine: Vec<i64> = chunk
-                .iter()
-                .filter(|&&g| g / b == rank)
-                .map(|&g| (g % b) as i64)
-                .collect();
-            let mut share = 1.0;
-            if let Some(group) = group {
-                let local: f64 = mine.iter().map(|&i| tokens_per_row[i as usize]).sum();
-                let mut total = [local];
-                group.all_reduce_f64(&mut total, "the minibatch token count")?;
-                share = if total[0] > 0.0 {
-                    local / total[0]
-                } else {
-                    0.0
-                };
-            }
+            let (mine, share) = parallel::my_rows(chunk, b, group, |i| tokens_per_row[i])?;
             opt.zero_grad();
             let corpus = match ptx.as_deref_mut() {
                 Some(src) => Some(
@@ -1032,16 +1017,7 @@ pub fn ppo(
         }
         None => 0.0,
     };
-    if let Some(group) = group {
-        // Same files and seeds give the same weights everywhere; the broadcast makes it so.
-        tch::no_grad(|| {
-            group.broadcast(
-                algo.opt.flat_parameters(),
-                0,
-                "the broadcast of rank 0's initial weights",
-            )
-        })?;
-    }
+    parallel::start_from_rank0(&algo.opt, group)?;
     let writer = rlhf_model::dist::is_writer();
     let mut metrics_log = crate::callbacks::MetricsLog::new(run.dir());
     if writer {
@@ -1105,7 +1081,7 @@ pub fn ppo(
         m.insert("step".into(), done as f64);
         m.insert("time/iteration_s".into(), t_it.elapsed().as_secs_f64());
         if let Some(group) = group {
-            mean_over_ranks(&mut m, group, done)?;
+            parallel::mean_over_ranks(&mut m, group, done)?;
         }
         if writer {
             metrics_log.append(&m)?;
@@ -1162,31 +1138,6 @@ pub fn ppo(
         log,
         out: out.to_path_buf(),
     })
-}
-
-/// Replaces every metric by its mean over the ranks (each holds an equal share of the rollouts;
-/// the KL and the held-out evaluation are equal on every rank already). The ranks must log the
-/// same keys: checked first.
-pub(crate) fn mean_over_ranks(m: &mut Metrics, group: &Group, iteration: u64) -> Result<()> {
-    let world = group.world() as f64;
-    let mut count = [m.len() as f64];
-    group.all_reduce_f64(&mut count, "the all-reduce of the metrics' count")?;
-    if count[0] != world * m.len() as f64 {
-        return Err(TrainError::Invalid(format!(
-            "iteration {iteration}: the ranks logged different metrics ({} here, {} in all)",
-            m.len(),
-            count[0]
-        )));
-    }
-    let mut values: Vec<f64> = m.values().copied().collect();
-    group.all_reduce_f64(
-        &mut values,
-        &format!("the all-reduce of iteration {iteration}'s metrics"),
-    )?;
-    for (v, sum) in m.values_mut().zip(values) {
-        *v = sum / world;
-    }
-    Ok(())
 }
 
 /// AdamW updates per PPO iteration.

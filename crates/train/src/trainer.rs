@@ -96,17 +96,7 @@ impl Trainer {
     {
         let mut opt = AdamW::new(model.parameters(), adamw_config(&self.cfg))?;
         let mut st = self.restore(model, data, &mut opt)?;
-        if let Some(group) = rlhf_model::dist::group() {
-            // Same seed and checkpoint give the same weights everywhere already; the broadcast
-            // makes it so whatever a rank's initialisation did.
-            tch::no_grad(|| {
-                group.broadcast(
-                    opt.flat_parameters(),
-                    0,
-                    "the broadcast of rank 0's initial weights",
-                )
-            })?;
-        }
+        crate::parallel::start_from_rank0(&opt, rlhf_model::dist::group())?;
         let (max_steps, run_dir) = (self.cfg.max_steps, self.run.dir().to_path_buf());
         self.emit(&Event::Start {
             step: st.step,
