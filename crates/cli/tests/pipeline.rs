@@ -284,6 +284,61 @@ fn ppo_refuses_a_reward_model_with_another_tokenizer() {
 }
 
 #[test]
+fn ppo_optimises_a_verifiable_reward_with_a_value_model_from_the_policy() {
+    let st = setup();
+    // Word problems with their answers: `--reward answer` scores 1 for a matching final number.
+    let answers = st.root.join("answers.jsonl");
+    let lines: Vec<String> = (0..8)
+        .map(|i| json!({ "prompt": format!("{PROMPT} ({i})"), "answer": "10" }).to_string())
+        .collect();
+    std::fs::write(&answers, lines.join("\n")).unwrap();
+    let out = st.root.join("ppo-answer");
+    let base = [
+        "ppo",
+        "--policy",
+        s(&st.policy),
+        "--reward",
+        "answer",
+        "--prompts",
+        s(&answers),
+        "--out",
+        s(&out),
+        "--set",
+        "iterations=2",
+    ];
+    let o = rlhf(&[&base[..], &SMALL[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for m in &lines {
+        // A 0/1 reward per rollout, no reward model.
+        let r = m["reward"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r) && (r * 4.0).fract() == 0.0, "{m}");
+        assert!(m.get("rm_score").is_none(), "{m}");
+    }
+    // The value model has the policy's body (same shapes) and a scalar head.
+    let value = tensor_bytes(&out.join("value/model.safetensors"));
+    assert!(value.iter().any(|(n, _)| n.starts_with("score.")));
+    // Without a file of answers, `answer` is refused with the file and line.
+    let o = rlhf(&[
+        "ppo",
+        "--policy",
+        s(&st.policy),
+        "--reward",
+        "answer",
+        "--prompts",
+        s(&st.prompts),
+        "--out",
+        s(&st.root.join("no-answers")),
+    ]);
+    assert_fails(&o, &["prompts.jsonl", "answer"]);
+}
+
+#[test]
 fn ppo_refuses_prompts_longer_than_the_context() {
     let st = setup();
     let prompts = st.root.join("long.jsonl");

@@ -306,7 +306,7 @@ fn one_seed(
                 };
                 let inputs = PpoInputs {
                     policy: sft.clone(),
-                    reward: rm.clone(),
+                    reward: rlhf_train::PpoReward::Model(rm.clone()),
                     prompts: prompts_file.clone(),
                     eval_prompts: None,
                     ptx_data: None,
@@ -452,7 +452,7 @@ fn online_flops(log: &[rlhf_train::Metrics], samples: f64, prompt: f64, per_toke
         .sum()
 }
 
-fn read_metrics(path: &Path) -> Result<Vec<rlhf_train::Metrics>> {
+pub(crate) fn read_metrics(path: &Path) -> Result<Vec<rlhf_train::Metrics>> {
     let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io("read", path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -527,7 +527,7 @@ pub fn run(
         };
         let inputs = PpoInputs {
             policy: sft.clone(),
-            reward: rm.clone(),
+            reward: rlhf_train::PpoReward::Model(rm.clone()),
             prompts: data.join("prompts.jsonl"),
             eval_prompts: Some(eval_file.clone()),
             ptx_data: (ptx > 0.0).then(|| data.join("corpus.txt")),

@@ -12,7 +12,9 @@
 //!   by exact match, per-digit accuracy, edit distance and answer likelihood;
 //! - [`flan`], row E5, and [`distill`], row E6;
 //! - [`webgpt`], row E7: browsing with citations, behaviour cloning, a reward model and
-//!   best-of-n.
+//!   best-of-n;
+//! - [`align`]: the alignment methods side by side at equal budget, and [`verifiable`]: GRPO
+//!   against its PPO counterpart on a verifiable reward (word-problem answers).
 //!
 //! Each experiment is `run(config, seeds, out_dir, device, observer)`; the CLI's
 //! `rlhf experiment` wraps them. Not here: the tools the experiments exercise (few-shot prompts
@@ -30,6 +32,7 @@ pub mod format;
 pub mod lmsi;
 pub mod rlhf;
 pub mod tiny;
+pub mod verifiable;
 pub mod webgpt;
 
 pub use common::{Observer, Quiet};

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
             policy: &policy,
             reference: &reference,
             value: &value,
-            reward: &reward,
+            reward: rollout::Reward::Model(&reward),
         };
         let ro = rollout::rollout(&models, &prompts, &rcfg, it as u64)?;
         assert!(ro.response_ids.iter().all(|r| r.len() == response_len));

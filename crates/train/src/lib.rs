@@ -103,7 +103,7 @@ pub use data::{DataPosition, DataRng, DataSource, Epochs, RandomTokens, RngState
 pub use dpo::{DpoConfig, DpoLoss, DpoSummary, dpo};
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig};
-pub use ppo::{PpoConfig, PpoInputs, PpoSummary, ppo};
+pub use ppo::{PpoConfig, PpoInputs, PpoReward, PpoSummary, ppo};
 pub use pretrain::{Preset, PretrainConfig, PretrainSummary, pretrain};
 pub use reward::{RewardConfig, RewardSummary, reward};
 pub use run::{Resume, RunDir, RunInput, RunOptions};

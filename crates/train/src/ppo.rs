@@ -220,8 +220,8 @@ impl PpoConfig {
 pub struct PpoInputs {
     /// SFT checkpoint: the initial policy and the frozen reference.
     pub policy: PathBuf,
-    /// Reward-model dir (from `rlhf reward`); also the value model's initialisation.
-    pub reward: PathBuf,
+    /// The reward: a reward model (also the value model's initialisation) or a scorer.
+    pub reward: PpoReward,
     /// Training prompts JSONL ({"prompt"}).
     pub prompts: PathBuf,
     /// Held-out prompts for the periodic evaluation against the SFT policy.
@@ -237,6 +237,35 @@ pub struct PpoInputs {
     /// policy here (`crate::engine`); needs a LoRA policy. Not part of the configuration, so a
     /// resume may point at a server restarted elsewhere.
     pub rollout_engine: Option<String>,
+}
+
+/// PPO's reward.
+#[derive(Debug)]
+pub enum PpoReward {
+    /// A reward-model dir (from `rlhf reward`): the score at EOS, divided by its std on the SFT
+    /// samples (`reward.json`); the value model starts from it.
+    Model(PathBuf),
+    /// Any scorer of the decoded text: a verifiable reward (`grpo::AnswerMatch`), the task
+    /// world's oracle. Its raw score is the reward (no scaling); the value model starts from the
+    /// policy's body with a fresh scalar head, as in TRL when the reward is a function.
+    Scorer(Box<dyn Scorer>),
+}
+
+impl PpoReward {
+    /// `oracle`, `answer` (the prompts file's answers) or `rm:DIR` as in `rlhf grpo`, or a
+    /// reward-model dir.
+    pub fn from_spec(spec: &str, prompts: &Path) -> Result<Self> {
+        match spec {
+            "oracle" | "answer" => Ok(Self::Scorer(crate::grpo::reward_from_spec(
+                spec,
+                prompts,
+                Device::Cpu,
+            )?)),
+            s => Ok(Self::Model(PathBuf::from(
+                s.strip_prefix("rm:").unwrap_or(s),
+            ))),
+        }
+    }
 }
 
 /// One iteration's log line (`metrics.jsonl`).
@@ -299,7 +328,10 @@ impl<'a> Ppo<'a> {
         ptx: Option<CorpusWindows>,
     ) -> Result<Self> {
         cfg.validate()?;
-        for gpt in [models.reference, models.reward] {
+        for gpt in [Some(models.reference), models.reward.model()]
+            .into_iter()
+            .flatten()
+        {
             for (_, t) in gpt.vs.variables() {
                 let _ = t.shallow_clone().set_requires_grad(false);
             }
@@ -375,7 +407,10 @@ impl<'a> Ppo<'a> {
         let world = self.group.map_or(1, |g| g.world());
         self.kl.update(kl_mean, (prompts.len() * world) as u64);
         let lens: Vec<f64> = ro.response_ids.iter().map(|r| r.len() as f64).collect();
-        m.insert("rm_score".into(), mean(&ro.raw_scores));
+        m.insert("reward".into(), mean(&ro.raw_scores));
+        if matches!(self.models.reward, rollout::Reward::Model(_)) {
+            m.insert("rm_score".into(), mean(&ro.raw_scores));
+        }
         m.insert("score".into(), scalar(&ro.scores.mean(Kind::Float)));
         m.insert("response_len".into(), mean(&lens));
         m.insert(
@@ -674,7 +709,8 @@ pub fn update(
 struct PpoModels {
     policy: Pretrained,
     reference: Pretrained,
-    reward: RewardModel,
+    /// `None` when the reward is the inputs' scorer (used through [`TextReward`]).
+    reward: Option<RewardModel>,
     value: Gpt,
     /// The reward model's std on the SFT samples (`reward.json`), which divides its scores.
     score_scale: f64,
@@ -697,45 +733,107 @@ impl PpoModels {
         } else {
             Pretrained::load(&inputs.policy, Head::Lm, device)?
         };
-        let reward = RewardModel::load(&inputs.reward, device)?;
+        let path = match &inputs.reward {
+            PpoReward::Model(path) => path,
+            PpoReward::Scorer(_) => {
+                // The value model: the policy's body (its base under LoRA, with an adapter of
+                // its own) and a fresh scalar head, drawn from the run's seed.
+                tch::manual_seed(seed as i64);
+                let mut value = match lora.enabled {
+                    true => reference.model.copy_with_head(Head::Scalar)?,
+                    false => policy.model.copy_with_head(Head::Scalar)?,
+                };
+                if lora.enabled {
+                    value.add_lora(lora, None)?;
+                }
+                return Ok(Self {
+                    policy,
+                    reference,
+                    reward: None,
+                    value,
+                    score_scale: 1.0,
+                });
+            }
+        };
+        let reward = RewardModel::load(path, device)?;
         reward.check_tokenizer(&policy.tokenizer, &inputs.policy)?;
         let value = match (lora.enabled, reward.pre.model.adapter().is_some()) {
             // The reward model's frozen body, shared; the value's head is the view's own copy.
             (true, false) => {
                 let mut v = reward.pre.model.base_view()?;
-                v.add_lora(lora, Some(crate::adapter::absolute(&inputs.reward)))?;
+                v.add_lora(lora, Some(crate::adapter::absolute(path)))?;
                 v
             }
             // A LoRA reward model: its adapter merged into a copy, the value's adapter on that.
             (true, true) => {
-                let mut v = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+                let mut v = Gpt::load(path, Head::Scalar, device)?;
                 v.merge_adapter()?;
-                v.add_lora(lora, Some(crate::adapter::absolute(&inputs.reward)))?;
+                v.add_lora(lora, Some(crate::adapter::absolute(path)))?;
                 v
             }
             (false, _) => {
-                let mut v = Gpt::load(&inputs.reward, Head::Scalar, device)?;
+                let mut v = Gpt::load(path, Head::Scalar, device)?;
                 v.merge_adapter()?;
                 v
             }
         };
-        let stats = RewardStats::read(&inputs.reward)?;
+        let stats = RewardStats::read(path)?;
         Ok(Self {
             policy,
             reference,
-            reward,
+            reward: Some(reward),
             value,
             score_scale: stats.map_or(1.0, |s| s.std).max(1e-6),
         })
     }
 
-    fn models(&self) -> Models<'_> {
-        Models {
+    /// The models of a rollout; `text` scores the responses when the reward is a scorer.
+    fn models<'a>(&'a self, text: Option<&'a TextReward<'a>>) -> Result<Models<'a>> {
+        let reward = match (&self.reward, text) {
+            (Some(rm), _) => rollout::Reward::Model(&rm.pre.model),
+            (None, Some(t)) => rollout::Reward::Tokens(t),
+            (None, None) => {
+                return Err(TrainError::Invalid(
+                    "a scorer reward needs the prompts' texts".into(),
+                ));
+            }
+        };
+        Ok(Models {
             policy: &self.policy.model,
             reference: &self.reference.model,
             value: &self.value,
-            reward: &self.reward.pre.model,
-        }
+            reward,
+        })
+    }
+}
+
+/// A scorer of text as PPO's reward: the rollout's prompt ids are mapped back to the prompt
+/// texts and the responses decoded (special tokens dropped) before scoring.
+pub struct TextReward<'a> {
+    pub scorer: &'a dyn Scorer,
+    pub tokenizer: &'a Tokenizer,
+    /// Each training prompt's token ids (as the policy sees them) → its text.
+    pub prompts: std::collections::HashMap<Vec<i64>, String>,
+}
+
+impl rollout::TokenReward for TextReward<'_> {
+    fn score(&self, prompts: &[Vec<i64>], responses: &[Vec<i64>]) -> Result<Vec<f64>> {
+        let texts = prompts
+            .iter()
+            .map(|p| {
+                self.prompts.get(p).cloned().ok_or_else(|| {
+                    TrainError::Invalid("a rollout's prompt is not a training prompt".into())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let responses = responses
+            .iter()
+            .map(|r| {
+                let ids: Vec<u32> = r.iter().map(|&i| i as u32).collect();
+                self.tokenizer.decode(&ids, true)
+            })
+            .collect::<rlhf_tokenizer::Result<Vec<_>>>()?;
+        Ok(self.scorer.score(&texts, &responses)?)
     }
 }
 
@@ -865,15 +963,16 @@ impl Evaluator {
     fn evaluate(
         &self,
         policy: &Pretrained,
-        rm: &RewardModel,
+        reward: &dyn Scorer,
         gold: Option<&dyn Scorer>,
         it: u64,
     ) -> Result<Metrics> {
         let responses = self.respond(policy)?;
         let mut m = Metrics::new();
-        let mut judges: Vec<&dyn Scorer> = vec![rm];
-        judges.extend(gold);
-        for (i, judge) in judges.into_iter().enumerate() {
+        let mut judges: Vec<&dyn Scorer> = vec![reward];
+        // A gold judge that is the reward itself (the oracle both ways) is judged once.
+        judges.extend(gold.filter(|g| g.key() != reward.key()));
+        for judge in judges {
             let c = self.compare(judge, &responses)?;
             let k = judge.key();
             if let Some(a) = c.score_a {
@@ -882,7 +981,7 @@ impl Evaluator {
             m.insert(format!("eval/{k}_win_rate"), c.win_rate.mean);
             m.insert(format!("eval/{k}_win_rate_lo"), c.win_rate.lo);
             m.insert(format!("eval/{k}_win_rate_hi"), c.win_rate.hi);
-            if let (Some(b), true) = (c.score_b, i > 0) {
+            if let Some(b) = c.score_b {
                 m.insert(format!("eval/baseline_{k}_score"), b.mean);
             }
         }
@@ -937,11 +1036,17 @@ pub fn ppo(
                 .map_err(|e| TrainError::from(e).context(format!("{}", path.display())))?;
         }
     }
-    let mut files = vec![
-        ("policy", inputs.policy.as_path()),
-        ("reward model", inputs.reward.as_path()),
-        ("prompts", inputs.prompts.as_path()),
-    ];
+    let mut files = vec![("policy", inputs.policy.as_path())];
+    match &inputs.reward {
+        PpoReward::Model(path) => files.push(("reward model", path.as_path())),
+        PpoReward::Scorer(r) => {
+            r.check(&prompts.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
+                .map_err(|e| {
+                    TrainError::from(e).context(format!("{}", inputs.prompts.display()))
+                })?;
+        }
+    }
+    files.push(("prompts", inputs.prompts.as_path()));
     files.extend(inputs.ptx_data.as_deref().map(|p| ("ptx corpus", p)));
     let mut opts = RunOptions::stage(&inputs.out, "ppo", cfg, &files, resume)?;
     opts.progress = progress;
@@ -961,6 +1066,18 @@ pub fn ppo(
     let pre = &models.policy;
     let prompt_ids = tokenize_prompts(pre, &inputs.prompts, &prompts, cfg.max_new_tokens)?;
     let prompt_texts: Vec<String> = prompts.into_iter().map(|(_, p)| p).collect();
+    let text_reward = match &inputs.reward {
+        PpoReward::Scorer(scorer) => Some(TextReward {
+            scorer: scorer.as_ref(),
+            tokenizer: &pre.tokenizer,
+            prompts: prompt_ids
+                .iter()
+                .cloned()
+                .zip(prompt_texts.iter().cloned())
+                .collect(),
+        }),
+        PpoReward::Model(_) => None,
+    };
     let rm_eos_id = pre.tokenizer.eos_id().map(i64::from).ok_or_else(|| {
         TrainError::Invalid("the policy's tokenizer has no EOS token for the reward model".into())
     })?;
@@ -985,7 +1102,7 @@ pub fn ppo(
         ),
         _ => None,
     };
-    let mut algo = Ppo::new(models.models(), cfg, rollout_cfg, ptx)?;
+    let mut algo = Ppo::new(models.models(text_reward.as_ref())?, cfg, rollout_cfg, ptx)?;
     algo.engine = engine;
     // Under data parallelism each rank samples its slice of every global batch of prompts.
     let mut order = Epochs::new(prompt_ids.len(), cfg.rollout_batch, cfg.seed, 7).sharded(shard)?;
@@ -1035,7 +1152,14 @@ pub fn ppo(
     let gold = inputs.gold.as_deref();
     let evaluate = |it: u64| -> Result<Metrics> {
         match &evaluator {
-            Some(e) => e.evaluate(pre, &models.reward, gold, it),
+            Some(e) => {
+                let reward: &dyn Scorer = match (&models.reward, &inputs.reward) {
+                    (Some(rm), _) => rm,
+                    (_, PpoReward::Scorer(s)) => s.as_ref(),
+                    (None, PpoReward::Model(_)) => unreachable!("a reward model is loaded"),
+                };
+                e.evaluate(pre, reward, gold, it)
+            }
             None => Ok(Metrics::new()),
         }
     };
@@ -1089,8 +1213,8 @@ pub fn ppo(
         if let Some(b) = &bar {
             b.set_position(done);
             b.set_message(format!(
-                "rm {:+.3} kl {:.2} len {:.0}",
-                m["rm_score"], m["kl"], m["response_len"]
+                "reward {:+.3} kl {:.2} len {:.0}",
+                m["reward"], m["kl"], m["response_len"]
             ));
         }
         log.push(m);

@@ -31,7 +31,7 @@ pub struct Rollout {
     pub sampler_logprobs: Tensor,
     /// Value estimates before each response token (B, R).
     pub values: Tensor,
-    /// Reward-model scores (B,): raw, and normalised with the EOS penalty (what PPO optimises).
+    /// Rewards (B,): raw, and normalised with the EOS penalty (what PPO optimises).
     pub raw_scores: Vec<f64>,
     pub scores: Tensor,
     /// Per row: response token ids without the stop token, and whether a stop token ended it.
@@ -79,7 +79,7 @@ pub struct RolloutConfig {
     pub pad_id: i64,
     /// Appended to the response for the reward model, which reads its reward there.
     pub rm_eos_id: i64,
-    /// Divides the reward model's score (its std on the SFT samples).
+    /// Divides the raw reward (a reward model's std on the SFT samples; 1 for other rewards).
     pub score_scale: f64,
     /// Subtracted (in normalised units) from the score of a response that never ended.
     pub missing_eos_penalty: f64,
@@ -90,7 +90,33 @@ pub struct Models<'a> {
     pub policy: &'a Gpt,
     pub reference: &'a Gpt,
     pub value: &'a Gpt,
-    pub reward: &'a Gpt,
+    pub reward: Reward<'a>,
+}
+
+/// Where a rollout's reward comes from.
+#[derive(Clone, Copy)]
+pub enum Reward<'a> {
+    /// A reward model (scalar head): its score at an EOS appended to prompt + response.
+    Model(&'a Gpt),
+    /// A reward computed from the tokens themselves: a verifiable check or the task world's
+    /// oracle on the decoded text ([`TokenReward`]).
+    Tokens(&'a dyn TokenReward),
+}
+
+impl<'a> Reward<'a> {
+    /// The reward model, when the reward is one.
+    pub fn model(&self) -> Option<&'a Gpt> {
+        match self {
+            Reward::Model(m) => Some(m),
+            Reward::Tokens(_) => None,
+        }
+    }
+}
+
+/// A reward of each (prompt, response) pair given as token ids (the prompt as the policy saw
+/// it, the response without its stop token).
+pub trait TokenReward {
+    fn score(&self, prompts: &[Vec<i64>], responses: &[Vec<i64>]) -> Result<Vec<f64>>;
 }
 
 /// Samples one response per prompt and scores it.
@@ -160,25 +186,38 @@ pub fn score(
     let sampled = Tensor::from_slice(&sampled).view(shape).to_device(device);
     let reported = Tensor::from_slice(&reported).view(shape).to_device(device);
     let sampler_logprobs = sampled.where_self(&reported, &logprobs);
-    let rm_seqs: Vec<Vec<i64>> = prompts
-        .iter()
-        .zip(&response_ids)
-        .map(|(q, a)| {
-            q.iter()
-                .chain(a)
-                .copied()
-                .chain(std::iter::once(cfg.rm_eos_id))
+    let raw_scores: Vec<f64> = match models.reward {
+        Reward::Model(rm) => {
+            let rm_seqs: Vec<Vec<i64>> = prompts
+                .iter()
+                .zip(&response_ids)
+                .map(|(q, a)| {
+                    q.iter()
+                        .chain(a)
+                        .copied()
+                        .chain(std::iter::once(cfg.rm_eos_id))
+                        .collect()
+                })
+                .collect();
+            let raw = last_token_scalars(rm, &rm_seqs, cfg.pad_id)?.to_device(Device::Cpu);
+            Vec::<f32>::try_from(&raw)?
+                .into_iter()
+                .map(f64::from)
                 .collect()
-        })
-        .collect();
-    let raw = last_token_scalars(models.reward, &rm_seqs, cfg.pad_id)?.to_device(Device::Cpu);
-    let raw_scores: Vec<f64> = Vec::<f32>::try_from(&raw)?
-        .into_iter()
-        .map(f64::from)
-        .collect();
+        }
+        Reward::Tokens(r) => r.score(prompts, &response_ids)?,
+    };
+    if raw_scores.len() != gens.len() {
+        return Err(TrainError::Invalid(format!(
+            "the reward gave {} scores for {} rollouts",
+            raw_scores.len(),
+            gens.len()
+        )));
+    }
     if let Some(i) = raw_scores.iter().position(|s| !s.is_finite()) {
         return Err(TrainError::Invalid(format!(
-            "the reward model returned {} for rollout {i}; it is broken (NaN weights?)",
+            "the reward returned {} for rollout {i}; a reward model giving this is broken (NaN \
+             weights?)",
             raw_scores[i]
         )));
     }

@@ -13,7 +13,7 @@ use rand::RngCore;
 use rlhf_model::{Gpt, Head, ModelConfig};
 use rlhf_train::ppo::{self, Ppo, PpoConfig};
 use rlhf_train::reward::{self, EncodedComparison};
-use rlhf_train::rollout::{self, Models, RolloutConfig};
+use rlhf_train::rollout::{self, Models, Reward, RolloutConfig};
 use rlhf_train::{DataRng, TrainerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -75,7 +75,7 @@ impl Fixture {
             policy: &self.policy,
             reference: &self.reference,
             value: &self.value,
-            reward: &self.reward,
+            reward: Reward::Model(&self.reward),
         }
     }
 }
@@ -312,7 +312,7 @@ fn ppo_raises_the_reward_model_score_on_a_toy_task() {
         policy: &policy,
         reference: &reference,
         value: &value,
-        reward: &reward,
+        reward: Reward::Model(&reward),
     };
     let pcfg = PpoConfig {
         rollout_batch: 32,
@@ -347,6 +347,86 @@ fn ppo_raises_the_reward_model_score_on_a_toy_task() {
     assert!(
         mean(&liked_share[liked_share.len() - 3..]) > 3.0 * mean(&liked_share[..3]),
         "the liked token did not become more frequent: {liked_share:?}"
+    );
+}
+
+/// A verifiable reward on tokens: the share of the response's tokens that are `LIKED`, and a
+/// record of the prompts it was asked about.
+struct LikedShare {
+    seen: std::cell::RefCell<Vec<Vec<i64>>>,
+}
+
+impl rollout::TokenReward for LikedShare {
+    fn score(
+        &self,
+        prompts: &[Vec<i64>],
+        responses: &[Vec<i64>],
+    ) -> rlhf_train::error::Result<Vec<f64>> {
+        self.seen.borrow_mut().extend(prompts.iter().cloned());
+        Ok(responses
+            .iter()
+            .map(|r| r.iter().filter(|&&t| t == LIKED).count() as f64 / r.len().max(1) as f64)
+            .collect())
+    }
+}
+
+#[test]
+fn ppo_raises_a_reward_computed_from_the_tokens_with_a_value_model_from_the_policy() {
+    let _rng = common::torch_rng();
+    let cfg = common::tiny_config(32);
+    let policy = seeded(&cfg, Head::Lm, 1);
+    let reference = seeded(&cfg, Head::Lm, 1);
+    // No reward model: the value model is the policy's body with a fresh scalar head.
+    let value = policy.copy_with_head(Head::Scalar).unwrap();
+    let reward = LikedShare {
+        seen: Default::default(),
+    };
+    let models = Models {
+        policy: &policy,
+        reference: &reference,
+        value: &value,
+        reward: Reward::Tokens(&reward),
+    };
+    let pcfg = PpoConfig {
+        rollout_batch: 32,
+        minibatches: 2,
+        lr: 3e-3,
+        kl_coef: 0.01,
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let rcfg = RolloutConfig {
+        stop_ids: vec![],
+        missing_eos_penalty: 0.0,
+        score_scale: 1.0,
+        ..rollout_config(1.0, 6)
+    };
+    let mut algo = Ppo::new(models, &pcfg, rcfg, None).unwrap();
+    let mut rewards = Vec::new();
+    for it in 0..25 {
+        let batch = prompts(32, 100 + it);
+        let (ro, m) = algo.step(&batch, it).unwrap();
+        assert!(!m.contains_key("rm_score"), "no reward model, no rm_score");
+        // The logged reward is the scorer's mean, and it was asked about these very prompts.
+        let share =
+            |r: &Vec<i64>| r.iter().filter(|&&t| t == LIKED).count() as f64 / r.len().max(1) as f64;
+        let direct = ro.response_ids.iter().map(share).sum::<f64>() / 32.0;
+        assert!(
+            (m["reward"] - direct).abs() < 1e-12,
+            "{} vs {direct}",
+            m["reward"]
+        );
+        assert_eq!(
+            reward.seen.borrow_mut().drain(..).collect::<Vec<_>>(),
+            batch
+        );
+        rewards.push(m["reward"]);
+    }
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let (early, late) = (mean(&rewards[..3]), mean(&rewards[rewards.len() - 3..]));
+    assert!(
+        late > 3.0 * early && late > 0.2,
+        "PPO did not raise the token reward: {rewards:?}"
     );
 }
 

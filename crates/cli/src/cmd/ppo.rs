@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use rlhf_eval::{JudgeSpec, Oracle, RewardModel, Scorer};
-use rlhf_train::{PpoConfig, PpoInputs, Resume};
+use rlhf_train::{PpoConfig, PpoInputs, PpoReward, Resume};
 
 use crate::common::{ConfigArgs, LoraArgs};
 
@@ -13,6 +13,8 @@ use crate::common::{ConfigArgs, LoraArgs};
 /// EOS (normalised by its std on the SFT samples, minus a penalty when EOS is missing) − β ·
 /// per-token KL to the frozen SFT reference, GAE advantages (whitened), clipped policy and
 /// value losses over PPO epochs and minibatches; the value model starts from the reward model.
+/// --reward oracle|answer optimises a verifiable reward instead (the value model then starts
+/// from the policy).
 /// With --ptx-data and ptx_coef > 0 (PPO-ptx) a pretraining LM loss is mixed into every
 /// minibatch. `--print-config` lists every configuration key with its value.
 #[derive(Debug, clap::Args)]
@@ -20,9 +22,13 @@ pub struct Args {
     /// SFT checkpoint: the initial policy and the frozen KL reference.
     #[arg(long)]
     policy: PathBuf,
-    /// Reward-model directory (from `rlhf reward`); also initialises the value model.
-    #[arg(long)]
-    reward: PathBuf,
+    /// The reward: a reward-model directory (from `rlhf reward`, also `rm:DIR`), which also
+    /// initialises the value model and whose score is divided by its std on the SFT samples;
+    /// or a reward computed from the text, as in `rlhf grpo`: `oracle` (the task world's
+    /// checker) or `answer` (1 when the response reaches the prompts file's "answer", else 0),
+    /// used unscaled, with the value model started from the policy and a fresh scalar head.
+    #[arg(long, value_name = "DIR|rm:DIR|oracle|answer")]
+    reward: String,
     /// Training prompts JSONL ({"prompt": ...}).
     #[arg(long)]
     prompts: PathBuf,
@@ -99,7 +105,7 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     };
     let inputs = PpoInputs {
         policy: args.policy,
-        reward: args.reward,
+        reward: PpoReward::from_spec(&args.reward, &args.prompts)?,
         prompts: args.prompts,
         eval_prompts: args.eval_prompts,
         ptx_data: args.ptx_data,
@@ -123,12 +129,12 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
             .map_or("n/a".to_string(), |v| format!("{v:.3}"))
     };
     eprintln!(
-        "PPO: {} iterations in {:.1} s; reward-model score {} -> {}, gold score {} -> {}, KL \
-         {} -> {}; saved to {}",
+        "PPO: {} iterations in {:.1} s; reward {} -> {}, gold score {} -> {}, KL {} -> {}; saved \
+         to {}",
         s.iterations,
         s.elapsed_s,
-        get(first, "rm_score"),
-        get(last, "rm_score"),
+        get(first, "reward"),
+        get(last, "reward"),
         get(first, &gold_key),
         get(last, &gold_key),
         get(first, "kl"),

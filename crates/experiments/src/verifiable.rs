@@ -1,0 +1,581 @@
+//! Row "verifiable": GRPO against its PPO counterpart on a verifiable reward. Per seed, one task
+//! world and one pretrained and SFT model (the demo's stages); the reward is the answer check
+//! (1 when the response's final number is the word problem's answer, else 0:
+//! `rlhf_train::grpo::AnswerMatch`) on the world's training word problems. GRPO (8 prompts × G =
+//! 8, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on the reward, the value
+//! model started from the policy) draw the same samples, take the same optimizer steps on
+//! minibatches of the same size, at the same learning rate and β. Both are judged on the held-out
+//! word problems against the SFT model: greedy accuracy, and sampled accuracy (`samples` answers
+//! per problem at temperature 1) with a 95% bootstrap interval over problems for each model and
+//! for its difference from SFT.
+//!
+//! Not here: the methods (`rlhf_train::{ppo, grpo}`), the shared stages (`demo`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use rlhf_data::{EvalRecord, Family, Task, WorldConfig, read_jsonl, write_world};
+use rlhf_eval::Observer;
+use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
+use rlhf_report::{Interval, bootstrap_mean_ci, fmt_interval, md_table};
+use rlhf_train::grpo::{Algo, GrpoConfig, GrpoInputs, KlMode, reward_from_spec};
+use rlhf_train::{PpoConfig, PpoInputs, PpoReward, Preset, Resume};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::common::{RESAMPLES, paired_diff, pct, run_seeds, seeds_ci, verdict, write_json};
+use crate::demo;
+use crate::error::{ExperimentError, Result};
+
+/// The experiment's recipe (`--set key=value`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifiableConfig {
+    pub preset: Preset,
+    pub pretrain_steps: u64,
+    pub sft_steps: u64,
+    /// Training word problems: those of the world's prompts with at most this many steps.
+    pub max_steps: usize,
+    /// Iterations of both methods, 64 samples each.
+    pub iterations: u64,
+    /// Passes over each iteration's samples, and minibatches per pass (both methods).
+    pub epochs: u64,
+    pub minibatches: usize,
+    pub lr: f64,
+    /// β of the KL to SFT: GRPO's k3 loss term, PPO's k1 penalty on the reward.
+    pub beta: f64,
+    /// Sampled answers per held-out problem (temperature 1) for the sampled accuracy.
+    pub samples: usize,
+    /// Judge on the word problems of `dev.jsonl` (for choosing a recipe) instead of
+    /// `eval.jsonl`'s.
+    pub dev: bool,
+}
+
+impl Default for VerifiableConfig {
+    fn default() -> Self {
+        Self {
+            preset: Preset::Micro,
+            pretrain_steps: 600,
+            sft_steps: 300,
+            max_steps: 4,
+            // GRPO's defaults (`rlhf grpo`): 100 iterations of 8 × 8 samples, one pass in two
+            // minibatches, lr 5e-5, β 0.04; PPO gets the same.
+            iterations: 100,
+            epochs: 1,
+            minibatches: 2,
+            lr: 5e-5,
+            beta: 0.04,
+            samples: 8,
+            dev: false,
+        }
+    }
+}
+
+impl VerifiableConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(ExperimentError::Invalid(format!("verifiable: {m}")));
+        if self.pretrain_steps == 0 || self.sft_steps == 0 || self.iterations == 0 {
+            return bad("pretrain_steps, sft_steps and iterations must be at least 1");
+        }
+        if self.epochs == 0 || self.minibatches == 0 || 64 % self.minibatches != 0 {
+            return bad("epochs must be at least 1 and minibatches divide 64");
+        }
+        if self.max_steps == 0 || self.samples == 0 {
+            return bad("max_steps and samples must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.beta >= 0.0 && self.beta.is_finite()) {
+            return bad("lr must be > 0 and beta >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// One model's accuracy on the held-out word problems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub name: String,
+    /// Greedy: the share of problems answered right.
+    pub greedy: f64,
+    /// Per problem: the share of its sampled answers that are right.
+    pub sampled: Vec<f64>,
+    /// Mean answer reward of the first and last training iteration (`None` for SFT).
+    pub train_reward: Option<(f64, f64)>,
+    /// Mean KL to SFT in the last training iteration (nats per response).
+    pub kl: Option<f64>,
+    /// Training wall time.
+    pub seconds: f64,
+}
+
+/// One seed's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub train_problems: usize,
+    pub eval_problems: usize,
+    /// SFT, GRPO, PPO.
+    pub models: Vec<Accuracy>,
+    pub seconds: f64,
+}
+
+/// Runs every seed (run folders `out/seedN`) and writes `out/verifiable.md` and
+/// `out/results.json`.
+pub fn run(
+    cfg: &VerifiableConfig,
+    seeds: &[u64],
+    out: &Path,
+    device: Device,
+    obs: &mut dyn Observer,
+) -> Result<Vec<SeedResult>> {
+    cfg.validate()?;
+    let (results, seconds) = run_seeds(seeds, out, obs, |seed, label, obs| {
+        obs.note(&format!("\n=== verifiable {label} ==="));
+        one_seed(cfg, seed, &out.join(format!("seed{seed}")), device, obs)
+    })?;
+    write_json(&out.join("config.json"), cfg)?;
+    crate::common::write_text(&out.join("verifiable.md"), &report(cfg, &results, seconds))?;
+    Ok(results)
+}
+
+/// Re-renders `out/verifiable.md` from the `results.json` of an earlier run with the same config
+/// (no training).
+pub fn report_only(cfg: &VerifiableConfig, out: &Path) -> Result<Vec<SeedResult>> {
+    let (_, results): (_, Vec<SeedResult>) = crate::common::read_results(out)?;
+    let seconds = results.iter().map(|r| r.seconds).sum();
+    crate::common::write_text(&out.join("verifiable.md"), &report(cfg, &results, seconds))?;
+    Ok(results)
+}
+
+/// `{"prompt","answer"}` lines for the world's word problems among `prompts` with at most
+/// `max_steps` steps; returns how many.
+pub fn answer_file(prompts: &[String], max_steps: usize, path: &Path) -> Result<usize> {
+    let mut text = String::new();
+    let mut n = 0;
+    for p in prompts {
+        let task = Task::parse(p)?;
+        if let Task::Arithmetic(a) = &task {
+            if a.steps().len() <= max_steps {
+                let line = serde_json::json!({"prompt": p, "answer": task.answer()});
+                let _ = writeln!(text, "{line}");
+                n += 1;
+            }
+        }
+    }
+    crate::common::write_text(path, &text)?;
+    Ok(n)
+}
+
+fn one_seed(
+    cfg: &VerifiableConfig,
+    seed: u64,
+    out: &Path,
+    device: Device,
+    obs: &mut dyn Observer,
+) -> Result<SeedResult> {
+    let t0 = Instant::now();
+    let step = |obs: &mut dyn Observer, what: &str| {
+        obs.note(&format!("  [{:>5.0} s] {what}", t0.elapsed().as_secs_f64()));
+        Instant::now()
+    };
+    crate::common::create_dir(out)?;
+    let data = out.join("data");
+    write_world(
+        &data,
+        &WorldConfig {
+            seed,
+            ..Default::default()
+        },
+    )?;
+    step(obs, "pretraining");
+    let pretrained = out.join("pretrained");
+    demo::pretrain_stage(
+        &data,
+        &pretrained,
+        cfg.preset,
+        cfg.pretrain_steps,
+        seed,
+        device,
+    )?;
+    step(obs, "SFT");
+    let sft = out.join("sft");
+    demo::sft_stage(&pretrained, &data, &sft, cfg.sft_steps, seed, device)?;
+
+    let prompts = demo::prompts_of(&data.join("prompts.jsonl"))?;
+    let answers = out.join("answers.jsonl");
+    let train_problems = answer_file(&prompts, cfg.max_steps, &answers)?;
+    if train_problems < 64 {
+        return Err(ExperimentError::Invalid(format!(
+            "verifiable: only {train_problems} training word problems with at most {} steps; \
+             64 are needed for one iteration",
+            cfg.max_steps
+        )));
+    }
+    let eval_file = data.join(if cfg.dev { "dev.jsonl" } else { "eval.jsonl" });
+    let problems: Vec<String> = read_jsonl::<EvalRecord>(&eval_file)?
+        .into_iter()
+        .map(|r| r.prompt)
+        .filter(|p| matches!(Task::parse(p).map(|t| t.family()), Ok(Family::Arithmetic)))
+        .collect();
+
+    let t = step(obs, "SFT's accuracy");
+    let mut models = vec![accuracy("SFT", &sft, &problems, cfg, seed, device)?];
+    models[0].seconds = t.elapsed().as_secs_f64();
+
+    let t = step(obs, "GRPO");
+    let dir = out.join("grpo");
+    let gcfg = GrpoConfig {
+        algo: Algo::Grpo,
+        iterations: cfg.iterations,
+        prompts_per_iteration: 8,
+        group: 8,
+        epochs: cfg.epochs as usize,
+        minibatches: cfg.minibatches,
+        lr: cfg.lr,
+        beta: cfg.beta,
+        kl_mode: KlMode::Loss,
+        seed,
+        checkpoint_every: 0,
+        ..Default::default()
+    };
+    let inputs = GrpoInputs {
+        rollout_engine: None,
+        policy: sft.clone(),
+        prompts: answers.clone(),
+        reward: reward_from_spec("answer", &answers, device)?,
+        eval_prompts: None,
+        out: dir.clone(),
+        progress: true,
+    };
+    rlhf_train::grpo::grpo(&inputs, &gcfg, Resume::No, device)?;
+    let seconds = t.elapsed().as_secs_f64();
+    models.push(trained(
+        "GRPO", &dir, &problems, cfg, seed, seconds, device,
+    )?);
+
+    let t = step(obs, "PPO");
+    let dir = out.join("ppo");
+    let pcfg = PpoConfig {
+        iterations: cfg.iterations,
+        rollout_batch: 64,
+        minibatches: cfg.minibatches,
+        ppo_epochs: cfg.epochs,
+        lr: cfg.lr,
+        kl_coef: cfg.beta,
+        seed,
+        eval_every: 0,
+        checkpoint_every: 0,
+        ..Default::default()
+    };
+    let inputs = PpoInputs {
+        policy: sft.clone(),
+        reward: PpoReward::from_spec("answer", &answers)?,
+        prompts: answers.clone(),
+        eval_prompts: None,
+        ptx_data: None,
+        out: dir.clone(),
+        gold: None,
+        rollout_engine: None,
+    };
+    rlhf_train::ppo(&inputs, &pcfg, Resume::No, device, true)?;
+    let seconds = t.elapsed().as_secs_f64();
+    models.push(trained("PPO", &dir, &problems, cfg, seed, seconds, device)?);
+
+    for m in &models {
+        obs.note(&format!(
+            "      {}: greedy {:.1}%, sampled {}",
+            m.name,
+            100.0 * m.greedy,
+            pct(&bootstrap_mean_ci(&m.sampled, RESAMPLES, 0.95, seed))
+        ));
+    }
+    Ok(SeedResult {
+        seed,
+        train_problems,
+        eval_problems: problems.len(),
+        models,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// A trained model's accuracy, with its run's first and last training reward and last KL.
+fn trained(
+    name: &str,
+    dir: &Path,
+    problems: &[String],
+    cfg: &VerifiableConfig,
+    seed: u64,
+    seconds: f64,
+    device: Device,
+) -> Result<Accuracy> {
+    let mut a = accuracy(name, dir, problems, cfg, seed, device)?;
+    let log = crate::align::read_metrics(&dir.join("metrics.jsonl"))?;
+    let get = |i: Option<&rlhf_train::Metrics>, k: &str| i.and_then(|m| m.get(k).copied());
+    if let (Some(f), Some(l)) = (get(log.first(), "reward"), get(log.last(), "reward")) {
+        a.train_reward = Some((f, l));
+    }
+    a.kl = get(log.last(), "kl");
+    a.seconds = seconds;
+    Ok(a)
+}
+
+/// Greedy and sampled accuracy of the model in `dir` on the word problems (chat format).
+fn accuracy(
+    name: &str,
+    dir: &Path,
+    problems: &[String],
+    cfg: &VerifiableConfig,
+    seed: u64,
+    device: Device,
+) -> Result<Accuracy> {
+    let pre = Pretrained::load(dir, Head::Lm, device)?;
+    let greedy = rlhf_eval::greedy_task_score(&pre, problems, PromptFormat::Chat, 32)?.accuracy;
+    let sampling = TextGenerateConfig {
+        max_new_tokens: 64,
+        sampling: Sampling::new(1.0, None, None)?,
+        seed: Some(seed ^ 0x0a75),
+        stop: vec![],
+    };
+    let mut sampled = Vec::with_capacity(problems.len());
+    for p in problems {
+        let task = Task::parse(p)?;
+        let ids = pre.encode_prompt(p, PromptFormat::Chat)?;
+        let outs = pre.generate_ids(&vec![ids; cfg.samples], &sampling)?;
+        let right = outs
+            .iter()
+            .filter(|o| rlhf_data::grade(&task, o.text.trim()).correct)
+            .count();
+        sampled.push(right as f64 / cfg.samples as f64);
+    }
+    Ok(Accuracy {
+        name: name.into(),
+        greedy,
+        sampled,
+        train_reward: None,
+        kl: None,
+        seconds: 0.0,
+    })
+}
+
+/// The report: per seed and pooled, each model's greedy and sampled accuracy, the trained
+/// models' gain over SFT with its interval, and a verdict per method.
+pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> String {
+    let mut s = String::from("# GRPO vs PPO on a verifiable reward (word-problem answers)\n\n");
+    let _ = writeln!(
+        s,
+        "Per seed: one task world, one pretrained ({} steps) and SFT ({} steps) {:?} model. The \
+         reward is 1 when a response's final number is the word problem's answer, else 0, on the \
+         world's training word problems with at most {} steps. GRPO (8 prompts × G = 8 per \
+         iteration, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on the \
+         reward, value model started from the policy) each draw {} × 64 samples and take {} \
+         optimizer steps ({} epoch(s) × {} minibatches per iteration) at lr {} with β = {}. \
+         Judged on the held-out word problems of `{}`: greedy accuracy, and sampled accuracy \
+         ({} answers per problem at temperature 1) with 95% bootstrap intervals over problems \
+         (pooled: over seeds, then problems). The gain is the paired per-problem difference \
+         from SFT's sampled accuracy. Per seed, \"train reward\" is the mean reward of the first \
+         and of the last iteration's 64 samples, and KL the last iteration's (nats per \
+         response).\n",
+        cfg.pretrain_steps,
+        cfg.sft_steps,
+        cfg.preset,
+        cfg.max_steps,
+        cfg.iterations,
+        cfg.iterations * cfg.epochs * cfg.minibatches as u64,
+        cfg.epochs,
+        cfg.minibatches,
+        cfg.lr,
+        cfg.beta,
+        if cfg.dev { "dev.jsonl" } else { "eval.jsonl" },
+        cfg.samples,
+    );
+    let names: Vec<String> = results
+        .first()
+        .map(|r| r.models.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    let per_seed = |i: usize| -> Vec<Vec<f64>> {
+        results
+            .iter()
+            .map(|r| r.models[i].sampled.clone())
+            .collect()
+    };
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let greedy: Vec<f64> = results.iter().map(|r| r.models[i].greedy).collect();
+        let acc = seeds_ci(&per_seed(i));
+        let (gain, v) = if i == 0 {
+            ("–".to_string(), None)
+        } else {
+            let d = seeds_ci(&paired_diff(&per_seed(i), &per_seed(0)));
+            (pct(&d), Some(d))
+        };
+        let secs: f64 =
+            results.iter().map(|r| r.models[i].seconds).sum::<f64>() / results.len() as f64;
+        rows.push(vec![
+            name.clone(),
+            format!("{:.1}%", 100.0 * rlhf_report::mean(&greedy)),
+            pct(&acc),
+            gain,
+            if i == 0 {
+                "–".into()
+            } else {
+                format!("{secs:.0}")
+            },
+        ]);
+        if let Some(d) = v {
+            verdicts.push(format!(
+                "- **{name}** vs SFT, sampled accuracy: {} points, {}.",
+                fmt_interval(&scale(&d, 100.0), 1),
+                verdict(&d)
+            ));
+        }
+    }
+    if names.len() == 3 {
+        let d = seeds_ci(&paired_diff(&per_seed(1), &per_seed(2)));
+        verdicts.push(format!(
+            "- **GRPO − PPO**, sampled accuracy: {} points, {}.",
+            fmt_interval(&scale(&d, 100.0), 1),
+            verdict(&d)
+        ));
+    }
+    let _ = writeln!(s, "\n## Pooled over {} seed(s)\n", results.len());
+    s.push_str(&md_table(
+        &[
+            "model",
+            "greedy accuracy (mean over seeds)",
+            "sampled accuracy [95% CI]",
+            "gain over SFT, points [95% CI]",
+            "train time (s, mean)",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(s, "\nVerdicts:\n\n{}\n", verdicts.join("\n"));
+
+    let _ = writeln!(s, "## Per seed\n");
+    let mut rows = Vec::new();
+    for r in results {
+        let mut row = vec![
+            r.seed.to_string(),
+            format!("{} / {}", r.train_problems, r.eval_problems),
+        ];
+        for m in &r.models {
+            let ci = bootstrap_mean_ci(&m.sampled, RESAMPLES, 0.95, r.seed);
+            let extra = match (m.train_reward, m.kl) {
+                (Some((a, b)), Some(kl)) => {
+                    format!("; train reward {a:.3} → {b:.3}, KL {kl:.2}")
+                }
+                _ => String::new(),
+            };
+            row.push(format!("{:.1}% / {}{extra}", 100.0 * m.greedy, pct(&ci)));
+        }
+        row.push(format!("{:.0}", r.seconds));
+        rows.push(row);
+    }
+    let mut head = vec!["seed".to_string(), "train / held-out problems".to_string()];
+    head.extend(
+        names
+            .iter()
+            .map(|n| format!("{n}: greedy / sampled accuracy")),
+    );
+    head.push("seconds".into());
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    s.push_str(&md_table(&head, &rows));
+    let _ = writeln!(s, "\nTotal wall time: {seconds:.0} s.");
+    s
+}
+
+fn scale(ci: &Interval, k: f64) -> Interval {
+    Interval {
+        mean: k * ci.mean,
+        lo: k * ci.lo,
+        hi: k * ci.hi,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tasks(family: Family, n: usize, seed: u64) -> Vec<String> {
+        let mut rng = rlhf_data::world_rng(seed, 77);
+        (0..n)
+            .map(|_| Task::generate(&mut rng, family, rlhf_data::Split::Train, 4).prompt())
+            .collect()
+    }
+
+    #[test]
+    fn the_answer_file_holds_the_short_word_problems_with_their_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut prompts = tasks(Family::Arithmetic, 40, 1);
+        prompts.extend(tasks(Family::Lists, 10, 2));
+        let path = dir.path().join("answers.jsonl");
+        let n = answer_file(&prompts, 2, &path).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), n);
+        let short: Vec<&String> = prompts
+            .iter()
+            .filter(|p| match Task::parse(p).unwrap() {
+                Task::Arithmetic(w) => w.steps().len() <= 2,
+                _ => false,
+            })
+            .collect();
+        assert!(
+            n > 0 && n < 40,
+            "{n} of 40 word problems have at most 2 steps"
+        );
+        assert_eq!(n, short.len());
+        for (line, p) in lines.iter().zip(short) {
+            assert_eq!(line["prompt"], **p);
+            // The answer is the one the oracle marks correct.
+            let task = Task::parse(p).unwrap();
+            let answer = line["answer"].as_str().unwrap();
+            assert!(rlhf_data::grade(&task, &format!("The answer is {answer}.")).correct);
+            assert!(!rlhf_data::grade(&task, "The answer is 100000.").correct);
+        }
+    }
+
+    #[test]
+    fn the_report_gives_each_method_a_verdict_from_its_paired_gain() {
+        let acc = |name: &str, sampled: Vec<f64>| Accuracy {
+            name: name.into(),
+            greedy: 0.1,
+            sampled,
+            train_reward: Some((0.05, 0.1)),
+            kl: Some(0.5),
+            seconds: 10.0,
+        };
+        let sft: Vec<f64> = (0..40)
+            .map(|i| if i % 4 == 0 { 0.25 } else { 0.0 })
+            .collect();
+        let better: Vec<f64> = sft.iter().map(|x| x + 0.5).collect();
+        let r = SeedResult {
+            seed: 0,
+            train_problems: 300,
+            eval_problems: 40,
+            models: vec![
+                acc("SFT", sft.clone()),
+                acc("GRPO", better),
+                acc("PPO", sft.clone()),
+            ],
+            seconds: 100.0,
+        };
+        let text = report(&VerifiableConfig::default(), &[r], 100.0);
+        assert!(
+            text.contains("**GRPO** vs SFT, sampled accuracy: 50.0 [50.0, 50.0] points, better"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "**PPO** vs SFT, sampled accuracy: 0.0 [0.0, 0.0] points, no clear difference"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("**GRPO − PPO**, sampled accuracy: 50.0 [50.0, 50.0] points, better"),
+            "{text}"
+        );
+    }
+}
