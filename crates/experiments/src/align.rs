@@ -27,12 +27,12 @@ use rlhf_eval::{
 };
 use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_report::{Interval, ScatterChart, ScatterSeries, fmt_interval, md_table};
-use rlhf_train::grpo::{Algo, GrpoConfig, GrpoInputs, KlMode};
-use rlhf_train::{DpoConfig, DpoLoss, PpoConfig, PpoInputs, Preset, Resume};
+use rlhf_train::grpo::{Algo, GrpoInputs, KlMode};
+use rlhf_train::{DpoConfig, DpoLoss, PpoInputs, Preset, Resume};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{RESAMPLES, flops, run_seeds, seeds_ci, write_json, write_text};
+use crate::common::{OnlineBudget, RESAMPLES, flops, run_seeds, seeds_ci, write_json, write_text};
 use crate::demo;
 use crate::error::{ExperimentError, Result};
 
@@ -285,6 +285,13 @@ fn one_seed(
     )?);
     drop(sft_pre);
 
+    let budget = OnlineBudget {
+        iterations: cfg.iterations,
+        epochs: cfg.epochs,
+        minibatches: cfg.minibatches,
+        lr: cfg.lr,
+        seed,
+    };
     let online_steps = cfg.iterations * cfg.epochs * cfg.minibatches as u64;
     let online_samples = cfg.iterations * 64;
     for name in &METHODS[1..] {
@@ -292,18 +299,7 @@ fn one_seed(
         let dir = out.join(name);
         let (seconds, train_flops, samples, steps) = match *name {
             "ppo" => {
-                let pcfg = PpoConfig {
-                    iterations: cfg.iterations,
-                    rollout_batch: 64,
-                    minibatches: cfg.minibatches,
-                    ppo_epochs: cfg.epochs,
-                    lr: cfg.lr,
-                    kl_coef: cfg.kl_coef,
-                    seed,
-                    eval_every: 0,
-                    checkpoint_every: 0,
-                    ..Default::default()
-                };
+                let pcfg = budget.ppo(cfg.kl_coef);
                 let inputs = PpoInputs {
                     policy: sft.clone(),
                     reward: rlhf_train::PpoReward::Model(rm.clone()),
@@ -348,28 +344,11 @@ fn one_seed(
                 } else {
                     Algo::Rloo
                 };
-                let gcfg = GrpoConfig {
-                    algo,
-                    iterations: cfg.iterations,
-                    prompts_per_iteration: 8,
-                    group: 8,
-                    epochs: cfg.epochs as usize,
-                    minibatches: cfg.minibatches,
-                    lr: cfg.lr,
-                    beta: if algo == Algo::Grpo {
-                        cfg.grpo_beta
-                    } else {
-                        cfg.kl_coef
-                    },
-                    kl_mode: if algo == Algo::Grpo {
-                        KlMode::Loss
-                    } else {
-                        KlMode::Reward
-                    },
-                    seed,
-                    checkpoint_every: 0,
-                    ..Default::default()
+                let (beta, kl_mode) = match algo {
+                    Algo::Grpo => (cfg.grpo_beta, KlMode::Loss),
+                    Algo::Rloo => (cfg.kl_coef, KlMode::Reward),
                 };
+                let gcfg = budget.grpo(algo, beta, kl_mode);
                 let reward = Scaled {
                     inner: RewardModel::load(&rm, device)?,
                     scale: rs.reward_std.max(1e-6),

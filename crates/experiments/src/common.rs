@@ -49,6 +49,60 @@ pub fn paired_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The online methods at equal budget (`experiment align` and `experiment verifiable`):
+/// `iterations` × 64 samples (PPO 64 prompts × 1, GRPO/RLOO 8 prompts × G = 8), `epochs` ×
+/// `minibatches` optimizer steps per iteration at one learning rate, no periodic evaluation and
+/// a checkpoint only at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct OnlineBudget {
+    pub iterations: u64,
+    pub epochs: u64,
+    pub minibatches: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl OnlineBudget {
+    /// PPO with the KL penalty `kl_coef` on the reward.
+    pub fn ppo(&self, kl_coef: f64) -> rlhf_train::PpoConfig {
+        rlhf_train::PpoConfig {
+            iterations: self.iterations,
+            rollout_batch: 64,
+            minibatches: self.minibatches,
+            ppo_epochs: self.epochs,
+            lr: self.lr,
+            kl_coef,
+            seed: self.seed,
+            eval_every: 0,
+            checkpoint_every: 0,
+            ..Default::default()
+        }
+    }
+
+    /// GRPO or RLOO with β on the KL as `kl_mode` says.
+    pub fn grpo(
+        &self,
+        algo: rlhf_train::grpo::Algo,
+        beta: f64,
+        kl_mode: rlhf_train::grpo::KlMode,
+    ) -> rlhf_train::grpo::GrpoConfig {
+        rlhf_train::grpo::GrpoConfig {
+            algo,
+            iterations: self.iterations,
+            prompts_per_iteration: 8,
+            group: 8,
+            epochs: self.epochs as usize,
+            minibatches: self.minibatches,
+            lr: self.lr,
+            beta,
+            kl_mode,
+            seed: self.seed,
+            checkpoint_every: 0,
+            ..Default::default()
+        }
+    }
+}
+
 /// Uniform in `lo..=hi`.
 pub fn uniform<R: RngCore + ?Sized>(rng: &mut R, lo: i64, hi: i64) -> i64 {
     let span = (hi - lo + 1) as u64;

@@ -19,12 +19,14 @@ use rlhf_data::{EvalRecord, Family, Task, WorldConfig, read_jsonl, write_world};
 use rlhf_eval::Observer;
 use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_report::{Interval, bootstrap_mean_ci, fmt_interval, md_table};
-use rlhf_train::grpo::{Algo, GrpoConfig, GrpoInputs, KlMode, reward_from_spec};
-use rlhf_train::{PpoConfig, PpoInputs, PpoReward, Preset, Resume};
+use rlhf_train::grpo::{Algo, GrpoInputs, KlMode, reward_from_spec};
+use rlhf_train::{PpoInputs, PpoReward, Preset, Resume};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::common::{RESAMPLES, paired_diff, pct, run_seeds, seeds_ci, verdict, write_json};
+use crate::common::{
+    OnlineBudget, RESAMPLES, paired_diff, pct, run_seeds, seeds_ci, verdict, write_json,
+};
 use crate::demo;
 use crate::error::{ExperimentError, Result};
 
@@ -223,20 +225,14 @@ fn one_seed(
 
     let t = step(obs, "GRPO");
     let dir = out.join("grpo");
-    let gcfg = GrpoConfig {
-        algo: Algo::Grpo,
+    let budget = OnlineBudget {
         iterations: cfg.iterations,
-        prompts_per_iteration: 8,
-        group: 8,
-        epochs: cfg.epochs as usize,
+        epochs: cfg.epochs,
         minibatches: cfg.minibatches,
         lr: cfg.lr,
-        beta: cfg.beta,
-        kl_mode: KlMode::Loss,
         seed,
-        checkpoint_every: 0,
-        ..Default::default()
     };
+    let gcfg = budget.grpo(Algo::Grpo, cfg.beta, KlMode::Loss);
     let inputs = GrpoInputs {
         rollout_engine: None,
         policy: sft.clone(),
@@ -254,18 +250,7 @@ fn one_seed(
 
     let t = step(obs, "PPO");
     let dir = out.join("ppo");
-    let pcfg = PpoConfig {
-        iterations: cfg.iterations,
-        rollout_batch: 64,
-        minibatches: cfg.minibatches,
-        ppo_epochs: cfg.epochs,
-        lr: cfg.lr,
-        kl_coef: cfg.beta,
-        seed,
-        eval_every: 0,
-        checkpoint_every: 0,
-        ..Default::default()
-    };
+    let pcfg = budget.ppo(cfg.beta);
     let inputs = PpoInputs {
         policy: sft.clone(),
         reward: PpoReward::from_spec("answer", &answers)?,

@@ -525,3 +525,59 @@ fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget
     assert_eq!(body(&again), body(&md));
     Ok(())
 }
+
+#[test]
+fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budget() -> Result<()> {
+    use rlhf_experiments::verifiable::{self, VerifiableConfig};
+    let dir = tempfile::tempdir()?;
+    let cfg = VerifiableConfig {
+        pretrain_steps: 4,
+        sft_steps: 4,
+        iterations: 2,
+        samples: 2,
+        ..Default::default()
+    };
+    let runs = verifiable::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
+    let r = &runs[0];
+    let names: Vec<&str> = r.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["SFT", "GRPO", "PPO"]);
+    assert!(r.eval_problems > 0 && r.train_problems >= 64);
+    for m in &r.models {
+        // Every model answered every held-out word problem twice: shares of 0, 1/2 or 1.
+        assert_eq!(m.sampled.len(), r.eval_problems, "{}", m.name);
+        assert!(m.sampled.iter().all(|a| [0.0, 0.5, 1.0].contains(a)));
+        assert!((0.0..=1.0).contains(&m.greedy));
+    }
+    for (name, dir_name) in [("GRPO", "grpo"), ("PPO", "ppo")] {
+        let m = r.models.iter().find(|m| m.name == name).unwrap();
+        let (first, last) = m.train_reward.expect("a trained model logs its reward");
+        assert!((0.0..=1.0).contains(&first) && (0.0..=1.0).contains(&last));
+        // Both drew the same number of batches: one metrics line per iteration.
+        let log = std::fs::read_to_string(
+            dir.path()
+                .join("seed0")
+                .join(dir_name)
+                .join("metrics.jsonl"),
+        )?;
+        assert_eq!(log.lines().count(), 2, "{name}");
+    }
+    // The training file holds only word problems, each with its answer.
+    let answers = std::fs::read_to_string(dir.path().join("seed0/answers.jsonl"))?;
+    assert_eq!(answers.lines().count(), r.train_problems);
+    let md = std::fs::read_to_string(dir.path().join("verifiable.md"))?;
+    for label in ["**GRPO** vs SFT", "**PPO** vs SFT", "**GRPO − PPO**"] {
+        assert!(md.contains(label), "no verdict {label}");
+    }
+    std::fs::remove_file(dir.path().join("verifiable.md"))?;
+    verifiable::report_only(&cfg, dir.path())?;
+    let again = std::fs::read_to_string(dir.path().join("verifiable.md"))?;
+    // The same report, wall-time line apart (the seed's own clock vs the whole run's).
+    let body = |t: &str| {
+        t.split("Total wall time")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(body(&again), body(&md));
+    Ok(())
+}

@@ -288,6 +288,28 @@ fn toy_reward_model(cfg: &ModelConfig) -> Gpt {
     rm
 }
 
+/// PPO on the toy tasks: 32 rollouts of 6 tokens, two minibatches, a large learning rate.
+fn toy_task_config() -> PpoConfig {
+    PpoConfig {
+        rollout_batch: 32,
+        minibatches: 2,
+        lr: 3e-3,
+        kl_coef: 0.01,
+        max_new_tokens: 6,
+        ..Default::default()
+    }
+}
+
+/// Rollouts of the toy tasks: no stop token (every response is 6 tokens), raw scores.
+fn toy_task_rollouts() -> RolloutConfig {
+    RolloutConfig {
+        stop_ids: vec![],
+        missing_eos_penalty: 0.0,
+        score_scale: 1.0,
+        ..rollout_config(1.0, 6)
+    }
+}
+
 #[test]
 fn ppo_raises_the_reward_model_score_on_a_toy_task() {
     let _rng = common::torch_rng();
@@ -314,21 +336,8 @@ fn ppo_raises_the_reward_model_score_on_a_toy_task() {
         value: &value,
         reward: Reward::Model(&reward),
     };
-    let pcfg = PpoConfig {
-        rollout_batch: 32,
-        minibatches: 2,
-        lr: 3e-3,
-        kl_coef: 0.01,
-        max_new_tokens: 6,
-        ..Default::default()
-    };
-    let rcfg = RolloutConfig {
-        stop_ids: vec![],
-        missing_eos_penalty: 0.0,
-        score_scale: 1.0,
-        ..rollout_config(1.0, 6)
-    };
-    let mut algo = Ppo::new(models, &pcfg, rcfg, None).unwrap();
+    let pcfg = toy_task_config();
+    let mut algo = Ppo::new(models, &pcfg, toy_task_rollouts(), None).unwrap();
     let mut scores = Vec::new();
     let mut liked_share = Vec::new();
     for it in 0..25 {
@@ -387,21 +396,8 @@ fn ppo_raises_a_reward_computed_from_the_tokens_with_a_value_model_from_the_poli
         value: &value,
         reward: Reward::Tokens(&reward),
     };
-    let pcfg = PpoConfig {
-        rollout_batch: 32,
-        minibatches: 2,
-        lr: 3e-3,
-        kl_coef: 0.01,
-        max_new_tokens: 6,
-        ..Default::default()
-    };
-    let rcfg = RolloutConfig {
-        stop_ids: vec![],
-        missing_eos_penalty: 0.0,
-        score_scale: 1.0,
-        ..rollout_config(1.0, 6)
-    };
-    let mut algo = Ppo::new(models, &pcfg, rcfg, None).unwrap();
+    let pcfg = toy_task_config();
+    let mut algo = Ppo::new(models, &pcfg, toy_task_rollouts(), None).unwrap();
     let mut rewards = Vec::new();
     for it in 0..25 {
         let batch = prompts(32, 100 + it);
