@@ -26,7 +26,8 @@ pub struct Args {
     /// initialises the value model and whose score is divided by its std on the SFT samples;
     /// or a reward computed from the text, as in `rlhf grpo`: `oracle` (the task world's
     /// checker) or `answer` (1 when the response reaches the prompts file's "answer", else 0),
-    /// used unscaled, with the value model started from the policy and a fresh scalar head.
+    /// used unscaled, with the value model started from the policy and a fresh scalar head. (A
+    /// reward-model directory named `oracle` or `answer` is given as `rm:oracle`, `rm:answer`.)
     #[arg(long, value_name = "DIR|rm:DIR|oracle|answer")]
     reward: String,
     /// Training prompts JSONL ({"prompt": ...}).
