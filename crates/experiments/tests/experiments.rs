@@ -1,6 +1,11 @@
 //! The experiments end to end at toy sizes (seconds): the invariants of their data and filters,
 //! and that every table and plot is written. The real rows run from the CLI
 //! (`rlhf experiment cot|format|lmsi`).
+//!
+//! libtorch's random generator is global to the process and the tests of this binary run in
+//! parallel threads; model initialisation, sampling and the trainers reseed it and draw from it.
+//! So every test that runs a model holds [`torch_rng`]: each then sees only its own draws and
+//! gives the same result on every run of one machine.
 
 use anyhow::Result;
 use rlhf_data::{AnswerPattern, Split, Task};
@@ -13,6 +18,11 @@ use rlhf_model::PromptFormat;
 use rlhf_train::TrainerConfig;
 use rlhf_train::lmsi::{Filter, Formats};
 use tch::Device;
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn nano(max_positions: i64) -> TinySpec {
     TinySpec {
@@ -38,6 +48,7 @@ fn steps(n: u64, batch: usize) -> TrainerConfig {
 
 #[test]
 fn tiny_model_masks_the_prompt_and_learns_a_mapping() -> Result<()> {
+    let _rng = torch_rng();
     let tok = train_tokenizer(&["ab=x cd=y".to_string()], 260)?;
     let mut lm = TinyLm::new(tok, &nano(32), PromptFormat::Raw, 0, Device::Cpu)?;
     let ex = lm.example("ab=", "x")?;
@@ -65,6 +76,7 @@ fn tiny_model_masks_the_prompt_and_learns_a_mapping() -> Result<()> {
 
 #[test]
 fn cot_conditions_share_the_answer_and_dots_match_the_steps() -> Result<()> {
+    let _rng = torch_rng();
     let cfg = CotConfig::default();
     let mut rng = rlhf_data::world_rng(5, 1);
     let wp = rlhf_data::WordProblem::generate(&mut rng, Split::Train, 3);
@@ -100,6 +112,7 @@ fn cot_conditions_share_the_answer_and_dots_match_the_steps() -> Result<()> {
 
 #[test]
 fn cot_experiment_writes_its_table_with_every_condition() -> Result<()> {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir()?;
     let cfg = CotConfig {
         train_problems: 64,
@@ -149,6 +162,7 @@ fn cot_test_problems_come_from_the_eval_split() {
 
 #[test]
 fn format_experiment_scores_every_size_and_format() -> Result<()> {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir()?;
     let cfg = FormatConfig {
         sizes: vec![20, 40],
@@ -168,6 +182,7 @@ fn format_experiment_scores_every_size_and_format() -> Result<()> {
 
 #[test]
 fn lmsi_experiment_filters_keep_what_they_promise() -> Result<()> {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir()?;
     let mut cfg = LmsiExperimentConfig {
         base_problems: 64,
@@ -220,6 +235,7 @@ fn lmsi_experiment_filters_keep_what_they_promise() -> Result<()> {
 
 #[test]
 fn emergence_scores_the_same_outputs_four_ways_per_size() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_experiments::emergence::{self, EmergenceConfig};
     let dir = tempfile::tempdir()?;
     let cfg = EmergenceConfig {
@@ -271,6 +287,7 @@ fn emergence_scores_the_same_outputs_four_ways_per_size() -> Result<()> {
 
 #[test]
 fn flan_experiment_scores_every_condition_on_both_eval_sets() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_data::flan::FlanConfig;
     use rlhf_experiments::flan::{self, FlanExperimentConfig};
     let dir = tempfile::tempdir()?;
@@ -319,6 +336,7 @@ fn flan_experiment_scores_every_condition_on_both_eval_sets() -> Result<()> {
 
 #[test]
 fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_experiments::distill::{self, DistillExperimentConfig};
     let dir = tempfile::tempdir()?;
     let cfg = DistillExperimentConfig {
@@ -358,6 +376,7 @@ fn distill_experiment_trains_three_students_on_their_labels() -> Result<()> {
 
 #[test]
 fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_browse::{
         AgentConfig, ModelPolicy, SearchIndex, browse_batch, check_citations, parse_answer,
     };
@@ -455,6 +474,7 @@ fn webgpt_experiment_grades_every_condition_and_saves_a_browsable_policy() -> Re
 
 #[test]
 fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_experiments::align::{self, AlignConfig, METHODS};
     let dir = tempfile::tempdir()?;
     let cfg = AlignConfig {
@@ -480,10 +500,32 @@ fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget
         assert_eq!(m.wins + m.ties + m.losses, 6, "{}", m.name);
         assert!(m.outcomes.iter().all(|o| [0.0, 0.5, 1.0].contains(o)));
         assert!((0.0..=1.0).contains(&m.win_rate.mean), "{}", m.name);
-        // KL(method ‖ SFT) is a sample mean over these 6 sequences: a method that barely moved
-        // (one DPO pass at this size) can read slightly below 0 (-0.03 seen once, when another
-        // test of this binary drew from libtorch's global generator at the same time).
-        assert!(m.kl.is_finite() && m.kl > -0.1, "{}: KL {}", m.name, m.kl);
+        // KL(method ‖ SFT) is the mean over these 6 sequences of Σ_t log p_method − log p_SFT on
+        // the method's own samples: its expectation is ≥ 0, but a method that barely moved reads
+        // below 0 by chance (−0.22 seen on one CI machine for PPO). What must hold is that the
+        // mean is not significantly negative: above −3 standard errors of the per-sequence values.
+        assert!(m.kl.is_finite(), "{}: KL {}", m.name, m.kl);
+        if m.name != "best-of-n" {
+            let text = std::fs::read_to_string(
+                dir.path()
+                    .join(format!("seed0/eval-{}/responses.jsonl", m.name)),
+            )?;
+            let kls: Vec<f64> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["kl"].as_f64()))
+                .collect::<Result<Option<Vec<f64>>, _>>()?
+                .expect("every judged item carries its KL");
+            let n = kls.len() as f64;
+            let mean = kls.iter().sum::<f64>() / n;
+            assert!((mean - m.kl).abs() < 1e-9, "{}: {mean} vs {}", m.name, m.kl);
+            let sd = (kls.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            assert!(
+                m.kl > -3.0 * sd / n.sqrt() - 1e-6,
+                "{}: KL {} with per-sequence sd {sd}",
+                m.name,
+                m.kl
+            );
+        }
     }
     let get = |n: &str| r.methods.iter().find(|m| m.name == n).unwrap();
     // Best-of-2's KL is the bound log 2 − 1/2; it trains nothing and pays at inference.
@@ -528,6 +570,7 @@ fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget
 
 #[test]
 fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budget() -> Result<()> {
+    let _rng = torch_rng();
     use rlhf_experiments::verifiable::{self, VerifiableConfig};
     let dir = tempfile::tempdir()?;
     let cfg = VerifiableConfig {
