@@ -53,6 +53,8 @@ def parse_args():
     a("--ppo-epochs", type=int, default=4)
     a("--minibatches", type=int, default=2, help="minibatches per epoch (one optimizer step each)")
     a("--lr", type=float, default=1e-5)
+    a("--bf16", action="store_true",
+      help="TrainingArguments(bf16=True): accelerate's bf16 mixed precision (CPU autocast)")
     a("--kl-coef", type=float, default=0.02)
     a("--kl-estimator", default="k1", choices=["k1", "k3"])
     a("--gamma", type=float, default=1.0)
@@ -253,7 +255,7 @@ def main():
             lr_scheduler_type="constant", optim="adamw_torch", weight_decay=0.0,
             kl_coef=args.kl_coef, kl_estimator=args.kl_estimator, gamma=args.gamma, lam=args.lam,
             cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
-            whiten_rewards=not args.no_whiten_rewards, bf16=False, fp16=False, use_cpu=True,
+            whiten_rewards=not args.no_whiten_rewards, bf16=args.bf16, fp16=False, use_cpu=True,
             dataloader_num_workers=0,
         )
         trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=None,
@@ -296,7 +298,7 @@ def main():
     timed = rows[args.warmup:]
     med = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
     result = {
-        "impl": "trl", "trl_version": trl.__version__, "torch_version": torch.__version__,
+        "impl": "trl", "precision": "bf16" if args.bf16 else "fp32", "trl_version": trl.__version__, "torch_version": torch.__version__,
         "transformers_version": transformers.__version__, "accelerate_version": accelerate.__version__,
         "sec_per_iter_median": round(med["total"], 4),
         "iters": [round(r["total"], 4) for r in timed],

@@ -305,6 +305,8 @@ fn ppo_optimises_a_verifiable_reward_with_a_value_model_from_the_policy() {
         s(&out),
         "--set",
         "iterations=2",
+        "--set",
+        "checkpoint_every=1",
     ];
     let o = rlhf(&[&base[..], &SMALL[..]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -323,6 +325,16 @@ fn ppo_optimises_a_verifiable_reward_with_a_value_model_from_the_policy() {
     // The value model has the policy's body (same shapes) and a scalar head.
     let value = tensor_bytes(&out.join("value/model.safetensors"));
     assert!(value.iter().any(|(n, _)| n.starts_with("score.")));
+    // The run records which reward it optimised: a resume that switches to a reward model is
+    // refused, and the same reward resumes.
+    let rm = format!("rm:{}", s(&st.rm));
+    let mut switched = [&base[..], &SMALL[..], &["--resume"]].concat();
+    switched[4] = &rm;
+    switched[10] = "iterations=3";
+    assert_fails(&rlhf(&switched), &["another reward", "answer"]);
+    switched[4] = "answer";
+    let o = rlhf(&switched);
+    assert!(o.status.success(), "{}", stderr(&o));
     // Without a file of answers, `answer` is refused with the file and line.
     let o = rlhf(&[
         "ppo",
@@ -382,7 +394,7 @@ fn ppo_stops_on_a_broken_reward_model_and_keeps_the_checkpoint() {
     tch::Tensor::write_safetensors(&tensors, &path).unwrap();
     // Resuming with the changed reward model is refused: it is another model than the run's.
     let o = ppo(&st, &out, &["--set", "iterations=3", "--resume"]);
-    assert_fails(&o, &["another reward model"]);
+    assert_fails(&o, &["another reward (", "rm, now"]);
     // A fresh run on it stops at the NaN before any update or checkpoint.
     let fresh = st.root.join("ppo-nan");
     let o = ppo(&st, &fresh, &["--set", "iterations=3"]);

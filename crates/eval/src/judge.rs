@@ -25,6 +25,11 @@ pub trait Scorer: std::fmt::Debug {
     fn check(&self, _prompts: &[String]) -> Result<()> {
         Ok(())
     }
+    /// The model directory behind the scores, if any: a resumed run checks that it still
+    /// reads the same one.
+    fn source(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// One score per (prompt, response) pair.
     fn score(&self, prompts: &[String], responses: &[String]) -> Result<Vec<f64>>;
 }

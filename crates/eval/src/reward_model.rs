@@ -85,6 +85,10 @@ impl Scorer for RewardModel {
         "reward model"
     }
 
+    fn source(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
     fn score(&self, prompts: &[String], responses: &[String]) -> Result<Vec<f64>> {
         let _guard = tch::no_grad_guard();
         let mut seqs = Vec::with_capacity(responses.len());

@@ -183,6 +183,9 @@ impl Scorer for Scaled {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn source(&self) -> Option<&std::path::Path> {
+        self.inner.source()
+    }
     fn score(&self, prompts: &[String], responses: &[String]) -> rlhf_eval::Result<Vec<f64>> {
         Ok(self
             .inner

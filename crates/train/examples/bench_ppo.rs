@@ -6,6 +6,7 @@
 //!
 //! usage: bench_ppo [--threads N] [--iters N] [--warmup N] [--batch B] [--prompt-len P]
 //!                  [--response-len R] [--ppo-epochs E] [--minibatches M]
+//!                  [--precision fp32|bf16]   (fp32; bf16 = bf16 products, fp32 master weights)
 
 mod common;
 
@@ -27,6 +28,10 @@ fn main() -> anyhow::Result<()> {
     let response_len: usize = arg(&a, "--response-len", 32);
     // Allocator tuning and thread count, as every `rlhf` command sets them.
     rlhf_model::device::set_threads(Some(threads as usize));
+    let precision: rlhf_model::precision::Precision = arg(&a, "--precision", "fp32".to_string())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    rlhf_model::precision::set_default(precision, Device::Cpu);
     let cfg = micro_config()?;
     let dev = Device::Cpu;
     tch::manual_seed(0);
@@ -86,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "rlhf", "threads": threads, "sec_per_iter_median": median(&total),
+            "impl": "rlhf", "threads": threads, "precision": precision.to_string(), "sec_per_iter_median": median(&total),
             "iters": total, "rollout_s_median": median(&roll), "update_s_median": median(&upd),
             "config": {"batch": batch, "prompt_len": prompt_len, "response_len": response_len,
                        "ppo_epochs": pcfg.ppo_epochs, "minibatches": pcfg.minibatches},

@@ -441,7 +441,7 @@ pub fn grpo(
             cfg.prompts_per_iteration
         )));
     }
-    let run = RunDir::create(RunOptions::stage(
+    let mut opts = RunOptions::stage(
         &inputs.out,
         "grpo",
         cfg,
@@ -450,7 +450,10 @@ pub fn grpo(
             ("prompts", inputs.prompts.as_path()),
         ],
         resume,
-    )?)?;
+    )?;
+    opts.inputs
+        .push(crate::run::RunInput::reward(inputs.reward.as_ref())?);
+    let run = RunDir::create(opts)?;
     let resume_point = run.resume_point()?;
     let mut engine = RolloutEngine::for_run(
         inputs.rollout_engine.as_deref(),

@@ -1038,7 +1038,7 @@ pub fn ppo(
     }
     let mut files = vec![("policy", inputs.policy.as_path())];
     match &inputs.reward {
-        PpoReward::Model(path) => files.push(("reward model", path.as_path())),
+        PpoReward::Model(path) => files.push(("reward", path.as_path())),
         PpoReward::Scorer(r) => {
             r.check(&prompts.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
                 .map_err(|e| {
@@ -1049,6 +1049,9 @@ pub fn ppo(
     files.push(("prompts", inputs.prompts.as_path()));
     files.extend(inputs.ptx_data.as_deref().map(|p| ("ptx corpus", p)));
     let mut opts = RunOptions::stage(&inputs.out, "ppo", cfg, &files, resume)?;
+    if let PpoReward::Scorer(s) = &inputs.reward {
+        opts.inputs.push(run::RunInput::reward(s.as_ref())?);
+    }
     opts.progress = progress;
     let run = RunDir::create(opts)?;
     let resume_point = run.resume_point()?;

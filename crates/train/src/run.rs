@@ -55,7 +55,8 @@ pub const WORLD_SIZE_KEY: &str = "world_size";
 /// A model directory or data file a run was started from, identified by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInput {
-    /// What the run uses it as ("model", "policy", "reward", "data", ...).
+    /// What the run uses it as ("model", "policy", "reward", "data", ...). The reward is a
+    /// model directory, or a scorer's name with a fingerprint of that name.
     pub role: String,
     pub path: PathBuf,
     /// FNV-1a over the size and the first and last MiB of each file (`config.json` and the
@@ -99,6 +100,25 @@ impl RunInput {
             path: path.to_path_buf(),
             fingerprint: format!("{:016x}", rlhf_data::rng::fnv1a(&refs)),
         })
+    }
+}
+
+impl RunInput {
+    /// The reward a run optimises (role "reward"): the reward model's directory when the
+    /// scorer is one, else the scorer's name ("oracle", "answer"), so that a resume cannot
+    /// switch rewards unseen.
+    pub fn reward(scorer: &dyn rlhf_eval::Scorer) -> Result<Self> {
+        match scorer.source() {
+            Some(dir) => Self::new("reward", dir),
+            None => Ok(Self {
+                role: "reward".into(),
+                path: PathBuf::from(scorer.key()),
+                fingerprint: format!(
+                    "{:016x}",
+                    rlhf_data::rng::fnv1a(&[b"scorer:", scorer.key().as_bytes()])
+                ),
+            }),
+        }
     }
 }
 
