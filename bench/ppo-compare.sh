@@ -9,16 +9,19 @@
 # --precision fp32|bf16|both (fp32): bf16 runs rlhf with `--precision bf16` (bf16 products, fp32
 # master weights) and TRL with `bf16=True` (accelerate's CPU autocast). `both` interleaves all
 # four arms in every round and also prints rlhf's faster precision against each TRL arm.
-# usage: bench/ppo-compare.sh [--threads N] [--rounds N] [--precision fp32|bf16|both]
+# --shape "FLAGS": another model shape for all three programs, e.g. a SmolLM2-wide one:
+# --shape "--hidden 576 --heads 9 --kv-heads 3 --intermediate 1536" (the micro Llama by default).
+# usage: bench/ppo-compare.sh [--threads N] [--rounds N] [--precision fp32|bf16|both] [--shape FLAGS]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-threads=2 rounds=2 precision=fp32
+threads=2 rounds=2 precision=fp32 shape=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --precision) precision="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --shape) shape="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -30,18 +33,19 @@ esac
 "$root/scripts/setup-env.sh" >&2
 export PATH="$root/.venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 (cd "$root" && cargo build --release -q -p rlhf-train --example bench_ppo)
+read -r -a shape_flags <<< "$shape"
 out="$(mktemp -d)"
 for r in $(seq "$rounds"); do
   for p in "${arms[@]}"; do
     trl_flag=()
     [ "$p" = bf16 ] && trl_flag=(--bf16)
     echo "[bench] round $r: rlhf ($p)" >&2
-    "$root/target/release/examples/bench_ppo" --threads "$threads" --iters 3 --warmup 1 --precision "$p" | tail -1 > "$out/rlhf-$p-$r.json"
+    "$root/target/release/examples/bench_ppo" --threads "$threads" --iters 3 --warmup 1 --precision "$p" "${shape_flags[@]}" | tail -1 > "$out/rlhf-$p-$r.json"
     echo "[bench] round $r: TRL ($p)" >&2
-    "$root/bench/run-ppo.sh" --threads "$threads" --iters 3 --warmup 1 "${trl_flag[@]}" --out "$out/trl-$p-$r.json" > "$out/trl-$p-$r.log" 2>&1 || { cat "$out/trl-$p-$r.log" >&2; exit 1; }
+    "$root/bench/run-ppo.sh" --threads "$threads" --iters 3 --warmup 1 "${trl_flag[@]}" "${shape_flags[@]}" --out "$out/trl-$p-$r.json" > "$out/trl-$p-$r.log" 2>&1 || { cat "$out/trl-$p-$r.log" >&2; exit 1; }
     if [ "$p" = fp32 ]; then
       echo "[bench] round $r: GEMM floor" >&2
-      python3 "$root/bench/ppo_gemm_floor.py" --threads "$threads" > "$out/floor-$r.json"
+      python3 "$root/bench/ppo_gemm_floor.py" --threads "$threads" "${shape_flags[@]}" > "$out/floor-$r.json"
     fi
   done
 done

@@ -54,7 +54,9 @@ def parse_args():
     a("--minibatches", type=int, default=2, help="minibatches per epoch (one optimizer step each)")
     a("--lr", type=float, default=1e-5)
     a("--bf16", action="store_true",
-      help="TrainingArguments(bf16=True): accelerate's bf16 mixed precision (CPU autocast)")
+      help="bf16 mixed precision (CPU autocast): bf16=True, and ACCELERATE_MIXED_PRECISION=bf16 "
+           "as `accelerate launch --mixed_precision bf16` sets it (TRL 1.12's PPOTrainer builds "
+           "its own Accelerator, which ignores bf16=True and reads only that variable)")
     a("--kl-coef", type=float, default=0.02)
     a("--kl-estimator", default="k1", choices=["k1", "k3"])
     a("--gamma", type=float, default=1.0)
@@ -243,6 +245,8 @@ def main():
         def on_train_end(self, a, state, control, **kw):
             clock.finish()
 
+    if args.bf16:
+        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = PPOConfig(
             output_dir=out_dir, report_to="none", save_strategy="no", eval_strategy="no",
@@ -272,7 +276,8 @@ def main():
         n_opt = sum(p.numel() for grp in opt.param_groups for p in grp["params"])
         print(f"# optimizer {type(opt).__name__} (foreach={opt.defaults.get('foreach')}, "
               f"fused={opt.defaults.get('fused')}) over {n_opt:,} parameters (policy + value); "
-              f"torch threads {torch.get_num_threads()}")
+              f"torch threads {torch.get_num_threads()}; accelerate mixed_precision "
+              f"{trainer.accelerator.mixed_precision}, native_amp {trainer.accelerator.native_amp}")
         t0 = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - t0

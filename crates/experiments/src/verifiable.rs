@@ -39,6 +39,12 @@ pub struct VerifiableConfig {
     pub sft_steps: u64,
     /// Training word problems: those of the world's prompts with at most this many steps.
     pub max_steps: usize,
+    /// Prompts the task world draws (`prompts.jsonl`, a quarter of them word problems). More
+    /// prompts mean fewer repeats of a training problem within the budget.
+    pub prompts: usize,
+    /// The reward both methods optimise: "answer" (1 for the right final number, else 0) or
+    /// "oracle" (the task world's rubric: correctness, then partial credit, format, length).
+    pub reward: String,
     /// Iterations of both methods, 64 samples each.
     pub iterations: u64,
     /// Passes over each iteration's samples, and minibatches per pass (both methods).
@@ -61,6 +67,8 @@ impl Default for VerifiableConfig {
             pretrain_steps: 600,
             sft_steps: 300,
             max_steps: 4,
+            prompts: WorldConfig::default().prompts,
+            reward: "answer".into(),
             // GRPO's defaults (`rlhf grpo`): 100 iterations of 8 × 8 samples, one pass in two
             // minibatches, lr 5e-5, β 0.04; PPO gets the same.
             iterations: 100,
@@ -82,6 +90,9 @@ impl VerifiableConfig {
         }
         if self.epochs == 0 || self.minibatches == 0 || 64 % self.minibatches != 0 {
             return bad("epochs must be at least 1 and minibatches divide 64");
+        }
+        if !matches!(self.reward.as_str(), "answer" | "oracle") {
+            return bad("reward must be answer or oracle");
         }
         if self.max_steps == 0 || self.samples == 0 {
             return bad("max_steps and samples must be at least 1");
@@ -185,6 +196,7 @@ fn one_seed(
         &data,
         &WorldConfig {
             seed,
+            prompts: cfg.prompts,
             ..Default::default()
         },
     )?;
@@ -237,7 +249,7 @@ fn one_seed(
         rollout_engine: None,
         policy: sft.clone(),
         prompts: answers.clone(),
-        reward: reward_from_spec("answer", &answers, device)?,
+        reward: reward_from_spec(&cfg.reward, &answers, device)?,
         eval_prompts: None,
         out: dir.clone(),
         progress: true,
@@ -253,7 +265,7 @@ fn one_seed(
     let pcfg = budget.ppo(cfg.beta);
     let inputs = PpoInputs {
         policy: sft.clone(),
-        reward: PpoReward::from_spec("answer", &answers)?,
+        reward: PpoReward::from_spec(&cfg.reward, &answers)?,
         prompts: answers.clone(),
         eval_prompts: None,
         ptx_data: None,
@@ -348,8 +360,8 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
     let _ = writeln!(
         s,
         "Per seed: one task world, one pretrained ({} steps) and SFT ({} steps) {:?} model. The \
-         reward is 1 when a response's final number is the word problem's answer, else 0, on the \
-         world's training word problems with at most {} steps. GRPO (8 prompts × G = 8 per \
+         reward is {}, on the word problems among the world's {} training prompts with at most \
+         {} steps. GRPO (8 prompts × G = 8 per \
          iteration, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on the \
          reward, value model started from the policy) each draw {} × 64 samples and take {} \
          optimizer steps ({} epoch(s) × {} minibatches per iteration) at lr {} with β = {}. \
@@ -362,6 +374,13 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
         cfg.pretrain_steps,
         cfg.sft_steps,
         cfg.preset,
+        if cfg.reward == "oracle" {
+            "the task world's oracle score (correctness, then partial credit for the steps, \
+             format and length)"
+        } else {
+            "1 when a response's final number is the word problem's answer, else 0"
+        },
+        cfg.prompts,
         cfg.max_steps,
         cfg.iterations,
         cfg.iterations * cfg.epochs * cfg.minibatches as u64,

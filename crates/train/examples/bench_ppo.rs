@@ -7,12 +7,14 @@
 //! usage: bench_ppo [--threads N] [--iters N] [--warmup N] [--batch B] [--prompt-len P]
 //!                  [--response-len R] [--ppo-epochs E] [--minibatches M]
 //!                  [--precision fp32|bf16]   (fp32; bf16 = bf16 products, fp32 master weights)
+//!                  [--vocab V] [--hidden H] [--layers L] [--heads A] [--kv-heads K]
+//!                  [--intermediate I]        (the micro Llama by default)
 
 mod common;
 
 use std::time::Instant;
 
-use common::{arg, median, micro_config};
+use common::{arg, median, shaped_config};
 use rlhf_model::{Gpt, Head};
 use rlhf_train::ppo::{self, PpoConfig};
 use rlhf_train::rollout::{self, Models, RolloutConfig};
@@ -32,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .map_err(anyhow::Error::msg)?;
     rlhf_model::precision::set_default(precision, Device::Cpu);
-    let cfg = micro_config()?;
+    let cfg = shaped_config(&a)?;
     let dev = Device::Cpu;
     tch::manual_seed(0);
     let policy = Gpt::new(&cfg, Head::Lm, dev);
@@ -93,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "impl": "rlhf", "threads": threads, "precision": precision.to_string(), "sec_per_iter_median": median(&total),
             "iters": total, "rollout_s_median": median(&roll), "update_s_median": median(&upd),
-            "config": {"batch": batch, "prompt_len": prompt_len, "response_len": response_len,
+            "config": {"hidden": cfg.hidden_size, "layers": cfg.num_layers, "batch": batch, "prompt_len": prompt_len, "response_len": response_len,
                        "ppo_epochs": pcfg.ppo_epochs, "minibatches": pcfg.minibatches},
         })
     );
