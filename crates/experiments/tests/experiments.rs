@@ -604,9 +604,16 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
         )?;
         assert_eq!(log.lines().count(), 2, "{name}");
     }
-    // The training file holds only word problems, each with its answer.
+    // The training file holds only word problems within max_steps, each with its answer.
     let answers = std::fs::read_to_string(dir.path().join("seed0/answers.jsonl"))?;
     assert_eq!(answers.lines().count(), r.train_problems);
+    for line in answers.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        match rlhf_data::Task::parse(v["prompt"].as_str().unwrap())? {
+            rlhf_data::Task::Arithmetic(a) => assert!(a.steps().len() <= cfg.max_steps, "{line}"),
+            t => panic!("not a word problem: {t:?}"),
+        }
+    }
     let md = std::fs::read_to_string(dir.path().join("verifiable.md"))?;
     for label in ["**GRPO** vs SFT", "**PPO** vs SFT", "**GRPO − PPO**"] {
         assert!(md.contains(label), "no verdict {label}");
