@@ -24,6 +24,26 @@ fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Re-rendering a report from `results.json` alone (`rerender`, after deleting `report`) gives
+/// the same text as the run's `md`, wall-time line apart (the seeds' own clocks vs the run's).
+fn assert_rerenders_the_same(
+    report: &std::path::Path,
+    md: &str,
+    rerender: impl FnOnce() -> rlhf_experiments::Result<()>,
+) -> Result<()> {
+    std::fs::remove_file(report)?;
+    rerender()?;
+    let again = std::fs::read_to_string(report)?;
+    let body = |t: &str| {
+        t.split("Total wall time")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(body(&again), body(md));
+    Ok(())
+}
+
 fn nano(max_positions: i64) -> TinySpec {
     TinySpec {
         hidden: 32,
@@ -554,18 +574,9 @@ fn align_experiment_judges_every_method_on_the_same_items_at_equal_online_budget
         );
     }
     assert!(dir.path().join("align_win_rate_vs_kl.svg").exists());
-    // Re-rendering from results.json alone gives the same report, wall-time line apart.
-    std::fs::remove_file(dir.path().join("align.md"))?;
-    align::report_only(&cfg, dir.path())?;
-    let again = std::fs::read_to_string(dir.path().join("align.md"))?;
-    let body = |t: &str| {
-        t.split("Total wall time")
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert_eq!(body(&again), body(&md));
-    Ok(())
+    assert_rerenders_the_same(&dir.path().join("align.md"), &md, || {
+        align::report_only(&cfg, dir.path()).map(drop)
+    })
 }
 
 #[test]
@@ -618,16 +629,7 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
     for label in ["**GRPO** vs SFT", "**PPO** vs SFT", "**GRPO − PPO**"] {
         assert!(md.contains(label), "no verdict {label}");
     }
-    std::fs::remove_file(dir.path().join("verifiable.md"))?;
-    verifiable::report_only(&cfg, dir.path())?;
-    let again = std::fs::read_to_string(dir.path().join("verifiable.md"))?;
-    // The same report, wall-time line apart (the seed's own clock vs the whole run's).
-    let body = |t: &str| {
-        t.split("Total wall time")
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert_eq!(body(&again), body(&md));
-    Ok(())
+    assert_rerenders_the_same(&dir.path().join("verifiable.md"), &md, || {
+        verifiable::report_only(&cfg, dir.path()).map(drop)
+    })
 }
