@@ -1,14 +1,14 @@
 //! Row "verifiable": GRPO against its PPO counterpart on a verifiable reward. Per seed, one task
 //! world and one pretrained and SFT model (the demo's stages); the reward is the answer check
 //! (1 when the response's final number is the word problem's answer, else 0:
-//! `rlhf_train::grpo::AnswerMatch`) on the world's training word problems of at most
-//! `max_steps` steps (2 by default: there the SFT model is right often enough to learn from). GRPO (8 prompts × G =
-//! 8, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on the reward, the value
-//! model started from the policy) draw the same samples, take the same optimizer steps on
-//! minibatches of the same size, at the same learning rate and β. Both are judged on the held-out
-//! word problems of the same step counts against the SFT model: greedy accuracy, and sampled accuracy (`samples` answers
-//! per problem at temperature 1) with a 95% bootstrap interval over problems for each model and
-//! for its difference from SFT.
+//! `rlhf_train::grpo::AnswerMatch`; or the oracle's score with `reward = "oracle"`) on the world's training word problems of at most
+//! `max_steps` steps (2 by default: there the SFT model is right often enough to learn from).
+//! GRPO (8 prompts × G = 8, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on
+//! the reward, the value model started from the policy) draw the same samples, take the same
+//! optimizer steps on minibatches of the same size, at the same learning rate and β. Both are
+//! judged on the held-out word problems of the same step counts against the SFT model: greedy
+//! accuracy, and sampled accuracy (`samples` answers per problem at temperature 1) with a 95%
+//! bootstrap interval over problems for each model and for its difference from SFT.
 //!
 //! Not here: the methods (`rlhf_train::{ppo, grpo}`), the shared stages (`demo`).
 
@@ -323,16 +323,13 @@ fn trained(
     let log = crate::align::read_metrics(&dir.join("metrics.jsonl"))?;
     // One iteration's 64 samples are a noisy estimate (±0.06 at a reward of 0.5): average a
     // window of iterations at each end.
-    let k = (log.len() / 2).clamp(1, TRAIN_WINDOW);
+    let k = (log.len() / 2).clamp(1, TRAIN_WINDOW).min(log.len());
     let mean = |rows: &[rlhf_train::Metrics], key: &str| -> Option<f64> {
         let v: Vec<f64> = rows.iter().filter_map(|m| m.get(key).copied()).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let last = &log[log.len().saturating_sub(k)..];
-    if let (Some(f), Some(l)) = (
-        mean(&log[..k.min(log.len())], "reward"),
-        mean(last, "reward"),
-    ) {
+    let (first, last) = (&log[..k], &log[log.len() - k..]);
+    if let (Some(f), Some(l)) = (mean(first, "reward"), mean(last, "reward")) {
         a.train_reward = Some((f, l));
     }
     a.kl = mean(last, "kl");
@@ -390,12 +387,12 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
          iteration, KL as a k3 loss term) and PPO (64 prompts × 1, KL as a k1 penalty on the \
          reward, value model started from the policy) each draw {} × 64 samples and take {} \
          optimizer steps ({} epoch(s) × {} minibatches per iteration) at lr {} with β = {}. \
-         Judged on the held-out word problems of `{}` with at most as many steps: greedy accuracy, and sampled accuracy \
-         ({} answers per problem at temperature 1) with 95% bootstrap intervals over problems \
-         (pooled: over seeds, then problems). The gain is the paired per-problem difference \
-         from SFT's sampled accuracy. Per seed, \"train reward\" is the mean reward of the samples \
-         of the first and of the last 10 iterations (640 each), and KL the mean over the last 10 \
-         (nats per response).\n",
+         Judged on the held-out word problems of `{}` with at most as many steps: greedy \
+         accuracy, and sampled accuracy ({} answers per problem at temperature 1) with 95% \
+         bootstrap intervals over problems (pooled: over seeds, then problems). The gain is the \
+         paired per-problem difference from SFT's sampled accuracy. Per seed, \"train reward\" is \
+         the mean reward of the samples of the first and of the last {w} iterations ({} each), \
+         and KL the mean over the last {w} (nats per response).\n",
         cfg.pretrain_steps,
         cfg.sft_steps,
         cfg.preset,
@@ -415,6 +412,8 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
         cfg.beta,
         if cfg.dev { "dev.jsonl" } else { "eval.jsonl" },
         cfg.samples,
+        TRAIN_WINDOW * 64,
+        w = TRAIN_WINDOW,
     );
     let names: Vec<String> = results
         .first()

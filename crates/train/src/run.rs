@@ -101,9 +101,7 @@ impl RunInput {
             fingerprint: format!("{:016x}", rlhf_data::rng::fnv1a(&refs)),
         })
     }
-}
 
-impl RunInput {
     /// The reward a run optimises (role "reward"): the reward model's directory when the
     /// scorer is one, else the scorer's name ("oracle", "answer"), so that a resume cannot
     /// switch rewards unseen.

@@ -16,20 +16,11 @@ pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 /// Vocabulary 1024, hidden 128, 4 layers, 4 heads (2 KV), MLP 344, tied embeddings.
 #[allow(dead_code)] // bench_ppo takes a shape instead
 pub fn micro_config() -> anyhow::Result<ModelConfig> {
-    Ok(ModelConfig::from_json(
-        &serde_json::json!({
-            "model_type": "llama", "vocab_size": 1024, "hidden_size": 128,
-            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "intermediate_size": 344, "max_position_embeddings": 256, "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
-        }),
-        std::path::Path::new("micro"),
-    )?)
+    shaped_config(&[])
 }
 
 /// [`micro_config`] with any of `--vocab`, `--hidden`, `--layers`, `--heads`, `--kv-heads` and
 /// `--intermediate` from the command line (the flags of `bench/ppo_trl.py`).
-#[allow(dead_code)] // not every example takes a shape
 pub fn shaped_config(args: &[String]) -> anyhow::Result<ModelConfig> {
     let mut j = serde_json::json!({
         "model_type": "llama", "max_position_embeddings": 256, "rope_theta": 10000.0,
