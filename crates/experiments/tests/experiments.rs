@@ -631,5 +631,61 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
     }
     assert_rerenders_the_same(&dir.path().join("verifiable.md"), &md, || {
         verifiable::report_only(&cfg, dir.path()).map(drop)
-    })
+    })?;
+
+    // A fresh folder holding copies of seed 0's stages reruns only the RL part: GRPO with its own
+    // β, on the same SFT model (its sampled answers are the same draws as before), without
+    // pretraining again.
+    let again = tempfile::tempdir()?;
+    let (from, to) = (dir.path().join("seed0"), again.path().join("seed0"));
+    for part in ["data", "pretrained", "sft", "stages.json"] {
+        copy_tree(&from.join(part), &to.join(part))?;
+    }
+    let weights = to.join("pretrained/model.safetensors");
+    let stamp = std::fs::metadata(&weights)?.modified()?;
+    let rl_only = VerifiableConfig {
+        grpo_beta: Some(0.1),
+        ..cfg.clone()
+    };
+    let rerun = verifiable::run(&rl_only, &[0], again.path(), Device::Cpu, &mut Quiet)?;
+    let (sft, sft_again) = (&r.models[0], &rerun[0].models[0]);
+    assert_eq!(
+        (sft.greedy, &sft.sampled),
+        (sft_again.greedy, &sft_again.sampled),
+        "SFT is judged the same"
+    );
+    assert_eq!(
+        std::fs::metadata(&weights)?.modified()?,
+        stamp,
+        "pretrained again"
+    );
+    let md = std::fs::read_to_string(again.path().join("verifiable.md"))?;
+    assert!(md.contains("k3 loss term with β = 0.1,"), "{md}");
+    // Stages of another recipe are refused, naming the folder.
+    let other = VerifiableConfig {
+        sft_steps: 5,
+        ..rl_only
+    };
+    let err = verifiable::run(&other, &[0], again.path(), Device::Cpu, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another recipe") && err.contains("seed0"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Copies a file, or a folder with everything under it.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(drop)
+    }
 }

@@ -81,11 +81,14 @@ enum Which {
     /// SFT model; the reward is 1 when a response's final number is the word problem's answer
     /// (0 otherwise) on the world's 1–2-step training word problems (1500 pretraining and 1500
     /// SFT steps); GRPO (8 prompts × G = 8) and PPO (64 prompts × 1, value model from the policy)
-    /// draw the same samples and take the same optimizer steps at the same lr and β; each is
-    /// judged on the held-out word problems of the same step counts by
-    /// greedy and sampled accuracy against SFT's, with 95% intervals and a verdict (writes
-    /// OUT/verifiable.md, OUT/results.json and each seed's run folder OUT/seedN). `--set` takes
-    /// the recipe's fields (e.g. `--set iterations=50`, `--set max_steps=2`).
+    /// draw the same samples and take the same optimizer steps at the same lr; each is judged on
+    /// the held-out word problems of the same step counts by greedy and sampled accuracy against
+    /// SFT's, with 95% intervals and a verdict (writes OUT/verifiable.md, OUT/results.json and
+    /// each seed's run folder OUT/seedN). `--set` takes the recipe's fields (e.g. `--set
+    /// iterations=50`, `--set reward=oracle`, `--set grpo_beta=0.1`). A seed folder whose
+    /// stages.json matches the recipe's world, pretraining and SFT settings reuses them, so a
+    /// rerun that changes only the RL settings (in a fresh OUT holding copies of those folders)
+    /// starts at GRPO.
     Verifiable(Common),
 }
 
