@@ -252,7 +252,13 @@ fn one_seed(
     if marker.exists() {
         let text = std::fs::read_to_string(&marker)
             .map_err(|e| ExperimentError::io("read", &marker, e))?;
-        let old: Stages = serde_json::from_str(&text)?;
+        let old: Stages = serde_json::from_str(&text).map_err(|e| {
+            ExperimentError::Invalid(format!(
+                "verifiable: {}: {e} (expected seed, preset, prompts, pretrain_steps and \
+                 sft_steps; delete the seed folder to start it afresh)",
+                marker.display()
+            ))
+        })?;
         if old != stages {
             return Err(ExperimentError::Invalid(format!(
                 "verifiable: {} holds the stages of another recipe ({old:?}, this one is \

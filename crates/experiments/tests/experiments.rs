@@ -664,13 +664,22 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
     // Stages of another recipe are refused, naming the folder.
     let other = VerifiableConfig {
         sft_steps: 5,
-        ..rl_only
+        ..rl_only.clone()
     };
     let err = verifiable::run(&other, &[0], again.path(), Device::Cpu, &mut Quiet)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("another recipe") && err.contains("seed0"),
+        "{err}"
+    );
+    // A damaged marker is named with what it should hold.
+    std::fs::write(to.join("stages.json"), "{\"seed\": 0}")?;
+    let err = verifiable::run(&rl_only, &[0], again.path(), Device::Cpu, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("stages.json") && err.contains("pretrain_steps"),
         "{err}"
     );
     Ok(())
