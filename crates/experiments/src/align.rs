@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use rlhf_data::{Agreement, EvalRecord, SampleRecord, WorldConfig, read_jsonl, write_world};
+use rlhf_data::{Agreement, EvalRecord, SampleRecord, read_jsonl};
 use rlhf_eval::{
     CompareConfig, EvalInputs, Judge, JudgeSpec, Observer, Oracle, RewardModel, Scorer,
 };
@@ -241,27 +241,19 @@ fn one_seed(
     let t0 = Instant::now();
     std::fs::create_dir_all(out).map_err(|e| ExperimentError::io("create", out, e))?;
     let data = out.join("data");
-    write_world(
-        &data,
-        &WorldConfig {
-            seed,
-            prompts: cfg.prompts,
-            ..Default::default()
-        },
-    )?;
-    step(obs, t0, "pretraining");
-    let pretrained = out.join("pretrained");
-    let ps = demo::pretrain_stage(
-        &data,
-        &pretrained,
+    let sft = out.join("sft");
+    let ps = demo::world_pretrain_sft(
+        out,
+        seed,
+        cfg.prompts,
         cfg.preset,
         cfg.pretrain_steps,
-        seed,
+        cfg.sft_steps,
         device,
+        |what| {
+            step(obs, t0, what);
+        },
     )?;
-    step(obs, t0, "SFT");
-    let sft = out.join("sft");
-    demo::sft_stage(&pretrained, &data, &sft, cfg.sft_steps, seed, device)?;
     step(obs, t0, "samples and rankings");
     let sft_pre = Pretrained::load(&sft, Head::Lm, device)?;
     let prompts_file = data.join("prompts.jsonl");

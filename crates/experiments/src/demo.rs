@@ -722,6 +722,44 @@ pub(crate) fn pretrain_stage(
     )?)
 }
 
+/// The stages align and verifiable share: the task world of `seed` (with `prompts` RL prompts) in
+/// `out/data`, a `preset` model pretrained on it for `pretrain_steps` in `out/pretrained`, then
+/// SFT for `sft_steps` in `out/sft`. `note` is told when pretraining and SFT start.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn world_pretrain_sft(
+    out: &Path,
+    seed: u64,
+    prompts: usize,
+    preset: Preset,
+    pretrain_steps: u64,
+    sft_steps: u64,
+    device: Device,
+    mut note: impl FnMut(&str),
+) -> Result<rlhf_train::PretrainSummary> {
+    let data = out.join("data");
+    write_world(
+        &data,
+        &WorldConfig {
+            seed,
+            prompts,
+            ..Default::default()
+        },
+    )?;
+    note("pretraining");
+    let pretrained = out.join("pretrained");
+    let summary = pretrain_stage(&data, &pretrained, preset, pretrain_steps, seed, device)?;
+    note("SFT");
+    sft_stage(
+        &pretrained,
+        &data,
+        &out.join("sft"),
+        sft_steps,
+        seed,
+        device,
+    )?;
+    Ok(summary)
+}
+
 /// SFT of `pretrained` on the world's `sft.jsonl` for `steps` steps into `out`.
 pub(crate) fn sft_stage(
     pretrained: &Path,

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use rlhf_data::{EvalRecord, Task, WorldConfig, read_jsonl, write_world};
+use rlhf_data::{EvalRecord, Task, read_jsonl};
 use rlhf_eval::Observer;
 use rlhf_model::{Head, Pretrained, PromptFormat, Sampling, TextGenerateConfig};
 use rlhf_report::{Interval, bootstrap_mean_ci, fmt_interval, md_table};
@@ -271,26 +271,18 @@ fn one_seed(
             "reusing the world, pretrained and SFT models (stages.json matches)",
         );
     } else {
-        write_world(
-            &data,
-            &WorldConfig {
-                seed,
-                prompts: cfg.prompts,
-                ..Default::default()
-            },
-        )?;
-        step(obs, "pretraining");
-        let pretrained = out.join("pretrained");
-        demo::pretrain_stage(
-            &data,
-            &pretrained,
+        demo::world_pretrain_sft(
+            out,
+            seed,
+            cfg.prompts,
             cfg.preset,
             cfg.pretrain_steps,
-            seed,
+            cfg.sft_steps,
             device,
+            |what| {
+                step(obs, what);
+            },
         )?;
-        step(obs, "SFT");
-        demo::sft_stage(&pretrained, &data, &sft, cfg.sft_steps, seed, device)?;
         write_json(&marker, &stages)?;
     }
 

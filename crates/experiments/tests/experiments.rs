@@ -666,18 +666,19 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
         sft_steps: 5,
         ..rl_only.clone()
     };
-    let err = verifiable::run(&other, &[0], again.path(), Device::Cpu, &mut Quiet)
-        .unwrap_err()
-        .to_string();
+    let refusal = |cfg: &VerifiableConfig| {
+        verifiable::run(cfg, &[0], again.path(), Device::Cpu, &mut Quiet)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refusal(&other);
     assert!(
         err.contains("another recipe") && err.contains("seed0"),
         "{err}"
     );
     // A damaged marker is named with what it should hold.
     std::fs::write(to.join("stages.json"), "{\"seed\": 0}")?;
-    let err = verifiable::run(&rl_only, &[0], again.path(), Device::Cpu, &mut Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&rl_only);
     assert!(
         err.contains("stages.json") && err.contains("pretrain_steps"),
         "{err}"
