@@ -721,6 +721,37 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
         agreement,
         json!({ "prompts": 1, "pairs": 2, "agreed": 2, "tied": 0 })
     );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
+    // --keep-overlap writes the second labeler's ranking too, right after the first.
+    let keep = |overlap: &str| {
+        let r = rlhf(&[
+            "label",
+            "--oracle",
+            "--samples",
+            s,
+            "--out",
+            o,
+            "--tau",
+            "0",
+            "--overlap",
+            overlap,
+            "--keep-overlap",
+        ]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+    };
+    let both = keep("1");
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], both[1], "noise-free labelers rank alike");
+    assert_eq!(keep("0").len(), 1);
+    let r = rlhf(&["label", "--samples", s, "--out", o, "--keep-overlap"]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("--oracle"), "{}", stderr(&r));
     let r = rlhf(&[
         "label",
         "--oracle",
@@ -779,6 +810,87 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
 }
 
 #[test]
+fn reward_pools_rankings_of_the_same_responses() {
+    // A second labeler who agrees with the first: the file read twice over must train the
+    // very reward model the file once trains (pooled pairs keep each prompt's weight), and the
+    // repeated records must not land in the held-out split as copies of training prompts.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("sft");
+    checkpoint(&model, None);
+    let responses = ["The answer is 7.", "The answer is 8.", "She has 9.", "7"];
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            json!({ "prompt": format!("Jane has {} flowers.", i + 3), "responses": responses,
+                    "ranking": [i % 4, [(i + 1) % 4, (i + 2) % 4], (i + 3) % 4] })
+            .to_string()
+        })
+        .collect();
+    let once = dir.path().join("once.jsonl");
+    let twice = dir.path().join("twice.jsonl");
+    std::fs::write(&once, lines.join("\n")).unwrap();
+    std::fs::write(&twice, [lines.clone(), lines].concat().join("\n")).unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let sample = json!({ "prompt": "Jane has 4 flowers.", "responses": responses });
+    std::fs::write(&samples, sample.to_string()).unwrap();
+    let train = |data: &Path, name: &str| {
+        let out = dir.path().join(name);
+        let r = rlhf(&[
+            "reward",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "trainer.batch_size=2",
+        ]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        let s = rlhf(&[
+            "score",
+            "--rm",
+            out.to_str().unwrap(),
+            "--data",
+            samples.to_str().unwrap(),
+        ]);
+        assert!(s.status.success(), "{}", stderr(&s));
+        let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+        let rewards: Vec<f64> = (v["rewards"].as_array().unwrap().iter())
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        (summary, rewards, stderr(&r))
+    };
+    let (s1, r1, _) = train(&once, "rm-once");
+    let (s2, r2, err2) = train(&twice, "rm-twice");
+    assert_eq!(s1["pooled_records"], 0);
+    assert_eq!(s2["pooled_records"], 12, "{err2}");
+    assert!(
+        err2.contains("12 records repeat an earlier record's"),
+        "{err2}"
+    );
+    for key in ["train_prompts", "eval_prompts", "steps"] {
+        assert_eq!(s1[key], s2[key], "{key}");
+    }
+    // Pairs counted twice: the held-out accuracy is over twice the label pairs, the same share.
+    let (a1, a2) = (&s1["eval_accuracy_end"], &s2["eval_accuracy_end"]);
+    assert_eq!(
+        2 * a1["label_pairs"].as_u64().unwrap(),
+        a2["label_pairs"].as_u64().unwrap()
+    );
+    assert!((a1["labels"].as_f64().unwrap() - a2["labels"].as_f64().unwrap()).abs() < 1e-9);
+    for (x, y) in r1.iter().zip(&r2) {
+        assert!((x - y).abs() < 1e-4, "{r1:?} vs {r2:?}");
+    }
+    // The responses get different rewards: the comparison above is not vacuous.
+    let spread =
+        r1.iter().cloned().fold(f64::MIN, f64::max) - r1.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 1e-3, "{r1:?}");
+}
+
+#[test]
 fn reward_then_score_centres_training_rewards() {
     let dir = tempfile::tempdir().unwrap();
     checkpoint(dir.path(), None);
@@ -790,8 +902,19 @@ fn reward_then_score_centres_training_rewards() {
         "7",
     ];
     let rankings = dir.path().join("rankings.jsonl");
-    let line = json!({ "prompt": prompt, "responses": responses, "ranking": [0, [3, 1], 2] });
-    std::fs::write(&rankings, vec![line.to_string(); 12].join("\n")).unwrap();
+    // Twelve rankings of the four responses in four orders (rotations): three labelers' each,
+    // which `reward` pools into four prompts.
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            let k = i % 4;
+            let at = |m: usize| (m + 4 - k) % 4;
+            let rotated: Vec<&str> = (0..4).map(|j| responses[(j + k) % 4]).collect();
+            json!({ "prompt": prompt, "responses": rotated,
+                    "ranking": [at(0), [at(3), at(1)], at(2)] })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&rankings, lines.join("\n")).unwrap();
     let rm = dir.path().join("rm");
     let (m, d, o) = (
         dir.path().to_str().unwrap(),
@@ -812,7 +935,9 @@ fn reward_then_score_centres_training_rewards() {
     let r = rlhf(&args);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(
-        stderr(&r).contains("held-out pairwise accuracy"),
+        stderr(&r).contains("held-out pairwise accuracy")
+            && stderr(&r).contains("8 records repeat an earlier record's prompt and responses")
+            && stderr(&r).contains("3 train / 1 held-out prompts"),
         "{}",
         stderr(&r)
     );

@@ -47,9 +47,15 @@ fn setup() -> Setup {
     let policy = root.join("sft");
     checkpoint(&policy, 300, 128);
     let rankings = root.join("rankings.jsonl");
-    let line = json!({ "prompt": PROMPT, "responses": ["The answer is 10.", "The answer is 8.",
-        "She has 9.", "10"], "ranking": [0, 3, 2, 1] });
-    std::fs::write(&rankings, vec![line.to_string(); 12].join("\n")).unwrap();
+    // Twelve prompts: rankings of one prompt with the same responses would be pooled into one.
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            json!({ "prompt": format!("{PROMPT} ({i})"), "responses": ["The answer is 10.",
+                "The answer is 8.", "She has 9.", "10"], "ranking": [0, 3, 2, 1] })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&rankings, lines.join("\n")).unwrap();
     let rm = root.join("rm");
     let r = rlhf(&[
         "reward",

@@ -189,6 +189,7 @@ impl LabelerPanel {
         }
         let n = self.labelers.len();
         let mut rankings = Vec::with_capacity(samples.len());
+        let mut second_opinions = Vec::with_capacity(samples.len());
         let mut agreement = Agreement::default();
         for (i, s) in samples.into_iter().enumerate() {
             let in_record = |e: DataError| DataError::InRecord {
@@ -200,32 +201,54 @@ impl LabelerPanel {
                 .rank(&task, &s.responses)
                 .map_err(in_record)?;
             // Prompt i is doubled when the running count of doubled prompts steps up at i.
-            if (((i + 1) as f64) * overlap).floor() > ((i as f64) * overlap).floor() {
+            let second = if (((i + 1) as f64) * overlap).floor() > ((i as f64) * overlap).floor() {
                 let second = self.labelers[(i + 1) % n]
                     .rank(&task, &s.responses)
                     .map_err(in_record)?;
                 agreement.add(&s.responses, &ranking, &second);
-            }
-            let record = RankingRecord::new(s.prompt, s.responses, ranking).map_err(|e| {
-                in_record(DataError::Rank {
-                    problem: e.to_string(),
+                Some(second)
+            } else {
+                None
+            };
+            let record = |ranking| {
+                RankingRecord::new(s.prompt.clone(), s.responses.clone(), ranking).map_err(|e| {
+                    in_record(DataError::Rank {
+                        problem: e.to_string(),
+                    })
                 })
-            })?;
-            rankings.push(record);
+            };
+            rankings.push(record(ranking)?);
+            second_opinions.push(second.map(record).transpose()?);
         }
         Ok(Labeled {
             rankings,
+            second_opinions,
             agreement,
         })
     }
 }
 
 /// What a labeling pass produced: one record per sample and, over the prompts two labelers
-/// ranked, how often they agreed.
+/// ranked, the second labeler's record and how often the two agreed.
 #[derive(Debug, Clone)]
 pub struct Labeled {
+    /// The first labeler's ranking of every sample.
     pub rankings: Vec<RankingRecord>,
+    /// `second_opinions[i]`: the second labeler's ranking of sample i, when it was doubled.
+    pub second_opinions: Vec<Option<RankingRecord>>,
     pub agreement: Agreement,
+}
+
+impl Labeled {
+    /// Every ranking made: each sample's first ranking, followed by its second opinion if any.
+    /// `rlhf reward` pools the rankings of the same responses into one batch element, so a
+    /// reward model trained on these learns from both labelers at the cost of one.
+    pub fn all_rankings(&self) -> Vec<RankingRecord> {
+        (self.rankings.iter().zip(&self.second_opinions))
+            .flat_map(|(first, second)| std::iter::once(first).chain(second))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Agreement between two labelers who ranked the same prompts, counted over every pair of

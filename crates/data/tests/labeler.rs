@@ -191,6 +191,32 @@ fn overlapping_prompts_measure_the_predicted_agreement() {
     let quarter = panel.rank_samples(as_samples(&pairs), 0.25).unwrap();
     assert_eq!(quarter.agreement.prompts, 750);
     assert_eq!(quarter.rankings, all.rankings);
+    // The second opinions kept are the ones measured: one pair per prompt, so a prompt agrees
+    // exactly when the two rankings are equal.
+    let seconds: Vec<_> = (all.rankings.iter().zip(&all.second_opinions))
+        .map(|(first, second)| (first, second.as_ref().expect("every prompt doubled")))
+        .collect();
+    assert!(
+        seconds
+            .iter()
+            .all(|(f, s)| f.prompt() == s.prompt() && f.responses() == s.responses())
+    );
+    let same = seconds.iter().filter(|(f, s)| f == s).count();
+    assert_eq!(same, a.agreed);
+    let kept = quarter.second_opinions.iter().flatten().count();
+    assert_eq!(kept, 750);
+    let every = quarter.all_rankings();
+    assert_eq!(every.len(), 3000 + 750);
+    // Each second opinion follows its first ranking.
+    let mut at = 0;
+    for (first, second) in quarter.rankings.iter().zip(&quarter.second_opinions) {
+        assert_eq!(&every[at], first);
+        at += 1;
+        if let Some(second) = second {
+            assert_eq!(&every[at], second);
+            at += 1;
+        }
+    }
     let none = panel.rank_samples(as_samples(&pairs), 0.0).unwrap();
     assert_eq!(none.agreement.rate(), None);
 }

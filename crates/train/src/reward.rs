@@ -9,6 +9,8 @@
 //!
 //! Shapes: N sequences in a micro-batch (all responses of its prompts), T longest sequence.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 use rlhf_data::{
@@ -323,10 +325,22 @@ impl TrainStep for RewardStep<'_> {
     }
 }
 
-/// Encodes comparisons; errors name the file, line and field.
+/// Encodes comparisons; errors name the file, line and field. Records of the same prompt with
+/// the same responses in the same order (several labelers' rankings of one sample, as `rlhf
+/// label export` and `rlhf label --oracle --keep-overlap` write them) are pooled into one
+/// item holding every labeler's pairs: one forward pass learns from all of them, a pair two
+/// labelers ordered oppositely pulls both ways, and the held-out split cannot separate them.
 pub fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison>> {
+    Ok(encode_pooled(pre, data)?.0)
+}
+
+/// [`encode_all`], and how many records were pooled into an earlier one.
+pub fn encode_pooled(pre: &Pretrained, data: &Path) -> Result<(Vec<EncodedComparison>, usize)> {
     let budget = crate::data::text_budget(pre);
-    let records: Vec<(usize, Comparison)> = read_jsonl_within(data, budget.as_ref())?;
+    let read: Vec<(usize, Comparison)> = read_jsonl_within(data, budget.as_ref())?;
+    let n_read = read.len();
+    let records = pool_rankings(read);
+    let pooled = n_read - records.len();
     let max = pre.model.cfg.max_positions as usize;
     let oracle = SimulatedLabeler::noise_free();
     let mut out = Vec::with_capacity(records.len());
@@ -369,7 +383,26 @@ pub fn encode_all(pre: &Pretrained, data: &Path) -> Result<Vec<EncodedComparison
             oracle_pairs,
         });
     }
-    Ok(out)
+    Ok((out, pooled))
+}
+
+/// Merges records of the same prompt and responses into the first one's (its line names the
+/// pooled item in errors), concatenating their pairs; the order of first appearance is kept.
+fn pool_rankings(records: Vec<(usize, Comparison)>) -> Vec<(usize, Comparison)> {
+    let mut first: HashMap<(String, Vec<String>), usize> = HashMap::new();
+    let mut out: Vec<(usize, Comparison)> = Vec::with_capacity(records.len());
+    for (line, c) in records {
+        match first.entry((c.prompt.clone(), c.responses.clone())) {
+            Entry::Occupied(at) => {
+                out[*at.get()].1.pairs.extend(c.pairs);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(out.len());
+                out.push((line, c));
+            }
+        }
+    }
+    out
 }
 
 /// `reward.json` in a reward-model dir: how its rewards were centred, and their spread on the
@@ -403,6 +436,9 @@ impl RewardStats {
 pub struct RewardSummary {
     pub train_prompts: usize,
     pub eval_prompts: usize,
+    /// Records pooled into an earlier record of the same prompt and responses (another
+    /// labeler's ranking of the same sample).
+    pub pooled: usize,
     pub eval_accuracy_start: Accuracy,
     pub eval_accuracy_end: Accuracy,
     /// Training examples per epoch: prompts (grouped) or pairs (shuffled).
@@ -486,7 +522,7 @@ pub fn reward(
         model: gpt,
         tokenizer,
     };
-    let mut items = encode_all(&pre, data)?;
+    let (mut items, pooled) = encode_pooled(&pre, data)?;
     items.retain(|c| !c.pairs.is_empty());
     let n_eval = ((items.len() as f64) * cfg.eval_fraction).ceil() as usize;
     let batch = cfg.trainer.batch_size;
@@ -547,6 +583,7 @@ pub fn reward(
     })?;
     Ok(RewardSummary {
         train_prompts,
+        pooled,
         train_examples: source.items.len(),
         eval_prompts,
         eval_accuracy_start,

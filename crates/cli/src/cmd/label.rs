@@ -47,6 +47,11 @@ pub struct Args {
     /// .agreement.json); the rankings keep the first labeler's order. Needs 2+ labelers.
     #[arg(long, default_value_t = 0.25)]
     overlap: f64,
+    /// With --oracle: also write the second labeler's ranking of each doubled prompt to OUT,
+    /// on the line after the first's. `rlhf reward` pools the rankings of the same responses
+    /// into one batch element, so its reward model learns from both at the cost of one.
+    #[arg(long, requires = "oracle")]
+    keep_overlap: bool,
     /// Noise temperature τ in oracle-score units; 0 ranks by the oracle exactly [default: the
     /// calibrated 0.097, which gives 73% agreement on a demo SFT model's samples].
     #[arg(long, conflicts_with = "calibrate")]
@@ -343,7 +348,10 @@ fn oracle_rank(
                 .with_context(|| format!("cannot write {}", file.display()))?;
         }
     }
-    Ok(labeled.rankings)
+    Ok(match args.keep_overlap {
+        true => labeled.all_rankings(),
+        false => labeled.rankings,
+    })
 }
 
 fn judge_rank(

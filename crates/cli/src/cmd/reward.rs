@@ -10,8 +10,10 @@ use crate::common::{ConfigArgs, LoraArgs};
 /// Train a reward model from an SFT checkpoint: its LM head is replaced by a scalar head (init
 /// N(0, 1/(d+1))), the reward is read at the final (EOS) token, and each prompt's K ranked
 /// responses form one batch element with loss -1/C(K,2) Σ log σ(r_w − r_l) over its untied pairs.
-/// Also accepts {"prompt","chosen","rejected"} pairs. 1 epoch by default; held-out pairwise
-/// accuracy is reported; afterwards the head's bias centres the training responses at 0.
+/// Also accepts {"prompt","chosen","rejected"} pairs. Several rankings of the same prompt and
+/// responses (in the same order), e.g. two labelers', are pooled into one batch element with
+/// all their pairs. 1 epoch by default; held-out pairwise accuracy is reported; afterwards the
+/// head's bias centres the training responses at 0.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// SFT checkpoint to start from.
@@ -57,6 +59,13 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
         ),
         _ => String::new(),
     };
+    if s.pooled > 0 {
+        eprintln!(
+            "{} records repeat an earlier record's prompt and responses (another labeler's \
+             ranking of the same sample): their pairs were pooled into it",
+            s.pooled
+        );
+    }
     eprintln!(
         "reward model: {} train / {} held-out prompts ({} examples, {:?} pairing), {} steps in \
          {:.1} s; held-out pairwise accuracy vs the labels {:.1}% -> {:.1}% ({} pairs){oracle}; \
@@ -80,7 +89,8 @@ pub fn run(args: Args, device: tch::Device) -> Result<()> {
     };
     let summary = serde_json::json!({
         "train_prompts": s.train_prompts, "eval_prompts": s.eval_prompts,
-        "train_examples": s.train_examples, "pairing": cfg.pairing, "epochs": cfg.epochs,
+        "train_examples": s.train_examples, "pooled_records": s.pooled,
+        "pairing": cfg.pairing, "epochs": cfg.epochs,
         "steps": s.steps, "elapsed_s": s.elapsed_s,
         "eval_accuracy_start": acc(&s.eval_accuracy_start),
         "eval_accuracy_end": acc(&s.eval_accuracy_end),
