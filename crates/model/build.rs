@@ -1,5 +1,5 @@
 // rlhf-model's build script: the shared rpath set-up, plus the C++ shim (`csrc/`) for what tch does
-// not bind (CPU autocast, c10d's process groups), compiled against the same libtorch headers as torch-sys's own shim.
+// not bind (CPU autocast, c10d's process groups, the fused AdamW kernel), compiled against the same libtorch headers as torch-sys's own shim.
 
 #[path = "../../build/libtorch_rpath.rs"]
 mod rpath;
@@ -8,6 +8,7 @@ fn main() {
     rpath::emit_rpath();
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -30,5 +31,6 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/autocast.cpp")
         .file("csrc/dist.cpp")
+        .file("csrc/optim.cpp")
         .compile("rlhf_torch_ext");
 }

@@ -11,6 +11,7 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod footprint;
+pub mod fused;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;

@@ -9,6 +9,8 @@
 //!                  [--precision fp32|bf16]   (fp32; bf16 = bf16 products, fp32 master weights)
 //!                  [--vocab V] [--hidden H] [--layers L] [--heads A] [--kv-heads K]
 //!                  [--intermediate I]        (the micro Llama by default)
+//!                  [--adamw fused|ops]       (fused: libtorch's fused AdamW kernel, the default;
+//!                                            ops: the op-by-op update)
 
 mod common;
 
@@ -60,6 +62,12 @@ fn main() -> anyhow::Result<()> {
         missing_eos_penalty: 0.0,
     };
     let mut opt = ppo::optimizer(&policy, &value, &pcfg)?;
+    let adamw: String = arg(&a, "--adamw", "fused".to_string());
+    anyhow::ensure!(
+        matches!(adamw.as_str(), "fused" | "ops"),
+        "--adamw: expected fused or ops, got {adamw}"
+    );
+    opt.set_fused(adamw == "fused");
     let (mut total, mut roll, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     for it in 0..warmup + iters {
         let prompts: Vec<Vec<i64>> = (0..batch)
@@ -93,7 +101,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "rlhf", "threads": threads, "precision": precision.to_string(), "sec_per_iter_median": median(&total),
+            "impl": "rlhf", "threads": threads, "precision": precision.to_string(), "adamw": adamw, "sec_per_iter_median": median(&total),
             "iters": total, "rollout_s_median": median(&roll), "update_s_median": median(&upd),
             "config": {"hidden": cfg.hidden_size, "layers": cfg.num_layers, "batch": batch, "prompt_len": prompt_len, "response_len": response_len,
                        "ppo_epochs": pcfg.ppo_epochs, "minibatches": pcfg.minibatches},

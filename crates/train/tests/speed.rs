@@ -1,5 +1,5 @@
 //! Timing, not correctness (ignored by default): the optimizer step on a ~1M-parameter model,
-//! ours (flat buffer) vs libtorch's C++ `torch::optim::AdamW` (per-parameter, via tch's
+//! ours (flat buffer; fused kernel and op by op) vs libtorch's C++ `torch::optim::AdamW` (per-parameter, via tch's
 //! `nn::AdamW`), and a whole training step. Run with
 //! `cargo test --release -p rlhf-train --test speed -- --ignored --nocapture`.
 
@@ -54,11 +54,15 @@ fn optimizer_step_time() {
         fake_grads(&gpt);
         let params = gpt.vs.variables().into_iter().collect();
         let mut ours = AdamW::new(params, AdamWConfig::default()).expect("adamw");
-        let ours_ms = median_ms(|| {
-            let mut g = ours.gradients(1.0).expect("grads");
-            let _ = clip_grad_norm(&mut g, 1.0).expect("clip");
-            ours.step(&g, 1e-3).expect("step");
-        });
+        let mut ours_ms = [0.0; 2];
+        for (i, fused) in [true, false].into_iter().enumerate() {
+            ours.set_fused(fused);
+            ours_ms[i] = median_ms(|| {
+                let mut g = ours.gradients(1.0).expect("grads");
+                let _ = clip_grad_norm(&mut g, 1.0).expect("clip");
+                ours.step(&g, 1e-3).expect("step");
+            });
+        }
 
         let gpt2 = model(big);
         fake_grads(&gpt2);
@@ -71,8 +75,10 @@ fn optimizer_step_time() {
         });
         println!(
             "{n} parameters in {count} tensors, {} threads: ours (gather + clip + AdamW) \
-             {ours_ms:.3} ms, tch nn::AdamW (clip + step) {theirs_ms:.3} ms",
-            tch::get_num_threads()
+             {:.3} ms fused, {:.3} ms op by op; tch nn::AdamW (clip + step) {theirs_ms:.3} ms",
+            tch::get_num_threads(),
+            ours_ms[0],
+            ours_ms[1]
         );
     }
 }

@@ -1,0 +1,45 @@
+// PyTorch's fused AdamW kernel (`torch._fused_adamw_`, the `fused=True` path of torch.optim.AdamW),
+// which tch does not bind: one pass over parameter, gradient and both moments instead of the ~10
+// whole-buffer kernels the op-by-op update costs. Nothing throws across the C boundary.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <c10/util/Exception.h>
+
+#include <cstring>
+#include <string>
+
+namespace {
+
+void set_err(char* err, size_t len, const std::string& msg) {
+  if (err == nullptr || len == 0) return;
+  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
+  std::memcpy(err, msg.data(), n);
+  err[n] = 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// One AdamW step on `param` in place (decoupled weight decay, bias-corrected moments), with
+// `step` a one-element float tensor holding the step number the bias corrections use. Returns 0,
+// or -1 with libtorch's message (without its backtrace) in `err`.
+int rlhf_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg, at::Tensor* exp_avg_sq,
+                     at::Tensor* step, double lr, double beta1, double beta2, double weight_decay,
+                     double eps, char* err, size_t err_len) {
+  try {
+    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1, beta2,
+                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    return 0;
+  } catch (const c10::Error& e) {
+    set_err(err, err_len, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    set_err(err, err_len, e.what());
+  } catch (...) {
+    set_err(err, err_len, "unknown C++ exception");
+  }
+  return -1;
+}
+
+}  // extern "C"
