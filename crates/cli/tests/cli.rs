@@ -679,34 +679,24 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     std::fs::write(&samples, line + "\n").unwrap();
     let out = dir.path().join("rankings.jsonl");
     let (s, o) = (samples.to_str().unwrap(), out.to_str().unwrap());
-    let r = rlhf(&[
-        "label",
-        "--oracle",
-        "--samples",
-        s,
-        "--out",
-        o,
-        "--tau",
-        "0",
-    ]);
+    // `label --oracle` on these samples into `out`, with `extra` flags.
+    let label = |extra: &[&str]| {
+        rlhf(
+            &[
+                &["label", "--oracle", "--samples", s, "--out", o][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let r = label(&["--tau", "0"]);
     assert!(r.status.success(), "{}", stderr(&r));
     let v: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
     assert_eq!(v["ranking"], json!([1, [0, 2]]), "{v}");
     // With --overlap 1 the one prompt is ranked twice; noise-free labelers agree on both pairs
     // of different responses (the identical pair is not counted) and mark none tied.
-    let r = rlhf(&[
-        "label",
-        "--oracle",
-        "--samples",
-        s,
-        "--out",
-        o,
-        "--tau",
-        "0",
-        "--overlap",
-        "1",
-    ]);
+    let r = label(&["--tau", "0", "--overlap", "1"]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(
         stderr(&r).contains("two labelers agree on 100.0% of 2 pairs"),
@@ -724,19 +714,7 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
     // --keep-overlap writes the second labeler's ranking too, right after the first.
     let keep = |overlap: &str| {
-        let r = rlhf(&[
-            "label",
-            "--oracle",
-            "--samples",
-            s,
-            "--out",
-            o,
-            "--tau",
-            "0",
-            "--overlap",
-            overlap,
-            "--keep-overlap",
-        ]);
+        let r = label(&["--tau", "0", "--overlap", overlap, "--keep-overlap"]);
         assert!(r.status.success(), "{}", stderr(&r));
         let text = std::fs::read_to_string(&out).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -752,16 +730,7 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     let r = rlhf(&["label", "--samples", s, "--out", o, "--keep-overlap"]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
     assert!(stderr(&r).contains("--oracle"), "{}", stderr(&r));
-    let r = rlhf(&[
-        "label",
-        "--oracle",
-        "--samples",
-        s,
-        "--out",
-        o,
-        "--overlap",
-        "2",
-    ]);
+    let r = label(&["--overlap", "2"]);
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("--overlap"), "{}", stderr(&r));
 
@@ -782,17 +751,7 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stderr(&r).contains("calibrated tau = "), "{}", stderr(&r));
     assert!(nested.exists() && dir.path().join("new/dir/rankings.agreement.json").exists());
-    let r = rlhf(&[
-        "label",
-        "--oracle",
-        "--samples",
-        s,
-        "--out",
-        o,
-        "--calibrate",
-        "--tau",
-        "1",
-    ]);
+    let r = label(&["--calibrate", "--tau", "1"]);
     assert_eq!(r.status.code(), Some(2), "--calibrate and --tau conflict");
 
     std::fs::write(
@@ -800,7 +759,7 @@ fn label_oracle_ranks_correct_first_and_ties_identical_responses() {
         json!({ "prompt": "Tell me a joke.", "responses": ["a", "b"] }).to_string(),
     )
     .unwrap();
-    let r = rlhf(&["label", "--oracle", "--samples", s, "--out", o]);
+    let r = label(&[]);
     assert_eq!(r.status.code(), Some(1));
     assert!(
         stderr(&r).contains("samples.jsonl: record 1"),
