@@ -242,7 +242,8 @@ pub fn is_writer() -> bool {
     rank() == 0
 }
 
-fn message(err: &[c_char]) -> String {
+/// The C shim's NUL-terminated error text.
+pub(crate) fn message(err: &[c_char]) -> String {
     let bytes: Vec<u8> = err
         .iter()
         .take_while(|c| **c != 0)

@@ -67,12 +67,9 @@ pub fn adamw_(
         )
     };
     if rc != 0 {
-        let bytes: Vec<u8> = (err.iter().take_while(|c| **c != 0))
-            .map(|c| *c as u8)
-            .collect();
         return Err(ModelError::Invalid(format!(
             "fused AdamW: {}",
-            String::from_utf8_lossy(&bytes).trim()
+            crate::dist::message(&err)
         )));
     }
     Ok(())
