@@ -1,6 +1,9 @@
 //! The `rlhf` binary: argument parsing and dispatch only; the work happens in the library crates.
 //! One file per subcommand under `cmd/`; the clap doc comments are the `--help` text.
 
+// jemalloc serves the whole process, libtorch included (rlhf_model::alloc).
+rlhf_model::jemalloc_global_allocator!();
+
 mod cmd;
 mod common;
 

@@ -80,6 +80,24 @@ fn assert_clean_failure(dir: &Path, needles: &[&str]) {
     }
 }
 
+/// The binary carries jemalloc as the process's malloc (`rlhf_model::alloc`) with its built-in
+/// options: asked to print its statistics at exit, it does, with freed pages kept (decay -1).
+#[test]
+fn the_binary_runs_on_jemalloc_with_its_built_in_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .arg("--version")
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run rlhf");
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Begin jemalloc statistics"), "{err}");
+    assert!(
+        err.contains("config.malloc_conf: \"dirty_decay_ms:-1,muzzy_decay_ms:-1\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn generate_prints_text_and_json_reproducibly() {
     let dir = tempfile::tempdir().unwrap();

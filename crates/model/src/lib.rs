@@ -4,6 +4,7 @@
 //! scalars). Tokenizers and GGUF import live in their own crates (no libtorch there).
 //! This file only declares and re-exports.
 
+pub mod alloc;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

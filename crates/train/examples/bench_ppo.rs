@@ -16,6 +16,9 @@ mod common;
 
 use std::time::Instant;
 
+// The allocator the `rlhf` binary runs with (rlhf_model::alloc).
+rlhf_model::jemalloc_global_allocator!();
+
 use common::{arg, median, shaped_config};
 use rlhf_model::{Gpt, Head};
 use rlhf_train::ppo::{self, PpoConfig};

@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+// The allocator the `rlhf` binary runs with (rlhf_model::alloc).
+rlhf_model::jemalloc_global_allocator!();
+
 use rlhf_model::{Gpt, Head};
 use rlhf_train::pretrain::lm_loss;
 use rlhf_train::{RandomTokens, Result, StepOutput, TrainStep, TrainerConfig, run_steps};
