@@ -14,6 +14,11 @@
 # usage: bench/ppo-compare.sh [--threads N] [--rounds N] [--precision fp32|bf16|both] [--shape FLAGS]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -n "${OMP_WAIT_POLICY:-}" ]; then
+  # It reaches both sides' OpenMP, but a sleeping worker costs rlhf's short kernels more: with
+  # PASSIVE a d=576 bf16 PPO iteration took ~30% longer (README, Precision).
+  echo "[bench] warning: OMP_WAIT_POLICY=$OMP_WAIT_POLICY is set and changes these timings; unset it to measure as users run" >&2
+fi
 threads=2 rounds=2 precision=fp32 shape=""
 while [ $# -gt 0 ]; do
   case "$1" in

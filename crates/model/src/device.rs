@@ -71,7 +71,9 @@ pub fn set_threads(threads: Option<usize>) {
 /// 32 MiB (glibc's limit) come from the heap, and up to 256 MiB of free heap is kept (64 MiB
 /// extra per growth). Larger tensors (weights of real models) are still mapped one by one.
 /// Affects only glibc on Linux; idempotent. Left alone when the user tunes malloc through the
-/// environment (`GLIBC_TUNABLES` or a `MALLOC_*_` variable).
+/// environment (`GLIBC_TUNABLES` or a `MALLOC_*_` variable). Binaries that link jemalloc
+/// ([`crate::alloc`]: the `rlhf` CLI, the benchmark helpers) do not use glibc's malloc at all,
+/// and there this has no effect; it still serves builds without it (the test binaries).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
