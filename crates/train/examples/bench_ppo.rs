@@ -16,14 +16,14 @@ mod common;
 
 use std::time::Instant;
 
-// The allocator the `rlhf` binary runs with (rlhf_model::alloc).
-rlhf_model::jemalloc_global_allocator!();
-
 use common::{arg, median, shaped_config};
 use rlhf_model::{Gpt, Head};
 use rlhf_train::ppo::{self, PpoConfig};
 use rlhf_train::rollout::{self, Models, RolloutConfig};
 use tch::Device;
+
+// The allocator the `rlhf` binary runs with (rlhf_model::alloc).
+rlhf_model::jemalloc_global_allocator!();
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();

@@ -187,25 +187,27 @@ impl AdamW {
     pub fn step(&mut self, grad: &Tensor, lr: f64) -> Result<()> {
         self.step += 1;
         let [b1, b2] = self.cfg.betas;
-        let t = self.step as f64;
-        let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
         if self.fused {
+            let h = rlhf_model::fused::AdamWStep {
+                lr,
+                beta1: b1,
+                beta2: b2,
+                weight_decay: self.cfg.weight_decay,
+                eps: self.cfg.eps,
+                step: self.step,
+            };
             // Two calls: the decayed prefix, then the rest without decay.
             let n = self.flat.size()[0];
+            let no_decay = rlhf_model::fused::AdamWStep {
+                weight_decay: 0.0,
+                ..h
+            };
             let spans = [
-                (0, self.n_decay, self.cfg.weight_decay),
-                (self.n_decay, n - self.n_decay, 0.0),
+                (0, self.n_decay, h),
+                (self.n_decay, n - self.n_decay, no_decay),
             ];
-            for (start, len, weight_decay) in spans.into_iter().filter(|s| s.1 > 0) {
+            for (start, len, h) in spans.into_iter().filter(|s| s.1 > 0) {
                 let part = |t: &Tensor| t.f_narrow(0, start, len);
-                let h = rlhf_model::fused::AdamWStep {
-                    lr,
-                    beta1: b1,
-                    beta2: b2,
-                    weight_decay,
-                    eps: self.cfg.eps,
-                    step: self.step,
-                };
                 tch::no_grad(|| {
                     rlhf_model::fused::adamw_(
                         &part(&self.flat)?,
@@ -219,6 +221,8 @@ impl AdamW {
             }
             return Ok(());
         }
+        let t = self.step as f64;
+        let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
         tch::no_grad(|| -> Result<()> {
             if self.cfg.weight_decay > 0.0 && self.n_decay > 0 {
                 let mut decayed = self.flat.f_narrow(0, 0, self.n_decay)?;
