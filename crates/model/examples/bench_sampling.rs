@@ -9,6 +9,10 @@ use std::time::Instant;
 use rlhf_model::sample::{GenerateConfig, Sampling, generate};
 use rlhf_model::{Gpt, Head};
 
+// As in the `rlhf` binary (bench/run-sampling.sh builds with the feature).
+#[cfg(feature = "jemalloc")]
+rlhf_model::jemalloc_global_allocator!();
+
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
