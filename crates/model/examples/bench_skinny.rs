@@ -1,8 +1,16 @@
-//! Micro-benchmark of the decode product `x Wᵀ` (rlhf_model::skinny) at SmolLM2-135M's shapes,
-//! 16 rows: fp32 weights, bf16 copies, and libtorch's matmul on fp32 and bf16 tensors. Prints
-//! GFLOP/s and GB/s of weights streamed per product.
+//! Micro-benchmarks of CPU decoding (rlhf_model::skinny) at SmolLM2-135M's shapes.
 //!
-//! usage: bench_skinny [ROWS] [THREADS]   (RLHF_DECODE_KERNEL=avx2 picks the AVX2 bf16 path)
+//!     bench_skinny [ROWS] [THREADS]
+//!         the decode product `x Wᵀ` for ROWS (16) rows: fp32 weights, bf16 copies, and libtorch's
+//!         matmul on fp32 and bf16 tensors; GFLOP/s and GB/s of weights read. The weights are
+//!         many distinct matrices streamed from memory, as decoding's 30 layers are (CACHED=1:
+//!         one matrix, reused from the caches: the kernels' compute rate).
+//!         RLHF_DECODE_KERNEL=avx2 reads the bf16 copies with the AVX2 kernel.
+//!     STEP=MODEL_DIR [STEPS=40] [THREADS=2] [RLHF_PRECISION=fp32|bf16] bench_skinny
+//!         one checkpoint's costs: the decode copies, a 16 × 16-token prefill, one decoding step
+//!         of 16 rows, and sampling the next token from the logits.
+//!     MIRRORS=1 bench_skinny    making SmolLM2-sized decode copies, against plain casts.
+//!     OPS=1 bench_skinny        the fixed cost of small libtorch ops and of small products.
 use std::time::Instant;
 
 use rlhf_model::skinny::{self, DecodeMirrors};
@@ -22,6 +30,18 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    if let Ok(dir) = std::env::var("STEP") {
+        step_cost(&dir);
+        return;
+    }
+    if std::env::var("MIRRORS").is_ok() {
+        mirror_cost();
+        return;
+    }
+    if std::env::var("OPS").is_ok() {
+        op_overhead();
+        return;
+    }
     let a: Vec<String> = std::env::args().collect();
     let m: i64 = a.get(1).map_or(16, |s| s.parse().unwrap());
     tch::set_num_threads(a.get(2).map_or(2, |s| s.parse().unwrap()));
@@ -83,4 +103,163 @@ fn main() {
             g(tt16)
         );
     }
+}
+
+#[allow(dead_code)]
+fn op_overhead() {
+    let _g = tch::no_grad_guard();
+    let opts = (Kind::Float, Device::Cpu);
+    let a = Tensor::randn([16, 1, 576], opts);
+    let b = Tensor::randn([16, 1, 576], opts);
+    let q = Tensor::randn([16, 9, 1, 64], opts);
+    let cos = Tensor::randn([16, 1, 1, 64], opts);
+    let sin = Tensor::randn([16, 1, 1, 64], opts);
+    let n = 20000;
+    let t = time(n, || {
+        let _ = &a * &b;
+    });
+    println!("mul 16x576: {:.2} us", t * 1e6);
+    let t = time(n, || {
+        let _ = a.view([16, 9, 64]).transpose(0, 1);
+    });
+    println!("view+transpose: {:.2} us", t * 1e6);
+    let t = time(n, || {
+        let _ = rlhf_model::layers::Rope::apply(&q, &cos, &sin);
+    });
+    println!("Rope::apply: {:.2} us", t * 1e6);
+    let w = Tensor::randn([576, 576], opts);
+    let t = time(n, || {
+        let _ = a.rms_norm([576], Some(&b.view([576 * 16]).narrow(0, 0, 576)), 1e-5);
+    });
+    println!("rms_norm: {:.2} us", t * 1e6);
+    let t = time(n / 10, || {
+        let _ = skinny::linear(&a, &w, None);
+    });
+    println!("skinny 16x576x576 fp32: {:.2} us", t * 1e6);
+    let wt = Tensor::randn([64, 576], opts);
+    let t = time(n, || {
+        let _ = skinny::linear(&a, &wt, None);
+    });
+    println!("skinny 16x576x64 fp32: {:.2} us", t * 1e6);
+}
+
+#[allow(dead_code)]
+fn mirror_cost() {
+    let _g = tch::no_grad_guard();
+    // SmolLM2-135M's matrices: 30 layers of 7, and the tied embedding.
+    let mut ws = Vec::new();
+    for _ in 0..30 {
+        for (n, k) in [
+            (576, 576),
+            (192, 576),
+            (192, 576),
+            (576, 576),
+            (1536, 576),
+            (1536, 576),
+            (576, 1536),
+        ] {
+            ws.push(Tensor::randn([n, k], (Kind::Float, Device::Cpu)));
+        }
+    }
+    ws.push(Tensor::randn([49152, 576], (Kind::Float, Device::Cpu)));
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let m = DecodeMirrors::new(ws.iter().map(|w| w.shallow_clone()));
+        let made = t0.elapsed().as_secs_f64();
+        drop(m);
+        let t0 = Instant::now();
+        let c: Vec<Tensor> = ws.iter().map(|w| w.to_kind(Kind::BFloat16)).collect();
+        let cast = t0.elapsed().as_secs_f64();
+        drop(c);
+        println!(
+            "DecodeMirrors::new {:.1} ms; plain casts {:.1} ms",
+            made * 1e3,
+            cast * 1e3
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn step_cost(dir: &str) {
+    use rlhf_model::{Batch, Gpt, Head};
+    let _g = tch::no_grad_guard();
+    if let Ok(t) = std::env::var("THREADS") {
+        tch::set_num_threads(t.parse().unwrap());
+    }
+    if let Ok(p) = std::env::var("RLHF_PRECISION") {
+        let p: rlhf_model::Precision = p.parse().unwrap();
+        rlhf_model::precision::set_default(p, Device::Cpu);
+    }
+    let model = Gpt::load(std::path::Path::new(dir), Head::Lm, Device::Cpu).unwrap();
+    let t0 = Instant::now();
+    let _m = model.decode_mirrors();
+    let mirrors = t0.elapsed().as_secs_f64();
+    let b = 16;
+    let steps: usize = std::env::var("STEPS").map_or(40, |s| s.parse().unwrap());
+    let mut cache = model.new_cache(b, 16 + steps as i64 + 1);
+    let ids =
+        Tensor::from_slice(&(0..b * 16).map(|i| i % 1000).collect::<Vec<i64>>()).view([b, 16]);
+    let mask = ids.ones_like().to_kind(Kind::Bool);
+    {
+        // Warm-up prefill on a cache of its own.
+        let mut c = model.new_cache(b, 17);
+        let _ = model
+            .forward_hidden(
+                Batch {
+                    input_ids: &ids,
+                    attention_mask: Some(&mask),
+                },
+                Some(&mut c),
+            )
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    let _ = model
+        .forward_hidden(
+            Batch {
+                input_ids: &ids,
+                attention_mask: Some(&mask),
+            },
+            Some(&mut cache),
+        )
+        .unwrap();
+    let prefill = t0.elapsed().as_secs_f64();
+    println!(
+        "mirrors {:.1} ms, prefill 16 x 16 tokens {:.1} ms",
+        mirrors * 1e3,
+        prefill * 1e3
+    );
+    let tok = Tensor::from_slice(&vec![5i64; b as usize]).view([b, 1]);
+    let t0 = Instant::now();
+    let mut logits = None;
+    for _ in 0..steps {
+        logits = Some(
+            model
+                .forward(
+                    Batch {
+                        input_ids: &tok,
+                        attention_mask: None,
+                    },
+                    Some(&mut cache),
+                )
+                .unwrap()
+                .select(1, 0),
+        );
+    }
+    let fwd = t0.elapsed().as_secs_f64() / steps as f64;
+    let logits = logits.unwrap();
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let max = logits.amax([-1].as_slice(), true);
+        let w = (&logits - &max).exp();
+        let _lt = &max + w.sum_dim_intlist([-1].as_slice(), true, Kind::Float).log();
+        let u = Tensor::rand([b], (Kind::Double, Device::Cpu));
+        let _ = rlhf_model::sample::inverse_cdf(&w, &u);
+    }
+    let pick = t0.elapsed().as_secs_f64() / steps as f64;
+    println!(
+        "forward one token x16: {:.1} ms; sampling the token: {:.2} ms",
+        fwd * 1e3,
+        pick * 1e3
+    );
 }

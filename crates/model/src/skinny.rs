@@ -40,11 +40,10 @@ pub const MAX_ROWS: i64 = 64;
 const MB: usize = 4;
 const NB: usize = 3;
 
-/// The same for the AVX-512 path over packed bf16 copies: rows of x × groups of 32 output
-/// columns, 4 × 2 × 2 accumulators of 16 f32 lanes, 4 widened weight vectors and one broadcast
-/// x value: 21 of the 32 zmm registers.
-const MG: usize = 8;
-const NG: usize = 1;
+/// The most rows of x the AVX-512 path over packed bf16 copies holds at once: 16 accumulators
+/// of 16 output columns, 2 widened weight vectors and the broadcast x values, so that each line
+/// of weights streams in once for a whole decoding batch.
+const MG: usize = 16;
 
 /// How many register blocks of weight rows ahead the first row block prefetches (AVX2 path).
 const PREFETCH: usize = 2;
@@ -123,10 +122,10 @@ struct Mirror {
     n: i64,
     k: i64,
     /// `false`: (n, k) row-major, for the AVX2 path. `true`: packed for the AVX-512 path as
-    /// (⌈n/32⌉, k, 16, 2): for each group of 32 output columns and each k, one 64-byte line whose
-    /// 32-bit lane i holds column i's weight in its low half and column 16 + i's in its high
-    /// half (n padded with zero columns to whole groups). One shift and one mask turn a line
-    /// into the two groups' exact f32 values.
+    /// (⌈n/16⌉, ⌈k/2⌉, 16, 2): for each group of 16 output columns and each pair of k values, one
+    /// 64-byte line whose 32-bit lane i holds column i's weight at the even k in its low half and
+    /// at the odd k in its high half (n and k padded with zeros to whole groups and pairs). One
+    /// shift and one mask turn a line into two vectors of exact f32 weights.
     packed: bool,
     t: Tensor,
 }
@@ -134,23 +133,10 @@ struct Mirror {
 impl Mirror {
     fn of(w: &Tensor, packed: bool) -> Self {
         let (n, k) = (w.size()[0], w.size()[1]);
-        let rows = w.detach().to_kind(Kind::BFloat16);
         let t = if packed {
-            let n32 = (n + 31) / 32 * 32;
-            let padded = if n32 == n {
-                rows
-            } else {
-                let z = Tensor::zeros([n32, k], (Kind::BFloat16, Device::Cpu));
-                z.narrow(0, 0, n).copy_(&rows);
-                z
-            };
-            // (G, half, lane, k) → (G, k, lane, half): little-endian, half 0 is the low 16 bits.
-            padded
-                .view([n32 / 32, 2, 16, k])
-                .permute([0, 3, 2, 1])
-                .contiguous()
+            pack(w)
         } else {
-            rows.contiguous()
+            w.detach().to_kind(Kind::BFloat16).contiguous()
         };
         Self { n, k, packed, t }
     }
@@ -161,6 +147,65 @@ impl Mirror {
             ..*self
         }
     }
+}
+
+/// `w` (n, k), a contiguous f32 CPU matrix, as a packed bf16 copy (see [`Mirror::packed`]),
+/// rounded to nearest even as libtorch rounds. Written here in one pass over W, split over the
+/// threads by column group: libtorch's cast and permuted copy took ~3× as long.
+fn pack(w: &Tensor) -> Tensor {
+    let (n, k) = (w.size()[0] as usize, w.size()[1] as usize);
+    let (groups, pairs) = (n.div_ceil(16), k.div_ceil(2));
+    let out = Tensor::empty(
+        [groups as i64, pairs as i64, 16, 2],
+        (Kind::BFloat16, Device::Cpu),
+    );
+    // Addresses as integers, so the closure is Sync; both tensors outlive `parallel`.
+    let (src, dst) = (w.data_ptr() as usize, out.data_ptr() as usize);
+    parallel(groups, &|lo, hi| {
+        // One group's 16 rows in bf16, a row of `pairs` u32 each (even k in the low half).
+        let mut rows = vec![0u32; 16 * pairs];
+        for g in lo..hi {
+            for (i, row) in rows.chunks_exact_mut(pairs).enumerate() {
+                let r = g * 16 + i;
+                if r >= n {
+                    row.fill(0);
+                    continue;
+                }
+                // SAFETY: row r < n of a contiguous n × k f32 buffer.
+                let x = unsafe { std::slice::from_raw_parts((src as *const f32).add(r * k), k) };
+                // The row's u32s as 2·pairs u16 (little-endian: even k in the low half); a
+                // straight loop, which the compiler vectorises.
+                // SAFETY: u32 storage is aligned for u16 and twice as many of them fit.
+                let halves = unsafe {
+                    std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut u16, 2 * pairs)
+                };
+                for (d, v) in halves.iter_mut().zip(x) {
+                    *d = bf16_bits(*v);
+                }
+                if k % 2 == 1 {
+                    halves[k] = 0;
+                }
+            }
+            // SAFETY: group g's `pairs` × 16 lanes of the output, written by this task only.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut((dst as *mut u32).add(g * pairs * 16), pairs * 16)
+            };
+            for (p, line) in out.chunks_exact_mut(16).enumerate() {
+                for (i, lane) in line.iter_mut().enumerate() {
+                    *lane = rows[i * pairs + p];
+                }
+            }
+        }
+    });
+    out
+}
+
+/// `v` in bf16, rounded to nearest even (ties to even) as libtorch rounds; NaN becomes 0x7FC0.
+#[inline(always)]
+fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() { 0x7FC0 } else { rounded }
 }
 
 /// bf16 copies of weight matrices that [`linear`] reads instead of the fp32 ones, on this thread,
@@ -296,10 +341,10 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
             }
         }
     };
-    // Tasks: whole register blocks of columns (packed: of 32-column groups), each task writing
+    // Tasks: whole register blocks of columns (packed: 16-column groups), each task writing
     // its own columns.
     let tasks = if packed {
-        job.n.div_ceil(32 * NG)
+        job.n.div_ceil(16)
     } else {
         job.n.div_ceil(NB)
     };
@@ -651,100 +696,94 @@ impl Job {
         }
     }
 
-    /// Column groups `lo·NG..hi·NG` (32 columns each, up to n) of every row, from the packed
-    /// bf16 copy.
+    /// Column groups `lo..hi` (16 columns each, up to n) of every row, from the packed bf16
+    /// copy.
     ///
     /// # Safety
     /// As [`Self::columns`], plus: `w16` is a packed copy ([`Mirror`]) of W and the CPU supports
     /// AVX512F.
     unsafe fn groups(&self, lo: usize, hi: usize) {
         macro_rules! go {
-            ($mb:expr, $gb:expr, $r:expr, $g:expr, $pf:expr; $($m:literal, $n:literal);*) => {
-                match ($mb, $gb) {
-                    $(($m, $n) => unsafe { self.block_pk::<$m, $n>($r, $g, $pf) },)*
-                    _ => unreachable!("block of {} x {}", $mb, $gb),
+            ($mb:expr, $r:expr, $g:expr, $pf:expr; $($m:literal)*) => {
+                match $mb {
+                    $($m => unsafe { self.block_pk::<$m>($r, $g, $pf) },)*
+                    _ => unreachable!("block of {} rows", $mb),
                 }
             };
         }
-        let groups = self.n.div_ceil(32);
-        let (lo, hi) = (lo * NG, (hi * NG).min(groups));
-        let mut g = lo;
-        while g < hi {
-            let gb = (hi - g).min(NG);
+        for g in lo..hi {
             let mut r = 0;
             while r < self.m {
                 let mb = (self.m - r).min(MG);
-                go!(mb, gb, r, g, r == 0; 8, 1; 7, 1; 6, 1; 5, 1; 4, 1; 3, 1; 2, 1; 1, 1);
+                go!(mb, r, g, r == 0; 16 15 14 13 12 11 10 9 8 7 6 5 4 3 2 1);
                 r += MG;
             }
-            g += NG;
         }
     }
 
-    /// `y[r..r+R]` at the columns of groups `g..g+C`: for each k, a group's 64-byte line becomes
-    /// two vectors of 16 exact f32 weights (a shift and a mask), each multiplied by x's value
-    /// (broadcast) into accumulators whose lanes are output columns, so no horizontal sum is
-    /// needed. The first row block (`pf`) prefetches each group's stream ahead.
+    /// `y[r..r+R]` at the 16 columns of group `g`: for each pair of k values, the group's 64-byte
+    /// line becomes two vectors of exact f32 weights (a shift and a mask), each multiplied by
+    /// the row's x value at that k (broadcast) into one accumulator per row whose lanes are the
+    /// output columns, so no horizontal sum is needed. The first row block (`pf`) prefetches the
+    /// group's stream ahead.
     ///
     /// # Safety
-    /// As [`Self::groups`], with `r + R <= m` and `g + C <= ⌈n/32⌉`.
+    /// As [`Self::groups`], with `r + R <= m` and `g < ⌈n/16⌉`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block_pk<const R: usize, const C: usize>(&self, r: usize, g: usize, pf: bool) {
+    unsafe fn block_pk<const R: usize>(&self, r: usize, g: usize, pf: bool) {
         use std::arch::x86_64::*;
         let k = self.k;
-        // One group: k lines of 32 bf16.
-        let stride = k * 32;
-        let w = unsafe { self.w16.expect("packed weights").add(g * stride) };
+        let (pairs, full) = (k.div_ceil(2), k / 2);
+        // One group: `pairs` lines of 32 bf16.
+        let w = unsafe { self.w16.expect("packed weights").add(g * pairs * 32) };
         let x = unsafe { self.x.add(r * k) };
         let high = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
-        let mut acc = [[[_mm512_setzero_ps(); 2]; C]; R];
-        for t in 0..k {
+        let widen = |line: __m512i| {
+            (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(line)),
+                _mm512_castsi512_ps(_mm512_and_si512(line, high)),
+            )
+        };
+        let mut acc = [_mm512_setzero_ps(); R];
+        for p in 0..full {
             if pf {
-                for c in 0..C {
-                    // Past the end only at the last group's tail: a prefetch never faults.
-                    let ahead = w.wrapping_add(c * stride + (t + PREFETCH_LINES) * 32);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                }
+                // Past the end only at the last group's tail: a prefetch never faults.
+                let ahead = w.wrapping_add((p + PREFETCH_LINES) * 32);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
             }
-            let mut wv = [[_mm512_setzero_ps(); 2]; C];
-            for (c, v) in wv.iter_mut().enumerate() {
-                let line = unsafe { _mm512_loadu_si512(w.add(c * stride + t * 32) as *const _) };
-                v[0] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(line));
-                v[1] = _mm512_castsi512_ps(_mm512_and_si512(line, high));
-            }
+            let (even, odd) = widen(unsafe { _mm512_loadu_si512(w.add(p * 32) as *const _) });
             for (row, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(unsafe { *x.add(row * k + t) });
-                for c in 0..C {
-                    a[c][0] = _mm512_fmadd_ps(xv, wv[c][0], a[c][0]);
-                    a[c][1] = _mm512_fmadd_ps(xv, wv[c][1], a[c][1]);
-                }
+                let xe = _mm512_set1_ps(unsafe { *x.add(row * k + 2 * p) });
+                let xo = _mm512_set1_ps(unsafe { *x.add(row * k + 2 * p + 1) });
+                *a = _mm512_fmadd_ps(xo, odd, _mm512_fmadd_ps(xe, even, *a));
             }
         }
-        for (row, a) in acc.iter().enumerate() {
-            for (c, halves) in a.iter().enumerate() {
-                for (h, v) in halves.iter().enumerate() {
-                    let col = (g + c) * 32 + h * 16;
-                    let valid = self.n.saturating_sub(col).min(16);
-                    if valid == 0 {
-                        continue;
-                    }
-                    let mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
-                    let mut v = *v;
-                    if let Some(b) = self.b {
-                        v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(mask, b.add(col)) });
-                    }
-                    let out = unsafe { self.y.add((r + row) * self.n + col) };
-                    unsafe { _mm512_mask_storeu_ps(out, mask, v) };
-                }
+        if full < pairs {
+            // Odd k: the last value has no partner (its half of the line is zero padding).
+            let (even, _) = widen(unsafe { _mm512_loadu_si512(w.add(full * 32) as *const _) });
+            for (row, a) in acc.iter_mut().enumerate() {
+                let xe = _mm512_set1_ps(unsafe { *x.add(row * k + k - 1) });
+                *a = _mm512_fmadd_ps(xe, even, *a);
             }
+        }
+        let col = g * 16;
+        let valid = (self.n - col).min(16);
+        let mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
+        let bias = match self.b {
+            Some(b) => unsafe { _mm512_maskz_loadu_ps(mask, b.add(col)) },
+            None => _mm512_setzero_ps(),
+        };
+        for (row, a) in acc.iter().enumerate() {
+            let out = unsafe { self.y.add((r + row) * self.n + col) };
+            unsafe { _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(*a, bias)) };
         }
     }
 
     /// # Safety
     /// Never callable: the kernel is enabled only on x86-64.
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn block_pk<const R: usize, const C: usize>(&self, _r: usize, _g: usize, _pf: bool) {
+    unsafe fn block_pk<const R: usize>(&self, _r: usize, _g: usize, _pf: bool) {
         unreachable!("the kernel is enabled only on x86-64")
     }
 
@@ -940,6 +979,63 @@ mod tests {
         let fp32 = linear(&x, &w, Some(&b)).unwrap().to_kind(Kind::Double);
         let err = f64::try_from((fp32 - &exact).abs().max()).unwrap();
         assert!(err < 1e-5 * scale, "after the copies went: {err}");
+    }
+
+    #[test]
+    fn packing_rounds_like_libtorch_and_lays_out_pairs_of_k_per_16_columns() {
+        let _g = tch::no_grad_guard();
+        for (n, k) in [(33, 7), (16, 576), (5, 1), (40, 2)] {
+            tch::manual_seed(n * 100 + k);
+            let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
+            // Ties (1 + 2⁻⁸ lies halfway between two bf16 values; 1 + 3·2⁻⁸ too), infinities, NaN.
+            let specials = [
+                1.0 + 1.0 / 256.0,
+                1.0 + 3.0 / 256.0,
+                f32::INFINITY,
+                f32::NAN,
+            ];
+            for (i, v) in specials.iter().enumerate() {
+                let (r, c) = (i as i64 % n, (i as i64 * 3) % k);
+                let _ = w.get(r).get(c).fill_(f64::from(*v));
+            }
+            // The same layout from libtorch's cast: zero-padded, viewed, permuted.
+            let (n16, k2) = ((n + 15) / 16 * 16, (k + 1) / 2 * 2);
+            let padded = Tensor::zeros([n16, k2], (Kind::BFloat16, Device::Cpu));
+            padded
+                .narrow(0, 0, n)
+                .narrow(1, 0, k)
+                .copy_(&w.to_kind(Kind::BFloat16));
+            let want = padded
+                .view([n16 / 16, 16, k2 / 2, 2])
+                .permute([0, 2, 1, 3])
+                .contiguous();
+            let got = pack(&w);
+            assert_eq!(got.size(), want.size());
+            // Bit for bit, except that any NaN equals any other (libtorch's vectorised cast
+            // writes 0xFFFF, its scalar one and this one 0x7FC0).
+            let bits = |t: &Tensor| {
+                Vec::<i16>::try_from(t.view_dtype(Kind::Int16).flatten(0, -1))
+                    .unwrap()
+                    .into_iter()
+                    .map(|b| {
+                        let b = b as u16;
+                        if b & 0x7F80 == 0x7F80 && b & 0x7F != 0 {
+                            0x7FC0
+                        } else {
+                            b
+                        }
+                    })
+                    .collect::<Vec<u16>>()
+            };
+            let (got, want) = (bits(&got), bits(&want));
+            assert_eq!(got, want, "{n} x {k}");
+            assert!(
+                got.contains(&0x7FC0) && got.contains(&0x7F80),
+                "NaN and inf kept"
+            );
+        }
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80); // tie → even (down)
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82); // tie → even (up)
     }
 
     #[test]
