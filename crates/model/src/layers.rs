@@ -278,6 +278,10 @@ impl Rope {
 
     /// Rotates `x` (B, n, T, hs) with tables from [`Rope::tables`].
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        // Decoding-sized and no graph: one pass on the CPU (the same result to the bit).
+        if let Some(y) = crate::skinny::rope(x, cos, sin) {
+            return y;
+        }
         let half = x.size()[3] / 2;
         let x1 = x.narrow(-1, 0, half);
         let x2 = x.narrow(-1, half, half);
