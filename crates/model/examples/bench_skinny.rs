@@ -200,29 +200,16 @@ fn step_cost(dir: &str) {
     let ids =
         Tensor::from_slice(&(0..b * 16).map(|i| i % 1000).collect::<Vec<i64>>()).view([b, 16]);
     let mask = ids.ones_like().to_kind(Kind::Bool);
-    {
-        // Warm-up prefill on a cache of its own.
-        let mut c = model.new_cache(b, 17);
-        let _ = model
-            .forward_hidden(
-                Batch {
-                    input_ids: &ids,
-                    attention_mask: Some(&mask),
-                },
-                Some(&mut c),
-            )
-            .unwrap();
-    }
+    let prefill = |cache: &mut rlhf_model::KvCache| {
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: Some(&mask),
+        };
+        let _ = model.forward_hidden(batch, Some(cache)).unwrap();
+    };
+    prefill(&mut model.new_cache(b, 17)); // warm-up, on a cache of its own
     let t0 = Instant::now();
-    let _ = model
-        .forward_hidden(
-            Batch {
-                input_ids: &ids,
-                attention_mask: Some(&mask),
-            },
-            Some(&mut cache),
-        )
-        .unwrap();
+    prefill(&mut cache);
     let prefill = t0.elapsed().as_secs_f64();
     println!(
         "mirrors {:.1} ms, prefill 16 x 16 tokens {:.1} ms",
