@@ -12,12 +12,13 @@
 //! rows ahead, and splits the output columns over libtorch's own OpenMP team, so that no second
 //! thread pool competes with OpenMP's waiting workers for the cores.
 //!
-//! bf16 copies on a CPU with AVX-512 are packed so that a 64-byte line holds one k of 32 output
-//! columns: a shift and a mask widen it to two vectors of exact f32 weights, the row's x value is
-//! broadcast, and the accumulators' lanes are output columns, so no horizontal sums are needed.
-//! Measured on a 2-core Xeon with AVX512-BF16 (bench_skinny, SmolLM2's shapes at 16 rows, weights
-//! streamed from memory), this ran at ~160–185 GFLOP/s against ~105–115 for the AVX2 kernel on
-//! the same copies and ~80–90 for fp32. `vdpbf16ps` was slower there: it issues once per two
+//! bf16 copies on a CPU with AVX-512 are packed so that a 64-byte line holds a pair of k values
+//! for 16 output columns: a shift and a mask widen it to two vectors of exact f32 weights, each
+//! row's x values are broadcast, and the accumulators (one per row, up to 16) have output columns
+//! in their lanes, so each line streams in once for the whole batch and no horizontal sums are
+//! needed. Measured on a 2-core Xeon with AVX512-BF16 (bench_skinny, SmolLM2's shapes at 16 rows,
+//! weights streamed from memory), this ran at ~155–205 GFLOP/s against ~90–125 for the AVX2
+//! kernel on the same copies and ~80–100 for fp32. `vdpbf16ps` was slower there: it issues once per two
 //! cycles (100 GFLOP/s a core against 200 for f32 FMAs on zmm), and rounding x to bf16 costs
 //! accuracy besides.
 //!
