@@ -97,6 +97,11 @@ fn cpu_supported() -> bool {
     }
 }
 
+/// Whether `t` is an f32 tensor on the CPU, what the kernels read.
+fn float_cpu(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float
+}
+
 /// Whether autograd would record a graph through any of `inputs` (the kernels record none).
 fn records_graph(inputs: &[&Tensor]) -> bool {
     inputs.iter().any(|t| t.requires_grad()) && grad_enabled()
@@ -368,7 +373,6 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
 /// Why: libtorch's version is 7 ops (16 µs for SmolLM2's queries at 16 rows), twice per layer
 /// per token.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Tensor> {
-    let float_cpu = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
     if !enabled() || !float_cpu(x) || !float_cpu(cos) || !float_cpu(sin) {
         return None;
     }
@@ -416,7 +420,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Tensor> {
 /// over ~50 keys), a tenth of a decoding step over 30 layers. Here each (row, kv head) pair is
 /// one task: the scores of its query heads, a softmax and the weighted sum of values.
 pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, allowed: Option<&Tensor>) -> Option<Tensor> {
-    let float_cpu = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
     if !enabled() || !float_cpu(q) || !float_cpu(k) || !float_cpu(v) {
         return None;
     }
