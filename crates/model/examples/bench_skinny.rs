@@ -5,7 +5,9 @@
 //!         matmul on fp32 and bf16 tensors; GFLOP/s and GB/s of weights read. The weights are
 //!         many distinct matrices streamed from memory, as decoding's 30 layers are (CACHED=1:
 //!         one matrix, reused from the caches: the kernels' compute rate).
-//!         RLHF_DECODE_KERNEL=avx2 reads the bf16 copies with the AVX2 kernel.
+//!         RLHF_DECODE_KERNEL=avx512 reads the bf16 copies with the AVX-512 FMA kernel instead of
+//!         AMX, =avx2 with the AVX2 one. Past 64 rows (e.g. 256: a prefill) only AMX copies are
+//!         read by rlhf's kernel; fp32 is libtorch's product there.
 //!     STEP=MODEL_DIR [STEPS=40] [THREADS=2] [RLHF_PRECISION=fp32|bf16] bench_skinny
 //!         one checkpoint's costs: the decode copies, a 16 × 16-token prefill, one decoding step
 //!         of 16 rows, and sampling the next token from the logits.
@@ -46,7 +48,11 @@ fn main() {
     let m: i64 = a.get(1).map_or(16, |s| s.parse().unwrap());
     tch::set_num_threads(a.get(2).map_or(2, |s| s.parse().unwrap()));
     let _g = tch::no_grad_guard();
-    println!("AVX-512 bf16 path: {}", skinny::avx512());
+    println!(
+        "bf16 path: AVX-512 {}, AMX {}",
+        skinny::avx512(),
+        skinny::amx()
+    );
     let cached = std::env::var("CACHED").is_ok();
     for (n, k) in [
         (576, 576),
@@ -70,9 +76,10 @@ fn main() {
         let flops = 2.0 * (m * n * k) as f64;
         let reps = reps_per * copies;
         let mut idx = 0;
+        // Past skinny::MAX_ROWS rows the fp32 product is libtorch's.
         let t32 = time(reps, || {
             idx = (idx + 1) % copies;
-            let _ = skinny::linear(&x, &ws[idx], None).unwrap();
+            let _ = skinny::linear(&x, &ws[idx], None).unwrap_or_else(|| x.matmul(&ws[idx].tr()));
         });
         let mirrors = DecodeMirrors::new(ws.iter().map(|w| w.shallow_clone()));
         let t16 = time(reps, || {
@@ -141,6 +148,15 @@ fn op_overhead() {
         let _ = skinny::linear(&a, &wt, None);
     });
     println!("skinny 16x576x64 fp32: {:.2} us", t * 1e6);
+    let _m = DecodeMirrors::new([wt.shallow_clone()]);
+    let t = time(n, || {
+        let _ = skinny::linear(&a, &wt, None);
+    });
+    println!(
+        "skinny 16x576x64 bf16 copy (AMX {}): {:.2} us",
+        skinny::amx(),
+        t * 1e6
+    );
 }
 
 #[allow(dead_code)]

@@ -632,11 +632,17 @@ impl Gpt {
     /// bf16 on fp32 weights. Decoding-sized passes (no graph, at most `skinny::MAX_ROWS` rows)
     /// on the CPU get none: there the decode kernels read bf16 weight copies
     /// ([`Self::decode_mirrors`]), and a product they do not take (e.g. GPT-2's (in, out)
-    /// layout) is cheaper in fp32 than after casting its whole weight for a few rows.
+    /// layout) is cheaper in fp32 than after casting its whole weight for a few rows. With
+    /// copies for the AMX kernel, a Llama-family model's prefill (up to
+    /// `skinny::MAX_TILE_ROWS` rows) gets none either: that kernel takes all its products.
     fn autocast(&self, rows: i64) -> Option<crate::precision::Autocast> {
-        let decoding = self.device() == Device::Cpu
-            && rows <= crate::skinny::MAX_ROWS
-            && !crate::skinny::grad_enabled();
+        let kernel_rows = if self.cfg.family != Family::Gpt2 && crate::skinny::tiles_held() {
+            crate::skinny::MAX_TILE_ROWS
+        } else {
+            crate::skinny::MAX_ROWS
+        };
+        let decoding =
+            self.device() == Device::Cpu && rows <= kernel_rows && !crate::skinny::grad_enabled();
         match self.kind() {
             Kind::Float if !decoding => crate::precision::guard(self.compute, self.device()),
             _ => None,

@@ -22,8 +22,19 @@
 //! cycles (100 GFLOP/s a core against 200 for f32 FMAs on zmm), and rounding x to bf16 costs
 //! accuracy besides.
 //!
+//! On a CPU with AMX (AMX-TILE and AMX-BF16, e.g. Sapphire Rapids), the same packed copies are
+//! read by tile instructions: 16 lines of a group are exactly one B tile of `tdpbf16ps` (32 k
+//! values × 16 columns), x is rounded to bf16 into A tiles (as autocast rounds a product's
+//! inputs), and the sums stay f32 in C tiles. One instruction does 16 × 16 × 32 multiply-adds,
+//! so decoding is bound by the bytes of the weights again: measured on the same Xeon, 190–490
+//! GFLOP/s at 16 rows (12–31 GB/s of weights). Because the tiles are that fast, the AMX kernel
+//! also takes a prompt's prefill (up to [`MAX_TILE_ROWS`] rows, two groups × 32 rows at a
+//! time: 700–1300 GFLOP/s at 256 rows, near oneDNN's 840–1630 on plain bf16 tensors), so a
+//! bf16 `generate` casts no weights at all. `RLHF_DECODE_KERNEL=avx512` keeps the FMA kernel.
+//!
 //! They apply only where nothing else is needed of the result: CPU, f32, contiguous weights, at
-//! most [`MAX_ROWS`] rows, and no autograd graph to record (sampling runs under `no_grad`).
+//! most [`MAX_ROWS`] rows (AMX copies: [`MAX_TILE_ROWS`]), and no autograd graph to record
+//! (sampling runs under `no_grad`).
 //! Anything else, a CPU without AVX2/FMA, or `RLHF_DECODE_KERNEL=torch` in the environment, returns
 //! `None` and the caller uses libtorch. Results differ from libtorch's only by summation order.
 
@@ -36,6 +47,10 @@ use tch::{Device, Kind, Tensor};
 
 /// The most rows (batch × new tokens) the kernel takes; larger products are libtorch's.
 pub const MAX_ROWS: i64 = 64;
+
+/// The most rows the AMX kernel takes from copies laid out for it: a whole prompt's prefill
+/// (16 rows at a time, each 16 rows re-reading this thread's share of W from its cache).
+pub const MAX_TILE_ROWS: i64 = 4096;
 
 /// Rows of `x` and of `W` held in registers at once.
 const MB: usize = 4;
@@ -73,6 +88,47 @@ pub fn avx512() -> bool {
         let off = std::env::var("RLHF_DECODE_KERNEL").is_ok_and(|v| v == "avx2");
         !off && enabled() && avx512_supported()
     })
+}
+
+/// Whether packed bf16 copies are read by AMX tile instructions (`tdpbf16ps`): on CPUs with
+/// AMX-TILE and AMX-BF16 whose kernel grants this process the tile state, unless
+/// `RLHF_DECODE_KERNEL=avx512` (or `avx2`) asks for the older kernels. The x values are rounded
+/// to bf16 for the tiles, as autocast rounds a product's inputs; the products are exact and
+/// sums are f32.
+pub fn amx() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let off = std::env::var("RLHF_DECODE_KERNEL").is_ok_and(|v| v == "avx512");
+        !off && avx512() && amx_supported()
+    })
+}
+
+/// AMX-TILE and AMX-BF16 in CPUID leaf 7 (EDX bits 24 and 22), and Linux's permission to use
+/// the tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once for the process;
+/// without it the first tile instruction faults).
+fn amx_supported() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        // CPUID leaf 7 exists on every CPU with AVX-512 (checked by the caller).
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        if edx & (1 << 24) == 0 || edx & (1 << 22) == 0 {
+            return false;
+        }
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a request for a permission; it changes nothing else in the process.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
 }
 
 fn avx512_supported() -> bool {
@@ -122,29 +178,52 @@ thread_local! {
     static MIRRORS: RefCell<HashMap<usize, Mirror>> = RefCell::new(HashMap::new());
 }
 
+/// How a bf16 copy is laid out, and so which kernel reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// (n, k) row-major, for the AVX2 kernel.
+    Rows,
+    /// Packed for the AVX-512 kernel as (⌈n/16⌉, L, 16, 2) with L = ⌈k/2⌉ rounded up to a multiple
+    /// of 16: for each group of 16 output columns and each pair of k values, one 64-byte line
+    /// whose 32-bit lane i holds column i's weight at the even k in its low half and at the odd k
+    /// in its high half (zeros where n, k or L run past the matrix). One shift and one mask turn
+    /// a line into two vectors of exact f32 weights.
+    Packed,
+    /// The same memory read by AMX: 16 lines of a group are one B tile of `tdpbf16ps` (32 k
+    /// values × 16 columns, pairs of k in each 32-bit lane, as the instruction wants them).
+    Tiles,
+}
+
+impl Layout {
+    /// The layout [`DecodeMirrors::new`] makes on this CPU.
+    fn best() -> Self {
+        if amx() {
+            Self::Tiles
+        } else if avx512() {
+            Self::Packed
+        } else {
+            Self::Rows
+        }
+    }
+}
+
 /// One bf16 copy of an (n, k) weight matrix.
 struct Mirror {
     /// The fp32 matrix's shape.
     n: i64,
     k: i64,
-    /// `false`: (n, k) row-major, for the AVX2 path. `true`: packed for the AVX-512 path as
-    /// (⌈n/16⌉, ⌈k/2⌉, 16, 2): for each group of 16 output columns and each pair of k values, one
-    /// 64-byte line whose 32-bit lane i holds column i's weight at the even k in its low half and
-    /// at the odd k in its high half (n and k padded with zeros to whole groups and pairs). One
-    /// shift and one mask turn a line into two vectors of exact f32 weights.
-    packed: bool,
+    layout: Layout,
     t: Tensor,
 }
 
 impl Mirror {
-    fn of(w: &Tensor, packed: bool) -> Self {
+    fn of(w: &Tensor, layout: Layout) -> Self {
         let (n, k) = (w.size()[0], w.size()[1]);
-        let t = if packed {
-            pack(w)
-        } else {
-            w.detach().to_kind(Kind::BFloat16).contiguous()
+        let t = match layout {
+            Layout::Rows => w.detach().to_kind(Kind::BFloat16).contiguous(),
+            Layout::Packed | Layout::Tiles => pack(w),
         };
-        Self { n, k, packed, t }
+        Self { n, k, layout, t }
     }
 
     fn shallow_clone(&self) -> Self {
@@ -155,14 +234,19 @@ impl Mirror {
     }
 }
 
-/// `w` (n, k), a contiguous f32 CPU matrix, as a packed bf16 copy (see [`Mirror::packed`]),
+/// Lines (pairs of k values) per 16-column group of a packed copy: whole AMX tiles of 16.
+fn lines(k: usize) -> usize {
+    k.div_ceil(2).div_ceil(16) * 16
+}
+
+/// `w` (n, k), a contiguous f32 CPU matrix, as a packed bf16 copy (see [`Layout::Packed`]),
 /// rounded to nearest even as libtorch rounds. Written here in one pass over W, split over the
 /// threads by column group: libtorch's cast and permuted copy took ~3× as long.
 fn pack(w: &Tensor) -> Tensor {
     let (n, k) = (w.size()[0] as usize, w.size()[1] as usize);
-    let (groups, pairs) = (n.div_ceil(16), k.div_ceil(2));
+    let (groups, pairs, lines) = (n.div_ceil(16), k.div_ceil(2), lines(k));
     let out = Tensor::empty(
-        [groups as i64, pairs as i64, 16, 2],
+        [groups as i64, lines as i64, 16, 2],
         (Kind::BFloat16, Device::Cpu),
     );
     // Addresses as integers, so the closure is Sync; both tensors outlive `parallel`.
@@ -192,15 +276,17 @@ fn pack(w: &Tensor) -> Tensor {
                     halves[k] = 0;
                 }
             }
-            // SAFETY: group g's `pairs` × 16 lanes of the output, written by this task only.
+            // SAFETY: group g's `lines` × 16 lanes of the output, written by this task only.
             let out = unsafe {
-                std::slice::from_raw_parts_mut((dst as *mut u32).add(g * pairs * 16), pairs * 16)
+                std::slice::from_raw_parts_mut((dst as *mut u32).add(g * lines * 16), lines * 16)
             };
-            for (p, line) in out.chunks_exact_mut(16).enumerate() {
+            let (data, pad) = out.split_at_mut(pairs * 16);
+            for (p, line) in data.chunks_exact_mut(16).enumerate() {
                 for (i, lane) in line.iter_mut().enumerate() {
                     *lane = rows[i * pairs + p];
                 }
             }
+            pad.fill(0);
         }
     });
     out
@@ -225,13 +311,15 @@ pub struct DecodeMirrors {
 
 impl DecodeMirrors {
     /// Copies every contiguous 2-D fp32 CPU tensor of `weights` to bf16 (round to nearest even),
-    /// when the kernels are enabled; otherwise holds nothing. The copies are laid out for the
-    /// AVX-512 kernel where [`avx512`] holds, for the AVX2 one elsewhere.
+    /// when the kernels are enabled; otherwise holds nothing. The copies are laid out for AMX
+    /// where [`amx`] holds, for the AVX-512 kernel where [`avx512`] does, for the AVX2 one
+    /// elsewhere.
     pub fn new(weights: impl IntoIterator<Item = Tensor>) -> Self {
-        Self::laid_out(weights, avx512())
+        Self::laid_out(weights, Layout::best())
     }
 
-    fn laid_out(weights: impl IntoIterator<Item = Tensor>, packed: bool) -> Self {
+    /// Copies laid out as `layout`, which the CPU must be able to read (see [`Layout::best`]).
+    fn laid_out(weights: impl IntoIterator<Item = Tensor>, layout: Layout) -> Self {
         let mut keys = Vec::new();
         if !enabled() {
             return Self { keys };
@@ -249,7 +337,7 @@ impl DecodeMirrors {
                 }
                 let key = w.data_ptr() as usize;
                 if let std::collections::hash_map::Entry::Vacant(e) = m.entry(key) {
-                    e.insert(Mirror::of(&w, packed));
+                    e.insert(Mirror::of(&w, layout));
                     keys.push(key);
                 }
             }
@@ -278,6 +366,56 @@ impl Drop for DecodeMirrors {
     }
 }
 
+/// `x` (m × k, contiguous f32) in bf16 for the AMX kernel, rounded as libtorch rounds: rows of
+/// 2·`lines` values (zeros past k), and past 16 rows, zero rows up to a multiple of 32. Small
+/// ones are written here (a libtorch op costs more than the work); larger ones are libtorch's
+/// cast and pad, which use every thread.
+fn x_bf16(x: &Tensor, lines: usize) -> Tensor {
+    let (m, k) = (x.size()[0] as usize, x.size()[1] as usize);
+    let rows = if m <= 16 { m } else { m.div_ceil(32) * 32 };
+    if m * k > 1 << 16 {
+        let pad = [0, (2 * lines - k) as i64, 0, (rows - m) as i64];
+        return x.to_kind(Kind::BFloat16).constant_pad_nd(pad).contiguous();
+    }
+    let t = Tensor::zeros(
+        [rows as i64, 2 * lines as i64],
+        (Kind::BFloat16, Device::Cpu),
+    );
+    // SAFETY: the new tensor holds rows × 2·lines bf16, written here only.
+    let x16 = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u16, rows * 2 * lines) };
+    let src = x.data_ptr() as *const f32;
+    for (r, row) in x16.chunks_exact_mut(2 * lines).take(m).enumerate() {
+        // SAFETY: row r < m of the contiguous m × k f32 buffer x; AMX implies AVX-512.
+        unsafe { round_into(std::slice::from_raw_parts(src.add(r * k), k), row) };
+    }
+    t
+}
+
+/// `dst[i] = bf16_bits(src[i])`, compiled for AVX-512 so that the loop runs 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX512F and AVX512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_into(src: &[f32], dst: &mut [u16]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(*v);
+    }
+}
+
+/// # Safety
+/// Never callable: the kernel is enabled only on x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn round_into(_src: &[f32], _dst: &mut [u16]) {
+    unreachable!("the kernel is enabled only on x86-64")
+}
+
+/// Whether a [`DecodeMirrors`] on this thread holds copies for the AMX kernel, which takes
+/// products of up to [`MAX_TILE_ROWS`] rows (a prompt's prefill) from them.
+pub fn tiles_held() -> bool {
+    MIRRORS.with(|m| m.borrow().values().any(|c| c.layout == Layout::Tiles))
+}
+
 /// The bf16 copy of `w` a [`DecodeMirrors`] holds on this thread, if any.
 fn mirror_of(w: &Tensor) -> Option<Mirror> {
     MIRRORS.with(|m| {
@@ -291,7 +429,8 @@ fn mirror_of(w: &Tensor) -> Option<Mirror> {
 /// `x (..., K) · wᵀ (N, K) + bias (N)` → `(..., N)`, or `None` when the kernel does not apply.
 /// With a [`DecodeMirrors`] copy of `w` on this thread, the weights are read from it in bf16,
 /// widened to f32 in registers (exactly); products and sums stay f32. On a CPU with AVX-512
-/// ([`avx512`]) the copy is packed so that the accumulators' lanes are output columns.
+/// ([`avx512`]) the copy is packed so that the accumulators' lanes are output columns; on one
+/// with AMX ([`amx`]) the packed copy is read by tile instructions, with x rounded to bf16.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     if !enabled()
         || x.device() != Device::Cpu
@@ -308,7 +447,13 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
         return None;
     }
     let m = x.numel() as i64 / k;
-    if m == 0 || m > MAX_ROWS {
+    let mirror = mirror_of(w);
+    let layout = mirror.as_ref().map(|c| c.layout);
+    let most = match layout {
+        Some(Layout::Tiles) => MAX_TILE_ROWS,
+        _ => MAX_ROWS,
+    };
+    if m == 0 || m > most {
         return None;
     }
     if records_graph(&[x, w]) || bias.is_some_and(|b| records_graph(&[b])) {
@@ -321,10 +466,13 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     };
     let x = x.contiguous();
     let y = Tensor::empty([m, n], (Kind::Float, Device::Cpu));
-    let mirror = mirror_of(w);
-    let packed = mirror.as_ref().is_some_and(|c| c.packed);
+    let lines = lines(k as usize);
+    // For the tiles: x in bf16, each row padded with zeros to the copy's 2·lines k values, and
+    // past 16 rows the rows padded to whole pairs of tiles (32).
+    let x16 = (layout == Some(Layout::Tiles)).then(|| x_bf16(&x.view([m, k]), lines));
     let job = Job {
         x: x.data_ptr() as *const f32,
+        x16: x16.as_ref().map(|t| t.data_ptr() as *const u16),
         w: w.data_ptr() as *const f32,
         w16: mirror.as_ref().map(|c| c.t.data_ptr() as *const u16),
         b: bias.as_ref().map(|b| b.data_ptr() as *const f32),
@@ -332,27 +480,28 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
         m: m as usize,
         n: n as usize,
         k: k as usize,
+        lines,
     };
     let run = |lo: usize, hi: usize| {
         // SAFETY: the pointers cover m×k, n×k (f32, and bf16 when present: rows, or packed),
-        // n and m×n values held alive above; callers pass disjoint column ranges; a packed copy
-        // exists only when the CPU has AVX-512 (`avx512()`, checked by `laid_out`'s callers).
+        // n and m×n values held alive above (and x16, m × 2·lines, for tiles); callers pass
+        // disjoint column ranges; a packed copy exists only when the CPU has AVX-512, a tiled
+        // one only when it has AMX and the permission (`Layout::best`; the tests ask for no
+        // more than it allows).
         unsafe {
-            if packed {
-                job.groups(lo, hi)
-            } else if job.w16.is_some() {
-                job.columns::<true>(lo, hi)
-            } else {
-                job.columns::<false>(lo, hi)
+            match layout {
+                Some(Layout::Tiles) => job.tiles(lo, hi),
+                Some(Layout::Packed) => job.groups(lo, hi),
+                Some(Layout::Rows) => job.columns::<true>(lo, hi),
+                None => job.columns::<false>(lo, hi),
             }
         }
     };
     // Tasks: whole register blocks of columns (packed: 16-column groups), each task writing
     // its own columns.
-    let tasks = if packed {
-        job.n.div_ceil(16)
-    } else {
-        job.n.div_ceil(NB)
+    let tasks = match layout {
+        Some(Layout::Packed | Layout::Tiles) => job.n.div_ceil(16),
+        _ => job.n.div_ceil(NB),
     };
     if m * n * k < PARALLEL_WORK {
         run(0, tasks);
@@ -707,6 +856,8 @@ fn parallel(tasks: usize, work: &(dyn Fn(usize, usize) + Sync)) {
 /// Raw views of one product; shared by the threads, which write disjoint columns of `y`.
 struct Job {
     x: *const f32,
+    /// x in bf16, m rows of 2·`lines` values (zeros past k), for the AMX kernel.
+    x16: Option<*const u16>,
     w: *const f32,
     /// The same weights in bf16 (a [`DecodeMirrors`] copy: rows, or packed for the AVX-512
     /// path), read instead of `w` when present.
@@ -716,6 +867,8 @@ struct Job {
     m: usize,
     n: usize,
     k: usize,
+    /// Lines per 16-column group of a packed copy ([`lines`]).
+    lines: usize,
 }
 
 // SAFETY: the tensors outlive the scope's tasks and each thread writes its own columns.
@@ -773,6 +926,199 @@ impl Job {
         }
     }
 
+    /// Column groups `lo..hi` (16 columns each, up to n) of every row, from the packed copy read
+    /// as AMX tiles. Up to 16 rows (decoding), four groups at a time: four C tiles (rows ×
+    /// 16 f32 sums), and for each 32 k values one A tile of x in bf16 and one B tile (16 lines)
+    /// per group, which `tdpbf16ps` multiplies exactly and adds into the f32 sums. Full groups
+    /// are stored straight into y; a group that n ends inside goes through a buffer.
+    ///
+    /// # Safety
+    /// As [`Self::groups`], plus: `x16` is present (m × 2·lines bf16) and the CPU has AMX-TILE
+    /// and AMX-BF16 with the tile permission granted to this process ([`amx`]). Tile registers
+    /// are not Rust's: they are used only between this function's `ldtilecfg` and
+    /// `tilerelease`, and nothing else in the process touches them on this thread meanwhile.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tiles(&self, lo: usize, hi: usize) {
+        use std::arch::asm;
+        if self.m > 16 {
+            return unsafe { self.tiles_wide(lo, hi) };
+        }
+        let x16 = self.x16.expect("x in bf16");
+        let w16 = self.w16.expect("packed weights");
+        let (blocks, gstride) = (self.lines / 16, self.lines * 32);
+        // Byte strides: a row of x16, a 64-byte line of weights.
+        let (sx, sw) = (4 * self.lines, 64usize);
+        let rows = self.m;
+        let cfg = TileConfig::new(rows);
+        // SAFETY (every asm block): the tiles as configured here, reading x16 and w16 and
+        // writing y within the bounds the caller guarantees.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+        let mut g = lo;
+        while g < hi {
+            let gs = (hi - g).min(4);
+            unsafe {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                )
+            };
+            let w = unsafe { w16.add(g * gstride) };
+            for b in 0..blocks {
+                let a = unsafe { x16.add(b * 32) };
+                let wb = unsafe { w.add(b * 16 * 32) };
+                if gs == 4 {
+                    unsafe {
+                        asm!(
+                            "tileloadd tmm4, [{a} + {sx}*1]",
+                            "tileloadd tmm5, [{w0} + {sw}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm5",
+                            "tileloadd tmm6, [{w1} + {sw}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm6",
+                            "tileloadd tmm7, [{w2} + {sw}*1]",
+                            "tdpbf16ps tmm2, tmm4, tmm7",
+                            "tileloadd tmm5, [{w3} + {sw}*1]",
+                            "tdpbf16ps tmm3, tmm4, tmm5",
+                            a = in(reg) a,
+                            sx = in(reg) sx,
+                            w0 = in(reg) wb,
+                            w1 = in(reg) wb.add(gstride),
+                            w2 = in(reg) wb.add(2 * gstride),
+                            w3 = in(reg) wb.add(3 * gstride),
+                            sw = in(reg) sw,
+                            options(nostack, readonly)
+                        )
+                    };
+                } else {
+                    unsafe {
+                        asm!("tileloadd tmm4, [{a} + {sx}*1]", a = in(reg) a, sx = in(reg) sx,
+                            options(nostack, readonly))
+                    };
+                    for j in 0..gs {
+                        unsafe { tile_dp(j, wb.add(j * gstride), sw) };
+                    }
+                }
+            }
+            for j in 0..gs {
+                unsafe { self.put(j, rows, 0, g + j) };
+            }
+            g += gs;
+        }
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// [`Self::tiles`] past 16 rows (a prefill): two groups by two blocks of 16 rows at a time
+    /// (four C tiles, two A tiles of x, two B tiles of W), so each tile loaded feeds two
+    /// products. Groups are the outer loop: a pair's weights stream in from memory once and are
+    /// read again from the cache for every 32 rows.
+    ///
+    /// # Safety
+    /// As [`Self::tiles`], with x16 holding m rows padded to a multiple of 32.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tiles_wide(&self, lo: usize, hi: usize) {
+        use std::arch::asm;
+        let x16 = self.x16.expect("x in bf16");
+        let w16 = self.w16.expect("packed weights");
+        let (kx, blocks, gstride) = (2 * self.lines, self.lines / 16, self.lines * 32);
+        let (sx, sw) = (kx * 2, 64usize);
+        let cfg = TileConfig::new(16);
+        // SAFETY (every asm block): as in `tiles`.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+        let mut g = lo;
+        while g < hi {
+            let two = hi - g >= 2;
+            let w0 = unsafe { w16.add(g * gstride) };
+            // A lone last group is multiplied twice; the second result is not stored.
+            let w1 = if two { unsafe { w0.add(gstride) } } else { w0 };
+            let mut r0 = 0;
+            while r0 < self.m {
+                unsafe {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    )
+                };
+                for b in 0..blocks {
+                    let a0 = unsafe { x16.add(r0 * kx + b * 32) };
+                    unsafe {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sx}*1]",
+                            "tileloadd tmm5, [{a1} + {sx}*1]",
+                            "tileloadd tmm6, [{b0} + {sw}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tileloadd tmm7, [{b1} + {sw}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0,
+                            a1 = in(reg) a0.add(16 * kx),
+                            sx = in(reg) sx,
+                            b0 = in(reg) w0.add(b * 16 * 32),
+                            b1 = in(reg) w1.add(b * 16 * 32),
+                            sw = in(reg) sw,
+                            options(nostack, readonly)
+                        )
+                    };
+                }
+                for (c, dr, dg) in [(0, 0, 0), (1, 0, 1), (2, 16, 0), (3, 16, 1)] {
+                    if (dg == 0 || two) && r0 + dr < self.m {
+                        unsafe { self.put(c, 16, r0 + dr, g + dg) };
+                    }
+                }
+                r0 += 32;
+            }
+            g += if two { 2 } else { 1 };
+        }
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// Stores C tile `c` (configured with `tile_rows` rows) as y's rows `r0..` (up to m) at
+    /// group `g`'s columns (up to n), plus the bias: straight into y when the tile fits it
+    /// whole, through a buffer otherwise.
+    ///
+    /// # Safety
+    /// Inside a tile configuration of [`Self::tiles`], with `r0 < m` and `g < ⌈n/16⌉` in this
+    /// thread's columns.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn put(&self, c: usize, tile_rows: usize, r0: usize, g: usize) {
+        let n = self.n;
+        let (col, rows) = (g * 16, (self.m - r0).min(tile_rows));
+        let valid = (n - col).min(16);
+        let out = unsafe { self.y.add(r0 * n + col) };
+        if valid == 16 && rows == tile_rows {
+            unsafe { tile_store(c, out, n * 4) };
+        } else {
+            let mut buf = TileBuf([0.0; 256]);
+            unsafe { tile_store(c, buf.0.as_mut_ptr(), 64) };
+            for row in 0..rows {
+                let src = &buf.0[row * 16..row * 16 + valid];
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.add(row * n), valid) };
+                dst.copy_from_slice(src);
+            }
+        }
+        if let Some(bias) = self.b {
+            let bias = unsafe { std::slice::from_raw_parts(bias.add(col), valid) };
+            for row in 0..rows {
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.add(row * n), valid) };
+                for (d, b) in dst.iter_mut().zip(bias) {
+                    *d += b;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// Never callable: the kernel is enabled only on x86-64.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn tiles(&self, _lo: usize, _hi: usize) {
+        unreachable!("the kernel is enabled only on x86-64")
+    }
+
     /// `y[r..r+R]` at the 16 columns of group `g`: for each pair of k values, the group's 64-byte
     /// line becomes two vectors of exact f32 weights (a shift and a mask), each multiplied by
     /// the row's x value at that k (broadcast) into one accumulator per row whose lanes are the
@@ -787,8 +1133,8 @@ impl Job {
         use std::arch::x86_64::*;
         let k = self.k;
         let (pairs, full) = (k.div_ceil(2), k / 2);
-        // One group: `pairs` lines of 32 bf16.
-        let w = unsafe { self.w16.expect("packed weights").add(g * pairs * 32) };
+        // One group: `lines` lines of 32 bf16, the first `pairs` of them read here.
+        let w = unsafe { self.w16.expect("packed weights").add(g * self.lines * 32) };
         let x = unsafe { self.x.add(r * k) };
         let high = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
         let widen = |line: __m512i| {
@@ -958,6 +1304,83 @@ impl Job {
     }
 }
 
+/// An AMX tile configuration (palette 1): C tiles 0–3 and the A tile 4 of `rows` rows × 64
+/// bytes, B tiles 5–7 of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new(rows: usize) -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            // Bytes per row at 16 + 2t (u16), rows at 48 + t.
+            c[16 + 2 * t] = 64;
+            c[48 + t] = if t < 5 { rows as u8 } else { 16 };
+        }
+        Self(c)
+    }
+}
+
+/// One C tile's worth of f32, aligned for a tile store.
+#[repr(C, align(64))]
+struct TileBuf([f32; 256]);
+
+/// C tile `c` (0–3) += A (tile 4) · B, B loaded from `w` (16 lines of 64 bytes, `stride` apart).
+///
+/// # Safety
+/// Inside [`Job::tiles`]'s configuration, with `w` readable for 16 lines.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_dp(c: usize, w: *const u16, stride: usize) {
+    use std::arch::asm;
+    macro_rules! dp {
+        ($t:literal) => {
+            unsafe {
+                asm!(
+                    "tileloadd tmm5, [{w} + {s}*1]",
+                    concat!("tdpbf16ps tmm", $t, ", tmm4, tmm5"),
+                    w = in(reg) w,
+                    s = in(reg) stride,
+                    options(nostack, readonly)
+                )
+            }
+        };
+    }
+    match c {
+        0 => dp!(0),
+        1 => dp!(1),
+        2 => dp!(2),
+        _ => dp!(3),
+    }
+}
+
+/// Stores C tile `c` (0–3) to `out`, rows `stride` bytes apart.
+///
+/// # Safety
+/// Inside [`Job::tiles`]'s configuration, with `out` writable for the tile's rows × 64 bytes.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_store(c: usize, out: *mut f32, stride: usize) {
+    use std::arch::asm;
+    macro_rules! st {
+        ($t:literal) => {
+            unsafe {
+                asm!(
+                    concat!("tilestored [{o} + {s}*1], tmm", $t),
+                    o = in(reg) out,
+                    s = in(reg) stride,
+                    options(nostack)
+                )
+            }
+        };
+    }
+    match c {
+        0 => st!(0),
+        1 => st!(1),
+        2 => st!(2),
+        _ => st!(3),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,28 +1415,38 @@ mod tests {
         check(16, 4099, 96, true); // split over threads
     }
 
-    /// The kernel on a bf16 copy (rows or `packed`) of W against an f64 product with the rounded
-    /// weights, then on W itself once the copy is dropped.
-    fn check_bf16(m: i64, n: i64, k: i64, packed: bool) {
+    /// The kernel on a bf16 copy of W laid out as `layout` against an f64 product with the
+    /// rounded weights (and for tiles, x rounded to bf16 too), then on W itself once the copy is
+    /// dropped.
+    fn check_bf16(m: i64, n: i64, k: i64, layout: Layout) {
         let _g = tch::no_grad_guard();
         tch::manual_seed(m * 7 + n + k);
         let x = Tensor::randn([m, k], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([n], (Kind::Float, Device::Cpu));
         let w_bf16 = w.to_kind(Kind::BFloat16).to_kind(Kind::Double);
-        let want = x
-            .to_kind(Kind::Double)
-            .linear(&w_bf16, Some(b.to_kind(Kind::Double)));
+        let x_in = if layout == Layout::Tiles {
+            x.to_kind(Kind::BFloat16).to_kind(Kind::Double)
+        } else {
+            x.to_kind(Kind::Double)
+        };
+        let want = x_in.linear(&w_bf16, Some(b.to_kind(Kind::Double)));
         let exact = x
             .to_kind(Kind::Double)
             .linear(&w.to_kind(Kind::Double), Some(b.to_kind(Kind::Double)));
-        let mirrors = DecodeMirrors::laid_out([w.shallow_clone()], packed);
+        let mirrors = DecodeMirrors::laid_out([w.shallow_clone()], layout);
         let Some(got) = linear(&x, &w, Some(&b)) else {
             assert!(!cpu_supported(), "kernel refused {m}x{k} · {n}x{k}");
             return;
         };
         assert_eq!(mirrors.len(), 1);
-        assert_eq!(mirror_of(&w).map(|c| c.packed), Some(packed));
+        assert_eq!(mirror_of(&w).map(|c| c.layout), Some(layout));
+        // Leading dims are rows too: (1, m, k) gives the same rows, to the bit.
+        let got3 = linear(&x.view([1, m, k]), &w, Some(&b)).expect("3-D x");
+        assert!(
+            got3.view([m, n]).equal(&got),
+            "{m}x{k} · {n}x{k} as (1, m, k)"
+        );
         let err = f64::try_from((got.to_kind(Kind::Double) - &want).abs().max()).unwrap();
         let scale = (k as f64).sqrt();
         assert!(
@@ -1027,10 +1460,14 @@ mod tests {
             "{m}x{k} · {n}x{k}: result equals the fp32 product ({off})"
         );
         drop(mirrors);
-        // Without the copies, the fp32 weights again.
-        let fp32 = linear(&x, &w, Some(&b)).unwrap().to_kind(Kind::Double);
-        let err = f64::try_from((fp32 - &exact).abs().max()).unwrap();
-        assert!(err < 1e-5 * scale, "after the copies went: {err}");
+        // Without the copies, the fp32 weights again (or libtorch's, past MAX_ROWS).
+        match linear(&x, &w, Some(&b)) {
+            Some(fp32) => {
+                let err = f64::try_from((fp32.to_kind(Kind::Double) - &exact).abs().max()).unwrap();
+                assert!(err < 1e-5 * scale, "after the copies went: {err}");
+            }
+            None => assert!(m > MAX_ROWS, "{m}x{k} · {n}x{k} declined without copies"),
+        }
     }
 
     #[test]
@@ -1050,8 +1487,9 @@ mod tests {
                 let (r, c) = (i as i64 % n, (i as i64 * 3) % k);
                 let _ = w.get(r).get(c).fill_(f64::from(*v));
             }
-            // The same layout from libtorch's cast: zero-padded, viewed, permuted.
-            let (n16, k2) = ((n + 15) / 16 * 16, (k + 1) / 2 * 2);
+            // The same layout from libtorch's cast: zero-padded (k to whole tiles of 32), viewed,
+            // permuted.
+            let (n16, k2) = ((n + 15) / 16 * 16, 2 * lines(k as usize) as i64);
             let padded = Tensor::zeros([n16, k2], (Kind::BFloat16, Device::Cpu));
             padded
                 .narrow(0, 0, n)
@@ -1093,13 +1531,14 @@ mod tests {
     #[test]
     fn bf16_copies_match_an_f64_reference_on_the_rounded_weights_and_go_away() {
         let _g = tch::no_grad_guard();
-        // Both layouts: rows (the AVX2 kernel) and packed (the AVX-512 one, where the CPU has it).
-        let layouts = if avx512() {
-            vec![false, true]
-        } else {
-            vec![false]
+        // Every layout the CPU can read: rows (the AVX2 kernel), packed (the AVX-512 one) and
+        // tiles (AMX).
+        let layouts = match Layout::best() {
+            Layout::Tiles => vec![Layout::Rows, Layout::Packed, Layout::Tiles],
+            Layout::Packed => vec![Layout::Rows, Layout::Packed],
+            Layout::Rows => vec![Layout::Rows],
         };
-        for packed in layouts {
+        for layout in layouts {
             for (m, n, k) in [
                 (1, 3, 16),
                 (4, 7, 13),
@@ -1108,9 +1547,22 @@ mod tests {
                 (3, 301, 40),
                 (17, 45, 40),
                 (9, 33, 7),
+                (16, 49, 64),
+                (33, 20, 96),
+                (64, 17, 40),
             ] {
-                check_bf16(m, n, k, packed);
+                check_bf16(m, n, k, layout);
             }
+        }
+        // A prefill's rows (past MAX_ROWS) on AMX copies; the other layouts decline them.
+        if Layout::best() == Layout::Tiles {
+            check_bf16(200, 37, 48, Layout::Tiles);
+            check_bf16(MAX_ROWS + 1, 64, 576, Layout::Tiles);
+            let x = Tensor::randn([MAX_ROWS + 1, 8], (Kind::Float, Device::Cpu));
+            let w = Tensor::randn([5, 8], (Kind::Float, Device::Cpu));
+            let _m = DecodeMirrors::laid_out([w.shallow_clone()], Layout::Packed);
+            assert!(!tiles_held());
+            assert!(linear(&x, &w, None).is_none());
         }
         // Another thread does not see this thread's copies; a view of another shape is not one.
         let w = Tensor::randn([8, 16], (Kind::Float, Device::Cpu));

@@ -232,3 +232,58 @@ fn generation_in_bf16_decodes_from_bf16_weight_copies_and_stays_close_to_fp32() 
         assert!(gap < 0.05, "{name}: bf16 decoding log-probs off by {gap}");
     }
 }
+
+#[test]
+fn a_long_bf16_pass_on_amx_copies_stays_within_bf16_tolerance_of_fp32() {
+    use rlhf_model::skinny;
+    let _g = tch::no_grad_guard();
+    for name in FAMILIES {
+        let r = reference(name);
+        // More rows than the decode kernels' usual limit: a prefill-sized pass.
+        let t = r["input_ids"].size()[1];
+        let copies = skinny::MAX_ROWS / t + 2;
+        let ids = r["input_ids"].repeat([copies, 1]);
+        assert!(copies * t > skinny::MAX_ROWS);
+        let mut model = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
+        let fp32 = logits(&model, &ids);
+        model.set_compute(Compute::Bf16);
+        let mirrors = model
+            .decode_mirrors()
+            .expect("bf16 on the CPU makes copies");
+        let tiles = skinny::tiles_held();
+        assert_eq!(
+            tiles,
+            skinny::amx(),
+            "{name}: AMX copies where the CPU has AMX"
+        );
+        let bf16 = logits(&model, &ids);
+        drop(mirrors);
+        assert!(!skinny::tiles_held());
+        let scale = f64::try_from(fp32.abs().max()).unwrap();
+        let err = max_abs_diff(&bf16, &fp32) / scale;
+        eprintln!(
+            "{name}: {} rows, AMX {tiles}: max |Δlogit| / max |logit| {err:.2e}",
+            copies * t
+        );
+        assert!(
+            err < 2e-2,
+            "{name}: bf16 logits off by {err:.2e} of their scale"
+        );
+        assert!(err > 1e-5, "{name}: no bf16 rounding seen ({err:.2e})");
+        // With the AMX kernel the head's sums stay f32 (autocast would round them to bf16):
+        // most logits are not bf16 values.
+        if tiles {
+            let rounded = bf16.to_kind(Kind::BFloat16).to_kind(Kind::Float);
+            let exact = f64::try_from(
+                bf16.eq_tensor(&rounded)
+                    .to_kind(Kind::Float)
+                    .mean(Kind::Float),
+            )
+            .unwrap();
+            assert!(
+                exact < 0.5,
+                "{name}: {exact} of the logits are bf16 values (autocast ran)"
+            );
+        }
+    }
+}
