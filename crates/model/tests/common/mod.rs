@@ -28,3 +28,11 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shape mismatch");
     f64::try_from((a - b).abs().max()).unwrap()
 }
+
+/// Turns at libtorch's global generator, held for a whole test by every test of a binary that
+/// builds a model (`Gpt::load` draws its initial values before reading the file) or samples
+/// from it: a seeded `generate` on one thread would otherwise draw after another thread's draws.
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
