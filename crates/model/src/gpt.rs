@@ -144,11 +144,10 @@ impl Attention {
                 let [q, k, v] = <[Tensor; 3]>::try_from(parts).expect("split of 3C by C");
                 (heads(q, self.nh), heads(k, self.nkv), heads(v, self.nkv))
             }
-            Qkv::Split { q, k, v } => (
-                heads(q.forward(x), self.nh),
-                heads(k.forward(x), self.nkv),
-                heads(v.forward(x), self.nkv),
-            ),
+            Qkv::Split { q, k, v } => {
+                let [q, k, v] = Linear::forward_many([q, k, v], x);
+                (heads(q, self.nh), heads(k, self.nkv), heads(v, self.nkv))
+            }
         }
     }
 
@@ -287,7 +286,8 @@ impl Mlp {
         match self {
             Mlp::Gelu { fc, proj } => proj.forward(&fc.forward(x).gelu("tanh")),
             Mlp::SwiGlu { gate, up, down } => {
-                down.forward(&(gate.forward(x).silu() * up.forward(x)))
+                let [g, u] = Linear::forward_many([gate, up], x);
+                down.forward(&(g.silu() * u))
             }
         }
     }
@@ -633,10 +633,12 @@ impl Gpt {
     /// on the CPU get none: there the decode kernels read bf16 weight copies
     /// ([`Self::decode_mirrors`]), and a product they do not take (e.g. GPT-2's (in, out)
     /// layout) is cheaper in fp32 than after casting its whole weight for a few rows. With
-    /// copies for the AMX kernel, a Llama-family model's prefill (up to
-    /// `skinny::MAX_TILE_ROWS` rows) gets none either: that kernel takes all its products.
+    /// AMX copies of this model's weights, a Llama-family model's prefill (up to
+    /// `skinny::MAX_TILE_ROWS` rows) gets none either: that kernel takes all its products (any
+    /// other model's passes meanwhile keep autocast).
     fn autocast(&self, rows: i64) -> Option<crate::precision::Autocast> {
-        let kernel_rows = if self.cfg.family != Family::Gpt2 && crate::skinny::tiles_held() {
+        let kernel_rows = if self.cfg.family != Family::Gpt2 && crate::skinny::tiles_for(&self.wte)
+        {
             crate::skinny::MAX_TILE_ROWS
         } else {
             crate::skinny::MAX_ROWS

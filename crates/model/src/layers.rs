@@ -129,6 +129,32 @@ impl Linear {
         }
     }
 
+    /// Several maps of the same input, `[l.forward(x) for l in linears]`: on AMX decode copies
+    /// in one pass ([`crate::skinny::linear_many`], the same values to the bit), else one by one.
+    pub fn forward_many<const N: usize>(linears: [&Linear; N], x: &Tensor) -> [Tensor; N] {
+        let fused = linears
+            .iter()
+            .all(|l| l.layout == Layout::OutIn)
+            .then(|| {
+                let ws = linears.map(|l| (&l.weight, l.bias.as_ref()));
+                crate::skinny::linear_many(x, &ws)
+            })
+            .flatten();
+        match fused {
+            Some(ys) => {
+                let mut ys = ys.into_iter();
+                linears.map(|l| {
+                    let y = ys.next().expect("one output per map");
+                    match &l.lora {
+                        Some(lora) => y + lora.forward(x),
+                        None => y,
+                    }
+                })
+            }
+            None => linears.map(|l| l.forward(x)),
+        }
+    }
+
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = self.forward_base(x);
@@ -224,7 +250,8 @@ impl Norm {
                 eps,
                 dim,
             } => x.layer_norm([*dim], Some(weight), Some(bias), *eps, true),
-            Norm::Rms { weight, eps, dim } => x.rms_norm([*dim], Some(weight), *eps),
+            Norm::Rms { weight, eps, dim } => crate::skinny::rms_norm(x, weight, *eps)
+                .unwrap_or_else(|| x.rms_norm([*dim], Some(weight), *eps)),
         }
     }
 }

@@ -88,8 +88,17 @@ impl Precision {
         }
     }
 
-    /// The line every command that runs a model prints: what was chosen, and why.
+    /// The line every command that runs a model prints: what was chosen, and why (and on a CPU
+    /// where bf16 may run, which kernel decodes from the bf16 weight copies).
     pub fn describe(self, device: Device) -> String {
+        let line = self.reason(device);
+        if device.is_cuda() || self == Self::Fp32 || (self == Self::Auto && !cpu_has_bf16()) {
+            return line;
+        }
+        format!("{line}; bf16 decoding: {}", crate::skinny::decode_kernel())
+    }
+
+    fn reason(self, device: Device) -> String {
         match self {
             Self::Auto if device.is_cuda() => "precision: bf16 (auto: CUDA)".into(),
             Self::Auto if cpu_has_bf16() => format!(

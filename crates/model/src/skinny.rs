@@ -31,6 +31,9 @@
 //! also takes a prompt's prefill (up to [`MAX_TILE_ROWS`] rows, two groups × 32 rows at a
 //! time: 700–1300 GFLOP/s at 256 rows, near oneDNN's 840–1630 on plain bf16 tensors), so a
 //! bf16 `generate` casts no weights at all. `RLHF_DECODE_KERNEL=avx512` keeps the FMA kernel.
+//! While AMX copies are held, a layer's projections of the same x go as one call
+//! ([`linear_many`]) and RMSNorm runs in one pass ([`rms_norm`]): at 16 rows a product's or a
+//! norm's fixed cost is several µs, and there are ~10 of them per layer per token.
 //!
 //! They apply only where nothing else is needed of the result: CPU, f32, contiguous weights, at
 //! most [`MAX_ROWS`] rows (AMX copies: [`MAX_TILE_ROWS`]), and no autograd graph to record
@@ -101,6 +104,16 @@ pub fn amx() -> bool {
         let off = std::env::var("RLHF_DECODE_KERNEL").is_ok_and(|v| v == "avx512");
         !off && avx512() && amx_supported()
     })
+}
+
+/// Which kernel reads bf16 decode copies on this CPU, in words (for the precision line).
+pub fn decode_kernel() -> &'static str {
+    match Layout::best() {
+        _ if !enabled() => "libtorch's products on casts (RLHF_DECODE_KERNEL=torch or no AVX2)",
+        Layout::Tiles => "AMX tiles (x rounded to bf16, f32 sums)",
+        Layout::Packed => "AVX-512 (bf16 weights widened to f32)",
+        Layout::Rows => "AVX2 (bf16 weights widened to f32)",
+    }
 }
 
 /// AMX-TILE and AMX-BF16 in CPUID leaf 7 (EDX bits 24 and 22), and Linux's permission to use
@@ -176,6 +189,8 @@ thread_local! {
     /// bf16 copies of fp32 weight matrices, by the fp32 tensor's data address, while a
     /// [`DecodeMirrors`] on this thread holds them.
     static MIRRORS: RefCell<HashMap<usize, Mirror>> = RefCell::new(HashMap::new());
+    /// How many of this thread's copies are laid out for AMX ([`tiles_held`]).
+    static TILES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// How a bf16 copy is laid out, and so which kernel reads it.
@@ -263,15 +278,13 @@ fn pack(w: &Tensor) -> Tensor {
                 }
                 // SAFETY: row r < n of a contiguous n × k f32 buffer.
                 let x = unsafe { std::slice::from_raw_parts((src as *const f32).add(r * k), k) };
-                // The row's u32s as 2·pairs u16 (little-endian: even k in the low half); a
-                // straight loop, which the compiler vectorises.
-                // SAFETY: u32 storage is aligned for u16 and twice as many of them fit.
+                // The row's u32s as 2·pairs u16 (little-endian: even k in the low half).
+                // SAFETY: u32 storage is aligned for u16 and twice as many of them fit; packed
+                // copies are made only on CPUs with AVX-512 (`Layout::best`).
                 let halves = unsafe {
                     std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut u16, 2 * pairs)
                 };
-                for (d, v) in halves.iter_mut().zip(x) {
-                    *d = bf16_bits(*v);
-                }
+                unsafe { round_into(x, halves) };
                 if k % 2 == 1 {
                     halves[k] = 0;
                 }
@@ -339,6 +352,9 @@ impl DecodeMirrors {
                 if let std::collections::hash_map::Entry::Vacant(e) = m.entry(key) {
                     e.insert(Mirror::of(&w, layout));
                     keys.push(key);
+                    if layout == Layout::Tiles {
+                        TILES.with(|t| t.set(t.get() + 1));
+                    }
                 }
             }
         });
@@ -360,7 +376,9 @@ impl Drop for DecodeMirrors {
         MIRRORS.with(|m| {
             let mut m = m.borrow_mut();
             for k in &self.keys {
-                m.remove(k);
+                if m.remove(k).is_some_and(|c| c.layout == Layout::Tiles) {
+                    TILES.with(|t| t.set(t.get() - 1));
+                }
             }
         });
     }
@@ -413,7 +431,13 @@ unsafe fn round_into(_src: &[f32], _dst: &mut [u16]) {
 /// Whether a [`DecodeMirrors`] on this thread holds copies for the AMX kernel, which takes
 /// products of up to [`MAX_TILE_ROWS`] rows (a prompt's prefill) from them.
 pub fn tiles_held() -> bool {
-    MIRRORS.with(|m| m.borrow().values().any(|c| c.layout == Layout::Tiles))
+    TILES.with(|t| t.get() > 0)
+}
+
+/// Whether a [`DecodeMirrors`] on this thread holds an AMX copy of `w` itself: a model whose
+/// weights these are may run passes of up to [`MAX_TILE_ROWS`] rows on the AMX kernel.
+pub fn tiles_for(w: &Tensor) -> bool {
+    tiles_held() && mirror_of(w).is_some_and(|c| c.layout == Layout::Tiles)
 }
 
 /// The bf16 copy of `w` a [`DecodeMirrors`] holds on this thread, if any.
@@ -512,12 +536,94 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
     Some(y.view(shape.as_slice()))
 }
 
+/// `x · wᵢᵀ + bᵢ` for several weights that read the same x (a layer's q, k and v projections, or
+/// its gate and up projections), all from AMX copies: one rounding of x to bf16 and one pass over
+/// the threads for all of them, each product as [`linear`] computes it (the same result to the
+/// bit). `None` unless every weight has an AMX copy on this thread and [`linear`]'s conditions
+/// hold for each.
+///
+/// Why: at 16 rows a product's fixed cost (waking the threads, rounding x, loading the tile
+/// configuration) is several µs, seven times per layer per token.
+pub fn linear_many(x: &Tensor, ws: &[(&Tensor, Option<&Tensor>)]) -> Option<Vec<Tensor>> {
+    if !enabled() || !float_cpu(x) || ws.is_empty() {
+        return None;
+    }
+    let k = *x.size().last()?;
+    let m = x.numel() as i64 / k.max(1);
+    if k == 0 || m == 0 || m > MAX_TILE_ROWS || records_graph(&[x]) {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(ws.len());
+    for (w, b) in ws {
+        let mirror = mirror_of(w).filter(|c| c.layout == Layout::Tiles && c.k == k)?;
+        if !float_cpu(w) || records_graph(&[w]) || b.is_some_and(|b| records_graph(&[b])) {
+            return None;
+        }
+        let bias = match b {
+            None => None,
+            Some(b) if float_cpu(b) && b.numel() as i64 == mirror.n => Some(b.contiguous()),
+            Some(_) => return None,
+        };
+        let y = Tensor::empty([m, mirror.n], (Kind::Float, Device::Cpu));
+        parts.push((mirror, bias, y));
+    }
+    let x = x.contiguous();
+    let lines = lines(k as usize);
+    let x16 = x_bf16(&x.view([m, k]), lines);
+    let jobs: Vec<Job> = parts
+        .iter()
+        .map(|(mirror, bias, y)| Job {
+            x: x.data_ptr() as *const f32,
+            x16: Some(x16.data_ptr() as *const u16),
+            w: std::ptr::null(),
+            w16: Some(mirror.t.data_ptr() as *const u16),
+            b: bias.as_ref().map(|b| b.data_ptr() as *const f32),
+            y: y.data_ptr() as *mut f32,
+            m: m as usize,
+            n: mirror.n as usize,
+            k: k as usize,
+            lines,
+        })
+        .collect();
+    // One task list: every product's 16-column groups in turn.
+    let tasks: Vec<usize> = jobs.iter().map(|j| j.n.div_ceil(16)).collect();
+    let run = |lo: usize, hi: usize| {
+        let mut start = 0;
+        for (job, &n) in jobs.iter().zip(&tasks) {
+            let (a, b) = (lo.max(start), hi.min(start + n));
+            if a < b {
+                // SAFETY: as in `linear` for a tiled copy (every weight here has one); each
+                // product's group range a..b is this task's own.
+                unsafe { job.tiles(a - start, b - start) };
+            }
+            start += n;
+        }
+    };
+    let total: usize = tasks.iter().sum();
+    let work: usize = jobs.iter().map(|j| j.m * j.n * j.k).sum();
+    if (work as i64) < PARALLEL_WORK {
+        run(0, total);
+    } else {
+        parallel(total, &|lo, hi| run(lo, hi));
+    }
+    let mut shape = x.size();
+    Some(
+        parts
+            .into_iter()
+            .map(|(mirror, _, y)| {
+                *shape.last_mut().expect("x has a last dim") = mirror.n;
+                y.view(shape.as_slice())
+            })
+            .collect(),
+    )
+}
+
 /// The rotary embedding in transformers' "rotate_half" convention: `x · cos + rotate_half(x) ·
 /// sin` for x (B, n, T, hs) and tables (B, 1, T, hs), or `None` when it does not apply (the
 /// conditions of [`linear`], at most [`MAX_ROWS`] rows B·T, hs even). The products and the sum
-/// round as libtorch's separate ops do, so the result is the same to the bit (a fused RMSNorm
-/// was measured too, 19.5 → ~3 µs, but its sum of squares rounds in another order, which would
-/// change sampled tokens and with them every seeded result the README reports).
+/// round as libtorch's separate ops do, so the result is the same to the bit (unlike
+/// [`rms_norm`], whose sum of squares rounds in another order, so that only bf16 decoding on AMX
+/// uses it and seeded fp32 results stay as reported).
 ///
 /// Why: libtorch's version is 7 ops (16 µs for SmolLM2's queries at 16 rows), twice per layer
 /// per token.
@@ -557,6 +663,74 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Tensor> {
         }
     }
     Some(y)
+}
+
+/// RMSNorm `x / √(mean(x²) + eps) · w` over the last dim, in one pass per row, while this thread
+/// holds AMX copies ([`tiles_held`]: bf16 decoding, whose products round x to bf16 right after),
+/// or `None` (then libtorch's `rms_norm`). The sum of squares runs in 16 f32 lanes, so it rounds
+/// in another order than libtorch's: outside bf16 decoding the seeded fp32 results stay
+/// libtorch's to the bit.
+///
+/// Why: libtorch's version costs ~16–20 µs for 16 rows of 576, twice per layer per token.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Option<Tensor> {
+    if !tiles_held() || !float_cpu(x) || !float_cpu(w) || x.dim() == 0 {
+        return None;
+    }
+    let c = *x.size().last()?;
+    if c == 0 || w.size() != [c] || records_graph(&[x, w]) {
+        return None;
+    }
+    let rows = x.numel() as i64 / c;
+    if rows > MAX_TILE_ROWS {
+        return None;
+    }
+    let (x, w) = (x.contiguous(), w.contiguous());
+    let y = Tensor::empty(x.size(), (Kind::Float, Device::Cpu));
+    let (n, c) = (x.numel(), c as usize);
+    // SAFETY: contiguous f32 buffers of n (x, y) and c (w) values, alive here; tiles imply
+    // AVX-512.
+    unsafe {
+        rms_rows(
+            std::slice::from_raw_parts(x.data_ptr() as *const f32, n),
+            std::slice::from_raw_parts(w.data_ptr() as *const f32, c),
+            std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, n),
+            eps as f32,
+        )
+    };
+    Some(y)
+}
+
+/// [`rms_norm`] over rows of `w.len()` values.
+///
+/// # Safety
+/// The CPU must have AVX512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rms_rows(x: &[f32], w: &[f32], y: &mut [f32], eps: f32) {
+    let c = w.len();
+    for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+        // Sixteen partial sums, then one: a loop the compiler keeps in a zmm register.
+        let mut lanes = [0f32; 16];
+        let mut chunks = xr.chunks_exact(16);
+        for ch in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(ch) {
+                *l += v * v;
+            }
+        }
+        let mut sum: f32 = lanes.iter().sum();
+        sum += chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        let r = 1.0 / (sum / c as f32 + eps).sqrt();
+        for ((o, v), g) in yr.iter_mut().zip(xr).zip(w) {
+            *o = v * r * g;
+        }
+    }
+}
+
+/// # Safety
+/// Never callable: AMX copies exist only on x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rms_rows(_x: &[f32], _w: &[f32], _y: &mut [f32], _eps: f32) {
+    unreachable!("AMX copies exist only on x86-64")
 }
 
 /// Attention of one new token per row against the KV cache: q (B, nh, 1, hs), k and v
@@ -1628,6 +1802,81 @@ mod tests {
         drop(_g);
         let xg = x.set_requires_grad(true);
         assert!(rope(&xg, &tab, &tab).is_none());
+    }
+
+    #[test]
+    fn linear_many_equals_one_product_at_a_time_to_the_bit() {
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(9);
+        let opts = (Kind::Float, Device::Cpu);
+        let ws = [
+            Tensor::randn([64, 96], opts),
+            Tensor::randn([20, 96], opts),
+            Tensor::randn([33, 96], opts),
+        ];
+        let bs = [
+            Some(Tensor::randn([64], opts)),
+            None,
+            Some(Tensor::randn([33], opts)),
+        ];
+        let pairs: Vec<(&Tensor, Option<&Tensor>)> =
+            ws.iter().zip(&bs).map(|(w, b)| (w, b.as_ref())).collect();
+        let x = Tensor::randn([2, 8, 96], opts);
+        // No AMX copies: declined.
+        assert!(linear_many(&x, &pairs).is_none());
+        if Layout::best() != Layout::Tiles {
+            return;
+        }
+        let copies = DecodeMirrors::laid_out(ws.iter().map(|w| w.shallow_clone()), Layout::Tiles);
+        for rows in [1, 16, 40] {
+            let x = Tensor::randn([rows, 1, 96], opts);
+            let got = linear_many(&x, &pairs).expect("applies");
+            assert_eq!(got.len(), 3);
+            for (y, (w, b)) in got.iter().zip(&pairs) {
+                let want = linear(&x, w, *b).unwrap();
+                assert_eq!(y.size(), want.size());
+                assert!(y.equal(&want), "{rows} rows, {:?}", w.size());
+            }
+        }
+        // One weight without a copy: declined.
+        let other = Tensor::randn([8, 96], opts);
+        assert!(linear_many(&x, &[(&ws[0], None), (&other, None)]).is_none());
+        drop(copies);
+    }
+
+    #[test]
+    fn rms_norm_runs_only_with_amx_copies_and_matches_libtorch() {
+        let _g = tch::no_grad_guard();
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        let w = Tensor::randn([576], opts);
+        let x = Tensor::randn([16, 1, 576], opts) * 3.0;
+        // Without AMX copies on this thread: libtorch's (declined here).
+        assert!(rms_norm(&x, &w, 1e-5).is_none());
+        if Layout::best() != Layout::Tiles {
+            return;
+        }
+        let m = Tensor::randn([32, 576], opts);
+        let _copies = DecodeMirrors::laid_out([m.shallow_clone()], Layout::Tiles);
+        for (shape, c) in [
+            (vec![16, 1, 576], 576),
+            (vec![3, 7, 40], 40),
+            (vec![5, 13], 13),
+        ] {
+            let x = Tensor::randn(shape.as_slice(), opts) * 3.0;
+            let w = Tensor::randn([c], opts);
+            let want = x.rms_norm([c], Some(&w), 1e-5);
+            let got = rms_norm(&x, &w, 1e-5).expect("applies with AMX copies");
+            assert_eq!(got.size(), want.size());
+            let err = f64::try_from((&got - &want).abs().max()).unwrap();
+            let scale = f64::try_from(want.abs().max()).unwrap();
+            assert!(err < 1e-6 * scale, "{shape:?}: {err} of {scale}");
+        }
+        // A weight of another length, or a graph to record: declined.
+        assert!(rms_norm(&x, &w.narrow(0, 0, 8), 1e-5).is_none());
+        drop(_g);
+        let xg = x.set_requires_grad(true);
+        assert!(rms_norm(&xg, &w, 1e-5).is_none());
     }
 
     #[test]

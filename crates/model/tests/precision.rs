@@ -84,6 +84,29 @@ fn precision_arguments_parse_and_resolve() {
         Compute::Fp32
     );
     assert_eq!(Precision::Auto.resolve(Device::Cuda(0), 64), Compute::Bf16);
+    // The printed line names the decode kernel wherever bf16 may run on the CPU.
+    let kernel = rlhf_model::skinny::decode_kernel();
+    let bf16 = Precision::Bf16.describe(Device::Cpu);
+    assert!(
+        bf16.starts_with("precision: bf16 (asked for); bf16 decoding: "),
+        "{bf16}"
+    );
+    assert!(bf16.ends_with(kernel), "{bf16}");
+    assert_eq!(
+        rlhf_model::skinny::amx(),
+        kernel.starts_with("AMX"),
+        "{kernel}"
+    );
+    assert!(!Precision::Fp32.describe(Device::Cpu).contains("decoding"));
+    assert!(
+        !Precision::Bf16
+            .describe(Device::Cuda(0))
+            .contains("decoding")
+    );
+    assert_eq!(
+        Precision::Auto.describe(Device::Cpu).contains("decoding"),
+        has
+    );
 }
 
 #[test]
@@ -271,6 +294,20 @@ fn a_long_bf16_pass_on_amx_copies_stays_within_bf16_tolerance_of_fp32() {
             "{name}: AMX copies where the CPU has AMX"
         );
         let bf16 = logits(&model, &ids);
+        // Another model's pass meanwhile (no copies of its weights) keeps autocast, whose head
+        // rounds every logit to bf16.
+        let mut other = Gpt::load(&fixture(name), Head::Lm, Device::Cpu).unwrap();
+        other.set_compute(Compute::Bf16);
+        let auto = logits(&other, &ids);
+        let bf16_values = |t: &Tensor| {
+            let rounded = t.to_kind(Kind::BFloat16).to_kind(Kind::Float);
+            f64::try_from(t.eq_tensor(&rounded).to_kind(Kind::Float).mean(Kind::Float)).unwrap()
+        };
+        assert_eq!(
+            bf16_values(&auto),
+            1.0,
+            "{name}: the other model's pass left autocast"
+        );
         drop(mirrors);
         assert!(!skinny::tiles_held());
         let scale = f64::try_from(fp32.abs().max()).unwrap();
@@ -287,13 +324,7 @@ fn a_long_bf16_pass_on_amx_copies_stays_within_bf16_tolerance_of_fp32() {
         // With the AMX kernel the head's sums stay f32 (autocast would round them to bf16):
         // most logits are not bf16 values.
         if tiles {
-            let rounded = bf16.to_kind(Kind::BFloat16).to_kind(Kind::Float);
-            let exact = f64::try_from(
-                bf16.eq_tensor(&rounded)
-                    .to_kind(Kind::Float)
-                    .mean(Kind::Float),
-            )
-            .unwrap();
+            let exact = bf16_values(&bf16);
             assert!(
                 exact < 0.5,
                 "{name}: {exact} of the logits are bf16 values (autocast ran)"
