@@ -1126,19 +1126,11 @@ impl Job {
         let cfg = TileConfig::new(rows);
         // SAFETY (every asm block): the tiles as configured here, reading x16 and w16 and
         // writing y within the bounds the caller guarantees.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+        unsafe { cfg.load() };
         let mut g = lo;
         while g < hi {
             let gs = (hi - g).min(4);
-            unsafe {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                )
-            };
+            unsafe { zero_sums() };
             let w = unsafe { w16.add(g * gstride) };
             for b in 0..blocks {
                 let a = unsafe { x16.add(b * 32) };
@@ -1199,7 +1191,7 @@ impl Job {
         let (sx, sw) = (kx * 2, 64usize);
         let cfg = TileConfig::new(16);
         // SAFETY (every asm block): as in `tiles`.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+        unsafe { cfg.load() };
         let mut g = lo;
         while g < hi {
             let two = hi - g >= 2;
@@ -1208,15 +1200,7 @@ impl Job {
             let w1 = if two { unsafe { w0.add(gstride) } } else { w0 };
             let mut r0 = 0;
             while r0 < self.m {
-                unsafe {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
-                    )
-                };
+                unsafe { zero_sums() };
                 for b in 0..blocks {
                     let a0 = unsafe { x16.add(r0 * kx + b * 32) };
                     unsafe {
@@ -1494,6 +1478,36 @@ impl TileConfig {
         }
         Self(c)
     }
+}
+
+impl TileConfig {
+    /// Loads this configuration into the tile registers of this thread (`ldtilecfg`).
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and the process the tile permission ([`amx`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load(&self) {
+        unsafe {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly))
+        };
+    }
+}
+
+/// Sets the four C tiles (the sums) to zero.
+///
+/// # Safety
+/// Inside a configuration of [`Job::tiles`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn zero_sums() {
+    unsafe {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        )
+    };
 }
 
 /// One C tile's worth of f32, aligned for a tile store.
