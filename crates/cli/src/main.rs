@@ -62,6 +62,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // jemalloc keeps freed pages for the next step; past half the machine's memory they go back.
+    rlhf_model::alloc::guard_memory(0.5);
     // Only the commands that run a model say which precision they run it in.
     let runs_model = !matches!(
         cli.command,

@@ -56,6 +56,66 @@ pub fn stats() -> Option<Stats> {
     }
 }
 
+/// Hands every freed page jemalloc keeps back to the OS (`arena.<all>.purge`). Returns whether
+/// jemalloc did it (`false` without the feature).
+pub fn purge() -> bool {
+    #[cfg(feature = "jemalloc")]
+    {
+        imp::purge()
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    {
+        false
+    }
+}
+
+/// The machine's physical memory in bytes (`sysconf`), if known.
+pub fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads the system's configuration.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
+/// Starts a thread that keeps the pages jemalloc holds for reuse from crowding out the machine:
+/// twice a second it reads jemalloc's counters, and when the process's resident bytes pass
+/// `fraction` of physical memory while more than a tenth of physical memory of it is freed
+/// pages kept for reuse, it purges them ([`purge`]). Below that the freed pages stay, which is
+/// what makes steps fast (README, Memory allocator); above it a run trades some page faults for
+/// not being killed. `RLHF_MEMORY_TRIM` overrides `fraction` (`off` turns the thread off).
+/// Without the jemalloc feature it starts nothing and returns `None`; otherwise the fraction it
+/// keeps to.
+pub fn guard_memory(fraction: f64) -> Option<f64> {
+    let fraction = match std::env::var("RLHF_MEMORY_TRIM") {
+        Ok(v) if v == "off" => return None,
+        Ok(v) => v.parse::<f64>().ok().filter(|f| *f > 0.0)?,
+        Err(_) => fraction,
+    };
+    let total = physical_memory()?;
+    stats()?;
+    let limit = (total as f64 * fraction) as u64;
+    let slack = total / 10;
+    std::thread::Builder::new()
+        .name("rlhf-memory".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if let Some(s) = stats()
+                    && s.resident > limit
+                    && s.resident.saturating_sub(s.allocated) > slack
+                {
+                    purge();
+                }
+            }
+        })
+        .ok()?;
+    Some(fraction)
+}
+
 #[cfg(feature = "jemalloc")]
 mod imp {
     use std::ffi::{CStr, c_void};
@@ -78,6 +138,21 @@ mod imp {
             )
         };
         (rc == 0 && len == std::mem::size_of::<T>()).then_some(value)
+    }
+
+    pub(super) fn purge() -> bool {
+        // "arena.4096.purge": 4096 is MALLCTL_ARENAS_ALL, every arena.
+        // SAFETY: a void control: nothing is read or written through the pointers.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arena.4096.purge".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        rc == 0
     }
 
     pub(super) fn stats() -> Option<Stats> {

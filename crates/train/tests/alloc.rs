@@ -37,4 +37,17 @@ fn libtorch_tensors_come_from_jemalloc_which_keeps_freed_pages() {
         after.resident + (bytes as u64) / 2 > during.resident,
         "{during:?} -> {after:?}"
     );
+    // Until a purge (what `guard_memory` does when the machine's memory runs short) gives them
+    // back.
+    assert!(rlhf_model::alloc::purge());
+    let purged = rlhf_model::alloc::stats().expect("jemalloc statistics");
+    assert!(
+        purged.resident + (bytes as u64) / 2 < after.resident,
+        "{after:?} -> {purged:?}"
+    );
+    assert!(rlhf_model::alloc::physical_memory().is_some_and(|m| m > bytes as u64));
+    // The guard starts (it purges only past 99% of the machine's memory here).
+    if std::env::var_os("RLHF_MEMORY_TRIM").is_none() {
+        assert_eq!(rlhf_model::alloc::guard_memory(0.99), Some(0.99));
+    }
 }
