@@ -9,6 +9,8 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/profile.cpp");
+    println!("cargo:rerun-if-changed=csrc/gelu.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -29,8 +31,14 @@ fn main() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        // at::parallel_for is inline: without OpenMP it would run on one thread. With it, the
+        // shim's loops share libtorch's OpenMP threads (the same libgomp.so.1 at run time).
+        .flag("-fopenmp")
         .file("csrc/autocast.cpp")
         .file("csrc/dist.cpp")
         .file("csrc/optim.cpp")
+        .file("csrc/profile.cpp")
+        .file("csrc/gelu.cpp")
         .compile("rlhf_torch_ext");
+    println!("cargo:rustc-link-lib=gomp");
 }

@@ -42,4 +42,10 @@ int rlhf_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg, a
   return -1;
 }
 
+// Drops `t`'s gradient (PyTorch's `zero_grad(set_to_none=True)`): the next backward then hands
+// its gradient over instead of filling a buffer with zeros and adding into it. Cannot throw.
+void rlhf_clear_grad(at::Tensor* t) {
+  if (t->grad().defined()) t->mutable_grad().reset();
+}
+
 }  // extern "C"

@@ -3,6 +3,10 @@
 //! (`run_steps`). Prints {"tokens_per_s": ...} counting B*T tokens per step, like the Python side.
 //!
 //! usage: bench_train_step MODEL_DIR BATCH SEQ_LEN STEPS THREADS [fp32|bf16|auto]
+//!
+//! `RLHF_BENCH_PROFILE=1` then times forward, backward and the update apart over STEPS more
+//! steps; with `RLHF_BENCH_TRACE=FILE` too, libtorch's op profiler records those steps as a
+//! chrome://tracing file (each op's name and span on each thread).
 
 use std::path::{Path, PathBuf};
 
@@ -79,7 +83,12 @@ fn profile(step: &mut Step, data: &mut RandomTokens, steps: u64) -> anyhow::Resu
     use std::time::Instant;
     let mut opt = AdamW::new(step.parameters(), AdamWConfig::default())?;
     let mut t = [0.0f64; 3];
+    let mut trace = None;
     for i in 0..steps + 2 {
+        if i == 2 {
+            trace = std::env::var_os("RLHF_BENCH_TRACE")
+                .and_then(|p| rlhf_model::fused::OpProfile::start(std::path::Path::new(&p)));
+        }
         let ids = data.next_batch()?.expect("endless data");
         let t0 = Instant::now();
         let loss = lm_loss(&step.0, &ids)?;
@@ -99,6 +108,7 @@ fn profile(step: &mut Step, data: &mut RandomTokens, steps: u64) -> anyhow::Resu
             t[2] += (t3 - t2).as_secs_f64();
         }
     }
+    drop(trace);
     let total: f64 = t.iter().sum();
     let names = ["forward+loss", "backward", "gather+clip+AdamW"];
     let parts: Vec<String> = names

@@ -86,6 +86,9 @@ fn adamw_matches_torch(fused: bool) {
         opt.step(&grad, step["lr"].as_f64().expect("lr"))
             .expect("step");
         opt.zero_grad();
+        // As PyTorch's set_to_none: no gradient is left to add the next backward to (were one
+        // left, the next step's gradients would be the sum of two steps and the check fail).
+        assert!(params.iter().all(|(_, p)| !p.grad().defined()));
         let state: std::collections::HashMap<String, Tensor> = opt.state().into_iter().collect();
         for (n, p) in &params {
             let what = |s: &str| format!("fused {fused}, step {} {s} {n}", k + 1);
