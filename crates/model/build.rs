@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
     println!("cargo:rerun-if-changed=csrc/profile.cpp");
     println!("cargo:rerun-if-changed=csrc/gelu.cpp");
+    println!("cargo:rerun-if-changed=csrc/linear.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)");
     };
@@ -39,6 +40,7 @@ fn main() {
         .file("csrc/optim.cpp")
         .file("csrc/profile.cpp")
         .file("csrc/gelu.cpp")
+        .file("csrc/linear.cpp")
         .compile("rlhf_torch_ext");
     println!("cargo:rustc-link-lib=gomp");
 }

@@ -866,6 +866,9 @@ impl Gpt {
     }
 
     fn tied_logits(&self, hidden: &Tensor) -> Tensor {
+        if let Some(y) = crate::fused::linear_bf16(hidden, &self.wte, None, false) {
+            return y;
+        }
         crate::skinny::linear(hidden, &self.wte, None)
             .unwrap_or_else(|| hidden.matmul(&self.wte.tr()))
     }

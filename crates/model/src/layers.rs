@@ -165,6 +165,10 @@ impl Linear {
     }
 
     fn forward_base(&self, x: &Tensor) -> Tensor {
+        let in_out = self.layout == Layout::InOut;
+        if let Some(y) = crate::fused::linear_bf16(x, &self.weight, self.bias.as_ref(), in_out) {
+            return y;
+        }
         match self.layout {
             Layout::OutIn => crate::skinny::linear(x, &self.weight, self.bias.as_ref())
                 .unwrap_or_else(|| x.linear(&self.weight, self.bias.as_ref())),

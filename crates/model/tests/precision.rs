@@ -413,3 +413,77 @@ fn the_bf16_gelu_kernel_matches_an_f64_reference_and_fp32_stays_libtorchs() {
         assert!(rlhf_model::fused::gelu_tanh_fast());
     }
 }
+
+#[test]
+fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product() {
+    let _rng = common::torch_rng();
+    let f64_of = |t: &Tensor| t.detach().to_kind(Kind::Double);
+    let r16 = |t: &Tensor| f64_of(&t.detach().to_kind(Kind::BFloat16));
+    for (in_out, bias, x_kind) in [
+        (false, true, Kind::Float),
+        (false, false, Kind::BFloat16),
+        (true, true, Kind::Float),
+        (true, false, Kind::Float),
+    ] {
+        let (d_in, d_out) = (48, 40);
+        let shape = if in_out { [d_in, d_out] } else { [d_out, d_in] };
+        let w = Tensor::randn(shape, (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let b = bias
+            .then(|| Tensor::randn([d_out], (Kind::Float, Device::Cpu)).set_requires_grad(true));
+        let x = Tensor::randn([3, 7, d_in], (Kind::Float, Device::Cpu))
+            .to_kind(x_kind)
+            .set_requires_grad(true);
+        let what = format!("in_out {in_out}, bias {bias}, x {x_kind:?}");
+        // Only inside a bf16 training pass.
+        assert!(rlhf_model::fused::linear_bf16(&x, &w, b.as_ref(), in_out).is_none());
+        let y = {
+            let _ac = Autocast::enter(Device::Cpu, Kind::BFloat16);
+            assert!(
+                tch::no_grad(|| rlhf_model::fused::linear_bf16(&x, &w, b.as_ref(), in_out))
+                    .is_none()
+            );
+            rlhf_model::fused::linear_bf16(&x, &w, b.as_ref(), in_out).expect(&what)
+        };
+        assert_eq!(y.kind(), Kind::BFloat16, "{what}");
+        assert_eq!(y.size(), [3, 7, d_out], "{what}");
+        let dy = Tensor::randn([3, 7, d_out], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        (y.to_kind(Kind::Float) * dy.to_kind(Kind::Float))
+            .sum(Kind::Float)
+            .backward();
+        // The reference: the same bf16-rounded operands, products and sums in f64.
+        let x2 = r16(&x).reshape([-1, d_in]);
+        let w_oi = if in_out { r16(&w).tr() } else { r16(&w) }; // (out, in)
+        let dy2 = f64_of(&dy).reshape([-1, d_out]);
+        let mut want_y = x2.matmul(&w_oi.tr());
+        if let Some(b) = &b {
+            want_y += r16(b);
+        }
+        let rel = |got: &Tensor, want: &Tensor| {
+            f64::try_from((f64_of(got) - want).abs().max()).unwrap()
+                / f64::try_from(want.abs().max()).unwrap()
+        };
+        assert!(rel(&y.reshape([-1, d_out]), &want_y) < 8e-3, "{what}: y");
+        let want_dw = dy2.tr().matmul(&x2); // (out, in)
+        let want_dw = if in_out { want_dw.tr() } else { want_dw };
+        assert_eq!(w.grad().kind(), Kind::Float, "{what}: dW stays fp32");
+        // fp32 sums of exact products: far tighter than one bf16 rounding (3.9e-3).
+        assert!(rel(&w.grad(), &want_dw) < 1e-5, "{what}: dW");
+        let want_dx = dy2.matmul(&w_oi);
+        assert_eq!(x.grad().kind(), x_kind, "{what}: dx in x's dtype");
+        assert!(
+            rel(&x.grad().reshape([-1, d_in]), &want_dx) < 8e-3,
+            "{what}: dx"
+        );
+        if let Some(b) = &b {
+            assert!(
+                rel(&b.grad(), &dy2.sum_dim_intlist(0, false, Kind::Double)) < 1e-5,
+                "{what}: db"
+            );
+        }
+    }
+    // A frozen weight (LoRA's base) keeps the caller's path.
+    let w = Tensor::randn([4, 4], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([2, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let _ac = Autocast::enter(Device::Cpu, Kind::BFloat16);
+    assert!(rlhf_model::fused::linear_bf16(&x, &w, None, false).is_none());
+}
