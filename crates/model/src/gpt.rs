@@ -189,9 +189,10 @@ impl Attention {
     /// Attention as plain products for a bf16 training pass on the CPU with short sequences:
     /// scores q·kᵀ in bf16, then scale, mask and softmax in fp32, then the bf16 product with v.
     /// libtorch's CPU flash kernel, which SDPA picks here, is slow in backward at these sizes:
-    /// 16 vs 7 ms forward + backward for (8, 9, 128, 64) in bf16 on 2 threads. `None` (SDPA
-    /// instead) outside that case: fp32 (which keeps its results to the bit), no graph (flash's
-    /// forward alone is faster), another device, or scores over `SMALL_SCORES` elements.
+    /// 16 vs 7 ms forward + backward for (8, 9, 128, 64) in bf16 on 2 threads. Takes bf16 inputs,
+    /// or fp32 ones while CPU autocast is on (SDPA would cast them too). `None` (SDPA instead)
+    /// outside that case: fp32 (which keeps its results to the bit), no graph (flash's forward
+    /// alone is faster), another device, or scores over `SMALL_SCORES` elements.
     fn attend_small(
         &self,
         q: &Tensor,
@@ -203,7 +204,9 @@ impl Attention {
         const SMALL_SCORES: i64 = 1 << 24;
         let (b, nh, t, hs) = q.size4().ok()?;
         let l = k.size().get(2).copied()?;
-        let fits = q.kind() == Kind::BFloat16
+        let bf16 = q.kind() == Kind::BFloat16
+            || (q.kind() == Kind::Float && crate::precision::Autocast::is_enabled(Device::Cpu));
+        let fits = bf16
             && q.device() == Device::Cpu
             && b * nh * t * l <= SMALL_SCORES
             && (!causal || t == l)
@@ -211,6 +214,8 @@ impl Attention {
         if !fits {
             return None;
         }
+        let half = |x: &Tensor| x.to_kind(Kind::BFloat16);
+        let (q, k, v) = (half(q), half(k), half(v));
         // Grouped-query heads: head h reads key/value head h / (nh / nkv).
         let widen = |x: &Tensor| {
             if self.nkv == self.nh {
@@ -221,7 +226,7 @@ impl Attention {
                 .expand([b, self.nkv, g, l, hs], false)
                 .reshape([b, nh, l, hs])
         };
-        let (k, v) = (widen(k), widen(v));
+        let (k, v) = (widen(&k), widen(&v));
         let mut s = q.matmul(&k.transpose(-1, -2)).to_kind(Kind::Float); // (B, nh, T, L)
         s *= 1.0 / (hs as f64).sqrt();
         let dev = q.device();
@@ -235,7 +240,7 @@ impl Attention {
             }
             None => {}
         }
-        let p = s.softmax(-1, Kind::Float).to_kind(q.kind());
+        let p = s.softmax(-1, Kind::Float).to_kind(Kind::BFloat16);
         Some(p.matmul(&v))
     }
 
@@ -791,7 +796,18 @@ impl Gpt {
                 .index_select(0, &positions.reshape([-1]))
                 .reshape([b, t, -1]);
         }
-        let tables = self.rope.as_ref().map(|r| r.tables(&positions, x.kind()));
+        // A bf16 training pass on the CPU rotates its bf16 queries and keys with bf16 tables, as
+        // transformers does under autocast (fp32 tables would promote q and k back to fp32).
+        let table_kind = if dev == Device::Cpu
+            && x.kind() == Kind::Float
+            && crate::skinny::grad_enabled()
+            && crate::precision::Autocast::is_enabled(dev)
+        {
+            Kind::BFloat16
+        } else {
+            x.kind()
+        };
+        let tables = self.rope.as_ref().map(|r| r.tables(&positions, table_kind));
         let mut ctx = LayerCtx {
             mask: attn_mask.as_ref(),
             is_causal,
@@ -1430,10 +1446,20 @@ mod tests {
                 close(got, want, name);
             }
         }
-        // Elsewhere SDPA runs: fp32 inputs, and no graph.
-        let x = Tensor::randn([1, gqa.nh, 4, hs], (Kind::Float, Device::Cpu));
+        // Elsewhere SDPA runs: fp32 inputs without autocast, and no graph.
+        let x =
+            Tensor::randn([1, gqa.nh, 4, hs], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let kv = Tensor::randn([1, gqa.nkv, 4, hs], (Kind::Float, Device::Cpu));
         assert!(gqa.attend_small(&x, &kv, &kv, None, true).is_none());
+        // Under CPU autocast fp32 inputs are rounded to bf16 first, as SDPA would round them.
+        let y = {
+            let _ac = crate::precision::Autocast::enter(Device::Cpu, Kind::BFloat16);
+            gqa.attend_small(&x, &kv, &kv, None, true)
+                .expect("fp32 inputs under autocast")
+        };
+        let h = |t: &Tensor| t.detach().to_kind(Kind::BFloat16);
+        let want = gqa.attend_small(&h(&x).set_requires_grad(true), &h(&kv), &h(&kv), None, true);
+        assert!(y.equal(&want.unwrap()));
         let (x, kv) = (x.to_kind(Kind::BFloat16), kv.to_kind(Kind::BFloat16));
         assert!(tch::no_grad(|| gqa.attend_small(&x, &kv, &kv, None, true)).is_none());
     }

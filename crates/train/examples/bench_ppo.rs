@@ -11,6 +11,9 @@
 //!                  [--intermediate I]        (the micro Llama by default)
 //!                  [--adamw fused|ops]       (fused: libtorch's fused AdamW kernel, the default;
 //!                                            ops: the op-by-op update)
+//!
+//! `RLHF_BENCH_TRACE=FILE` records the last iteration's update with libtorch's op profiler, as a
+//! chrome://tracing file.
 
 mod common;
 
@@ -91,6 +94,10 @@ fn main() -> anyhow::Result<()> {
         assert!(ro.response_ids.iter().all(|r| r.len() == response_len));
         let t1 = t0.elapsed().as_secs_f64();
         let (adv, ret, _) = ppo::advantages(&ro, &pcfg, pcfg.kl_coef)?;
+        let _trace = (it + 1 == warmup + iters)
+            .then(|| std::env::var_os("RLHF_BENCH_TRACE"))
+            .flatten()
+            .and_then(|p| rlhf_model::fused::OpProfile::start(std::path::Path::new(&p)));
         ppo::update(
             &models, &mut opt, &ro, &adv, &ret, &pcfg, None, it as u64, None,
         )?;
