@@ -189,10 +189,11 @@ impl Attention {
     /// Attention as plain products for a bf16 training pass on the CPU with short sequences:
     /// scores q·kᵀ in bf16, then scale, mask and softmax in fp32, then the bf16 product with v.
     /// libtorch's CPU flash kernel, which SDPA picks here, is slow in backward at these sizes:
-    /// 16 vs 7 ms forward + backward for (8, 9, 128, 64) in bf16 on 2 threads. Takes bf16 inputs,
-    /// or fp32 ones while CPU autocast is on (SDPA would cast them too). `None` (SDPA instead)
-    /// outside that case: fp32 (which keeps its results to the bit), no graph (flash's forward
-    /// alone is faster), another device, or scores over `SMALL_SCORES` elements.
+    /// 16 vs 7 ms forward + backward for (8, 9, 128, 64) in bf16 on 2 threads. Runs in every
+    /// pass under CPU autocast (fp32 inputs are rounded as SDPA would round them) and in bf16
+    /// passes with a graph. `None` (SDPA instead) outside that case: fp32 without autocast
+    /// (which keeps its results to the bit), bf16 weights without a graph, another device, or
+    /// scores over `SMALL_SCORES` elements.
     fn attend_small(
         &self,
         q: &Tensor,
@@ -204,13 +205,15 @@ impl Attention {
         const SMALL_SCORES: i64 = 1 << 24;
         let (b, nh, t, hs) = q.size4().ok()?;
         let l = k.size().get(2).copied()?;
-        let bf16 = q.kind() == Kind::BFloat16
-            || (q.kind() == Kind::Float && crate::precision::Autocast::is_enabled(Device::Cpu));
+        // Every pass under CPU autocast, with or without a graph, so that PPO's no-graph pass
+        // for the old log-probs computes what its first minibatch recomputes (ratio exactly 1).
+        let autocast = crate::precision::Autocast::is_enabled(Device::Cpu);
+        let bf16 = (q.kind() == Kind::Float && autocast)
+            || (q.kind() == Kind::BFloat16 && (autocast || crate::skinny::grad_enabled()));
         let fits = bf16
             && q.device() == Device::Cpu
             && b * nh * t * l <= SMALL_SCORES
-            && (!causal || t == l)
-            && crate::skinny::grad_enabled();
+            && (!causal || t == l);
         if !fits {
             return None;
         }
@@ -796,11 +799,11 @@ impl Gpt {
                 .index_select(0, &positions.reshape([-1]))
                 .reshape([b, t, -1]);
         }
-        // A bf16 training pass on the CPU rotates its bf16 queries and keys with bf16 tables, as
-        // transformers does under autocast (fp32 tables would promote q and k back to fp32).
+        // Under CPU autocast the bf16 queries and keys rotate with bf16 tables, as transformers
+        // does under autocast (fp32 tables would promote q and k back to fp32); with or without
+        // a graph, so that scoring and training passes compute the same log-probs.
         let table_kind = if dev == Device::Cpu
             && x.kind() == Kind::Float
-            && crate::skinny::grad_enabled()
             && crate::precision::Autocast::is_enabled(dev)
         {
             Kind::BFloat16
@@ -1446,7 +1449,8 @@ mod tests {
                 close(got, want, name);
             }
         }
-        // Elsewhere SDPA runs: fp32 inputs without autocast, and no graph.
+        // Elsewhere SDPA runs: fp32 inputs without autocast, and bf16 ones with neither
+        // autocast nor a graph.
         let x =
             Tensor::randn([1, gqa.nh, 4, hs], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let kv = Tensor::randn([1, gqa.nkv, 4, hs], (Kind::Float, Device::Cpu));
