@@ -293,3 +293,78 @@ fn fused_and_op_by_op_agree_in_fp32() {
         eprintln!("fused vs op by op in fp32: max |diff| {diff:e}");
     }
 }
+
+/// In a bf16 training pass a linear map's weight gradient goes straight into the optimizer's
+/// flat buffer (summed over backwards, restarted by `zero_grad`), and a second, ordinary use of
+/// the same weight adds its part: `gradients` equals what an unregistered twin receives.
+#[test]
+fn bf16_linear_maps_sum_weight_gradients_into_the_flat_buffer() {
+    use rlhf_model::fused::{clear_grad, linear_bf16, main_grad_written};
+    let dev = tch::Device::Cpu;
+    let w = Tensor::randn([6, 5], (Kind::Float, dev)).set_requires_grad(true);
+    let b = Tensor::randn([6], (Kind::Float, dev)).set_requires_grad(true);
+    let twin_w = w.detach().copy().set_requires_grad(true);
+    let twin_b = b.detach().copy().set_requires_grad(true);
+    let mut opt = AdamW::new(
+        vec![
+            ("w".to_string(), w.shallow_clone()),
+            ("b".to_string(), b.shallow_clone()),
+        ],
+        AdamWConfig::default(),
+    )
+    .expect("optimizer");
+    let xs = [
+        Tensor::randn([4, 5], (Kind::Float, dev)),
+        Tensor::randn([2, 3, 5], (Kind::Float, dev)),
+    ];
+    let loss = |w: &Tensor, b: &Tensor, x: &Tensor, tied: bool| {
+        let y = {
+            let _ac = rlhf_model::Autocast::enter(dev, Kind::BFloat16);
+            linear_bf16(x, w, Some(b), false).expect("a bf16 training pass")
+        };
+        let l = y.to_kind(Kind::Float).square().sum(Kind::Float);
+        if tied {
+            l + (w * w).sum(Kind::Float) * 0.5
+        } else {
+            l
+        }
+    };
+    for tied in [false, true] {
+        opt.zero_grad();
+        clear_grad(&twin_w);
+        clear_grad(&twin_b);
+        for x in &xs {
+            loss(&w, &b, x, tied).backward();
+            loss(&twin_w, &twin_b, x, tied).backward();
+        }
+        assert_eq!(main_grad_written(&w, false), Some(true));
+        assert_eq!(
+            main_grad_written(&twin_w, false),
+            None,
+            "the twin is not registered"
+        );
+        assert_eq!(
+            w.grad().defined(),
+            tied,
+            "only the fp32 use leaves a graph gradient"
+        );
+        let g = opt.gradients(1.0).expect("gradients");
+        // w is 2-D, so decayed and first in the buffer; then b.
+        let want = Tensor::cat(
+            &[twin_w.grad().reshape([-1]), twin_b.grad().reshape([-1])],
+            0,
+        );
+        let err = f64::try_from((&g - &want).abs().max()).unwrap();
+        let scale = f64::try_from(want.abs().max()).unwrap();
+        assert!(
+            err <= 1e-6 * scale,
+            "tied {tied}: off by {err:e} of {scale}"
+        );
+    }
+    drop(opt);
+    assert_eq!(
+        main_grad_written(&w, false),
+        None,
+        "dropping the optimizer unregisters"
+    );
+}
