@@ -15,9 +15,7 @@
 
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 extern "C" __attribute__((weak)) void cblas_gemm_bf16bf16f32(int layout, int transa, int transb,
@@ -30,71 +28,21 @@ namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
-// Main gradients (Megatron's gradient-accumulation fusion): an optimizer registers, for each
-// fp32 weight it owns, a view of its flat fp32 gradient buffer. The weight-gradient GEMM then
-// writes there directly (beta 0 for the first contribution after a reset, 1 after it), and the
-// autograd graph gets no gradient for that weight: no per-weight tensor, no gather into the flat
-// buffer. Keyed by the weight's TensorImpl, which the registering optimizer keeps alive.
-struct MainGrad {
-  at::Tensor view;
-  bool written = false;
-};
-std::mutex registry_mu;
-std::unordered_map<const c10::TensorImpl*, MainGrad>& registry() {
-  static std::unordered_map<const c10::TensorImpl*, MainGrad> r;
-  return r;
-}
-
-bool mkl_fits(int64_t k, int64_t m, int64_t n) {
-  return cblas_gemm_bf16bf16f32 != nullptr && k <= INT32_MAX && m <= INT32_MAX && n <= INT32_MAX;
-}
-
-// c = a^T b + beta c for row-major a (k, m) and b (k, n), both bf16 and contiguous, into a
-// contiguous fp32 c (m, n).
-void at_b_into(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float beta) {
+// a^T b for row-major a (k, m) and b (k, n), both bf16 and contiguous: (m, n) in fp32.
+at::Tensor at_b_fp32(const at::Tensor& a, const at::Tensor& b) {
   const int64_t k = a.size(0), m = a.size(1), n = b.size(1);
-  if (!mkl_fits(k, m, n)) {
-    at::Tensor p = at::mm(a.t(), b).to(at::kFloat);
-    if (beta == 0.0f) {
-      c.copy_(p);
-    } else {
-      c.add_(p);
-    }
-    return;
+  if (cblas_gemm_bf16bf16f32 == nullptr || k > INT32_MAX || m > INT32_MAX || n > INT32_MAX) {
+    return at::mm(a.t(), b).to(at::kFloat);
   }
+  at::Tensor c = at::empty({m, n}, a.options().dtype(at::kFloat));
   cblas_gemm_bf16bf16f32(kRowMajor, kTrans, kNoTrans, static_cast<int>(m), static_cast<int>(n),
                          static_cast<int>(k), 1.0f,
                          reinterpret_cast<const uint16_t*>(a.const_data_ptr()),
                          static_cast<int>(m),
                          reinterpret_cast<const uint16_t*>(b.const_data_ptr()),
-                         static_cast<int>(n), beta, c.mutable_data_ptr<float>(),
+                         static_cast<int>(n), 0.0f, c.mutable_data_ptr<float>(),
                          static_cast<int>(n));
-}
-
-// a^T b as a new fp32 tensor (m, n).
-at::Tensor at_b_fp32(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor c = at::empty({a.size(1), b.size(1)}, a.options().dtype(at::kFloat));
-  at_b_into(a, b, c, 0.0f);
   return c;
-}
-
-// The weight gradient (out, in) = dy^T x, or (in, out) = x^T dy: into the weight's registered
-// main gradient when it has one (returns an undefined tensor), else as a new fp32 tensor.
-at::Tensor weight_grad(const c10::TensorImpl* key, const at::Tensor& x2, const at::Tensor& dy,
-                       bool in_out) {
-  const at::Tensor& a = in_out ? x2 : dy;
-  const at::Tensor& b = in_out ? dy : x2;
-  {
-    std::lock_guard<std::mutex> lock(registry_mu);
-    auto it = registry().find(key);
-    if (it != registry().end()) {
-      MainGrad& g = it->second;
-      at_b_into(a, b, g.view, g.written ? 1.0f : 0.0f);
-      g.written = true;
-      return at::Tensor();
-    }
-  }
-  return at_b_fp32(a, b);
 }
 
 struct LinearBf16 : public torch::autograd::Function<LinearBf16> {
@@ -111,7 +59,6 @@ struct LinearBf16 : public torch::autograd::Function<LinearBf16> {
     at::Tensor y = b.numel() > 0 ? at::addmm(b.to(at::kBFloat16), x2, wt) : at::mm(x2, wt);
     ctx->save_for_backward({x2, w16});
     ctx->saved_data["in_out"] = in_out;
-    ctx->saved_data["w_key"] = reinterpret_cast<int64_t>(w.unsafeGetTensorImpl());
     ctx->saved_data["x_sizes"] = sizes;
     sizes.back() = wt.size(1);
     return y.view(sizes);
@@ -131,8 +78,7 @@ struct LinearBf16 : public torch::autograd::Function<LinearBf16> {
       dx = at::mm(dy, in_out ? w16.t() : w16).view(ctx->saved_data["x_sizes"].toIntVector());
     }
     if (ctx->needs_input_grad(1)) {
-      auto key = reinterpret_cast<const c10::TensorImpl*>(ctx->saved_data["w_key"].toInt());
-      dw = weight_grad(key, x2, dy, in_out);
+      dw = in_out ? at_b_fp32(x2, dy) : at_b_fp32(dy, x2);
     }
     if (ctx->needs_input_grad(2)) {
       db = dy.sum(0, /*keepdim=*/false, at::kFloat);
@@ -171,41 +117,6 @@ int rlhf_linear_bf16(at::Tensor* x, at::Tensor* w, at::Tensor* b, int in_out, at
     set_err(err, err_len, "unknown C++ exception");
   }
   return -1;
-}
-
-// Registers `view` (fp32, contiguous, `w`'s shape) as `w`'s main gradient. Returns 0, or -1
-// with the reason in `err`.
-int rlhf_main_grad_register(at::Tensor* w, at::Tensor* view, char* err, size_t err_len) {
-  try {
-    TORCH_CHECK(view->scalar_type() == at::kFloat && view->is_contiguous() &&
-                    view->sizes() == w->sizes(),
-                "a main gradient must be a contiguous fp32 tensor of the weight's shape");
-    std::lock_guard<std::mutex> lock(registry_mu);
-    registry()[w->unsafeGetTensorImpl()] = MainGrad{*view, false};
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, err_len, e.what_without_backtrace());
-  } catch (...) {
-    set_err(err, err_len, "unknown C++ exception");
-  }
-  return -1;
-}
-
-// Forgets `w`'s main gradient (the optimizer that registered it is going away).
-void rlhf_main_grad_unregister(at::Tensor* w) {
-  std::lock_guard<std::mutex> lock(registry_mu);
-  registry().erase(w->unsafeGetTensorImpl());
-}
-
-// Whether a backward wrote `w`'s main gradient since the last reset (1 / 0; -1: not registered).
-// With `reset`, the next write starts the sum afresh (beta 0).
-int rlhf_main_grad_written(at::Tensor* w, int reset) {
-  std::lock_guard<std::mutex> lock(registry_mu);
-  auto it = registry().find(w->unsafeGetTensorImpl());
-  if (it == registry().end()) return -1;
-  int written = it->second.written ? 1 : 0;
-  if (reset != 0) it->second.written = false;
-  return written;
 }
 
 }  // extern "C"

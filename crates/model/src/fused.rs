@@ -27,14 +27,6 @@ unsafe extern "C" {
     fn rlhf_profile_end(p: *mut c_void);
     fn rlhf_gelu_tanh_fast() -> c_int;
     fn rlhf_linear_bf16_mkl() -> c_int;
-    fn rlhf_main_grad_register(
-        w: *mut c_void,
-        view: *mut c_void,
-        err: *mut c_char,
-        len: usize,
-    ) -> c_int;
-    fn rlhf_main_grad_unregister(w: *mut c_void);
-    fn rlhf_main_grad_written(w: *mut c_void, reset: c_int) -> c_int;
     fn rlhf_linear_bf16(
         x: *mut c_void,
         w: *mut c_void,
@@ -91,41 +83,6 @@ pub fn linear_bf16(x: &Tensor, w: &Tensor, b: Option<&Tensor>, in_out: bool) -> 
         )
     });
     Some(y.unwrap_or_else(|e| panic!("linear: {e}")))
-}
-
-/// Makes `view` (a contiguous fp32 tensor of `w`'s shape, e.g. a slice of an optimizer's flat
-/// gradient buffer) `w`'s main gradient: [`linear_bf16`]'s backward then writes `w`'s weight
-/// gradient there (summing over backwards until [`main_grad_written`] resets it) and gives the
-/// graph none, which saves the per-weight gradient tensor and its gather (Megatron's
-/// gradient-accumulation fusion). The caller keeps `w` alive until [`main_grad_unregister`].
-pub fn main_grad_register(w: &Tensor, view: &Tensor) -> Result<()> {
-    let mut err = vec![0 as c_char; 512];
-    let rc = unsafe {
-        rlhf_main_grad_register(
-            w.as_ptr() as *mut c_void,
-            view.as_ptr() as *mut c_void,
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if rc != 0 {
-        return Err(ModelError::Invalid(crate::dist::message(&err)));
-    }
-    Ok(())
-}
-
-/// Forgets `w`'s main gradient.
-pub fn main_grad_unregister(w: &Tensor) {
-    unsafe { rlhf_main_grad_unregister(w.as_ptr() as *mut c_void) }
-}
-
-/// Whether a backward wrote `w`'s main gradient since the last reset (`None`: `w` has none);
-/// with `reset`, the next backward's contribution starts the sum afresh.
-pub fn main_grad_written(w: &Tensor, reset: bool) -> Option<bool> {
-    match unsafe { rlhf_main_grad_written(w.as_ptr() as *mut c_void, c_int::from(reset)) } {
-        -1 => None,
-        n => Some(n == 1),
-    }
 }
 
 /// Whether [`gelu_tanh`] runs the shim's own kernel for bf16 tensors here (a CPU with

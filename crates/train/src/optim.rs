@@ -78,14 +78,6 @@ pub struct AdamW {
     fused: bool,
 }
 
-impl Drop for AdamW {
-    fn drop(&mut self) {
-        for s in &self.slots {
-            rlhf_model::fused::main_grad_unregister(&s.var);
-        }
-    }
-}
-
 impl AdamW {
     /// Takes over `params` (e.g. `vs.variables()`): their data moves into one flat buffer, so
     /// cast the model (`Gpt::set_kind`) before, not after. All must share one float kind and
@@ -120,24 +112,12 @@ impl AdamW {
             });
             offset += numel;
         }
-        let grad = flat.f_zeros_like()?;
-        // Each weight's slice of `grad` is its main gradient: a bf16 training pass's linear maps
-        // write their weight gradients there directly (`rlhf_model::fused::linear_bf16`).
-        for s in slots
-            .iter()
-            .filter(|s| s.var.kind() == Kind::Float && s.var.device() == tch::Device::Cpu)
-        {
-            let view = grad
-                .f_narrow(0, s.offset, s.numel)?
-                .f_view(s.shape.as_slice())?;
-            rlhf_model::fused::main_grad_register(&s.var, &view)?;
-        }
         Ok(Self {
             cfg,
             slots,
             exp_avg: flat.f_zeros_like()?,
             exp_avg_sq: flat.f_zeros_like()?,
-            grad,
+            grad: flat.f_zeros_like()?,
             scratch: flat.f_zeros_like()?,
             flat,
             n_decay,
@@ -176,28 +156,19 @@ impl AdamW {
     /// valid until the next `step`, which reuses it as scratch.
     pub fn gradients(&mut self, scale: f64) -> Result<Tensor> {
         self.check_in_place()?;
-        tch::no_grad(|| -> Result<()> {
-            for s in &self.slots {
-                let mut slot = self.grad.f_narrow(0, s.offset, s.numel)?;
-                // Already summed there by bf16 linear maps (see `new`), or not.
-                let written = rlhf_model::fused::main_grad_written(&s.var, false) == Some(true);
+        let parts = self
+            .slots
+            .iter()
+            .map(|s| {
                 let g = s.var.grad();
-                match (written, g.defined()) {
-                    (true, true) => {
-                        // A tied weight also used elsewhere: add that part once.
-                        let _ = slot.f_add_(&g.f_reshape([-1])?)?;
-                        rlhf_model::fused::clear_grad(&s.var);
-                    }
-                    (true, false) => {}
-                    (false, true) => slot.f_copy_(&g.f_reshape([-1])?)?,
-                    (false, false) => {
-                        let _ = slot.f_zero_()?;
-                    }
+                if g.defined() {
+                    g.f_reshape([-1])
+                } else {
+                    Tensor::f_zeros([s.numel], (self.flat.kind(), self.flat.device()))
                 }
-            }
-            Ok(())
-        })?;
-        let mut flat = self.grad.shallow_clone();
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut flat = Tensor::f_cat_out(&self.grad, &parts, 0)?;
         if scale != 1.0 {
             let _ = flat.f_mul_scalar_(scale)?;
         }
@@ -211,7 +182,6 @@ impl AdamW {
     pub fn zero_grad(&mut self) {
         for slot in &self.slots {
             rlhf_model::fused::clear_grad(&slot.var);
-            rlhf_model::fused::main_grad_written(&slot.var, true);
         }
     }
 
