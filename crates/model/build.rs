@@ -12,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/profile.cpp");
     println!("cargo:rerun-if-changed=csrc/gelu.cpp");
     println!("cargo:rerun-if-changed=csrc/linear.cpp");
+    println!("cargo:rerun-if-changed=csrc/shim.h");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB)");
     };

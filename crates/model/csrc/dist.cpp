@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "shim.h"
+
 namespace c10d {
 class TORCH_API ProcessGroupGloo : public Backend {
  public:
@@ -34,6 +36,9 @@ class TORCH_API ProcessGroupGloo : public Backend {
 
 namespace {
 
+using rlhf_shim::guarded;
+using rlhf_shim::set_err;
+
 // Upper bound on sizeof(c10d::ProcessGroupGloo): 488 bytes in torch 2.11.0 (the size
 // libtorch_python allocates before its binding calls this constructor), with a wide margin.
 constexpr size_t kGlooStorage = 16384;
@@ -43,34 +48,6 @@ struct Group {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
-
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = 0;
-}
-
-// libtorch's messages carry a C++ backtrace after the first lines; keep the message itself.
-std::string first_lines(const std::string& what) {
-  auto cut = what.find("\nException raised from");
-  return cut == std::string::npos ? what : what.substr(0, cut);
-}
-
-template <typename F>
-int guarded(char* err, size_t len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, len, first_lines(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    set_err(err, len, first_lines(e.what()));
-  } catch (...) {
-    set_err(err, len, "unknown C++ exception");
-  }
-  return -1;
-}
 
 }  // namespace
 

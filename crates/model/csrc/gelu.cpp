@@ -17,9 +17,9 @@
 
 #include <immintrin.h>
 
+#include "shim.h"
+
 #include <cstdint>
-#include <cstring>
-#include <string>
 
 namespace {
 
@@ -141,13 +141,6 @@ struct GeluTanh : public torch::autograd::Function<GeluTanh> {
   }
 };
 
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = 0;
-}
-
 }  // namespace
 
 extern "C" {
@@ -158,33 +151,18 @@ int rlhf_gelu_tanh_fast() { return has_avx512() ? 1 : 0; }
 // *out = gelu(x, approximate="tanh"), differentiable. Returns 0, or -1 with libtorch's message
 // in `err`.
 int rlhf_gelu_tanh(at::Tensor* x, at::Tensor** out, char* err, size_t err_len) {
-  try {
+  return rlhf_shim::guarded(err, err_len, [&] {
     *out = new at::Tensor(fast(*x) ? GeluTanh::apply(*x) : at::gelu(*x, "tanh"));
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, err_len, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_err(err, err_len, e.what());
-  } catch (...) {
-    set_err(err, err_len, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 // The kernel's gradient alone: *out = d gelu(x) / dx * g (bf16 on AVX-512, else libtorch's), for
 // tests.
 int rlhf_gelu_tanh_backward(at::Tensor* g, at::Tensor* x, at::Tensor** out, char* err,
                             size_t err_len) {
-  try {
-    *out = new at::Tensor(fast(*x) ? backward_bf16(*g, *x)
-                                   : at::gelu_backward(*g, *x, "tanh"));
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, err_len, e.what_without_backtrace());
-  } catch (...) {
-    set_err(err, err_len, "unknown C++ exception");
-  }
-  return -1;
+  return rlhf_shim::guarded(err, err_len, [&] {
+    *out = new at::Tensor(fast(*x) ? backward_bf16(*g, *x) : at::gelu_backward(*g, *x, "tanh"));
+  });
 }
 
 }  // extern "C"

@@ -14,9 +14,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
-#include <cstring>
-#include <string>
 #include <vector>
+
+#include "shim.h"
 
 extern "C" __attribute__((weak)) void cblas_gemm_bf16bf16f32(int layout, int transa, int transb,
                                                              int m, int n, int k, float alpha,
@@ -87,13 +87,6 @@ struct LinearBf16 : public torch::autograd::Function<LinearBf16> {
   }
 };
 
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = 0;
-}
-
 }  // namespace
 
 extern "C" {
@@ -105,18 +98,10 @@ int rlhf_linear_bf16_mkl() { return cblas_gemm_bf16bf16f32 != nullptr ? 1 : 0; }
 // be null. Returns 0, or -1 with libtorch's message in `err`.
 int rlhf_linear_bf16(at::Tensor* x, at::Tensor* w, at::Tensor* b, int in_out, at::Tensor** out,
                      char* err, size_t err_len) {
-  try {
+  return rlhf_shim::guarded(err, err_len, [&] {
     at::Tensor bias = b != nullptr ? *b : at::empty({0}, w->options());
     *out = new at::Tensor(LinearBf16::apply(*x, *w, bias, in_out != 0));
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, err_len, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_err(err, err_len, e.what());
-  } catch (...) {
-    set_err(err, err_len, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 }  // extern "C"

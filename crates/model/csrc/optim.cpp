@@ -6,19 +6,7 @@
 #include <ATen/ops/_fused_adamw.h>
 #include <c10/util/Exception.h>
 
-#include <cstring>
-#include <string>
-
-namespace {
-
-void set_err(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = 0;
-}
-
-}  // namespace
+#include "shim.h"
 
 extern "C" {
 
@@ -28,18 +16,10 @@ extern "C" {
 int rlhf_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg, at::Tensor* exp_avg_sq,
                      at::Tensor* step, double lr, double beta1, double beta2, double weight_decay,
                      double eps, char* err, size_t err_len) {
-  try {
+  return rlhf_shim::guarded(err, err_len, [&] {
     at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1, beta2,
                       weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
-    return 0;
-  } catch (const c10::Error& e) {
-    set_err(err, err_len, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_err(err, err_len, e.what());
-  } catch (...) {
-    set_err(err, err_len, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 // Drops `t`'s gradient (PyTorch's `zero_grad(set_to_none=True)`): the next backward then hands
