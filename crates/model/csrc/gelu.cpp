@@ -156,13 +156,4 @@ int rlhf_gelu_tanh(at::Tensor* x, at::Tensor** out, char* err, size_t err_len) {
   });
 }
 
-// The kernel's gradient alone: *out = d gelu(x) / dx * g (bf16 on AVX-512, else libtorch's), for
-// tests.
-int rlhf_gelu_tanh_backward(at::Tensor* g, at::Tensor* x, at::Tensor** out, char* err,
-                            size_t err_len) {
-  return rlhf_shim::guarded(err, err_len, [&] {
-    *out = new at::Tensor(fast(*x) ? backward_bf16(*g, *x) : at::gelu_backward(*g, *x, "tanh"));
-  });
-}
-
 }  // extern "C"

@@ -38,13 +38,6 @@ unsafe extern "C" {
     ) -> c_int;
     fn rlhf_gelu_tanh(x: *mut c_void, out: *mut *mut c_void, err: *mut c_char, len: usize)
     -> c_int;
-    fn rlhf_gelu_tanh_backward(
-        g: *mut c_void,
-        x: *mut c_void,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        len: usize,
-    ) -> c_int;
 }
 
 /// Whether [`linear_bf16`]'s weight gradient runs on MKL's bf16 x bf16 -> fp32 GEMM (the torch
@@ -102,20 +95,6 @@ pub fn gelu_tanh(x: &Tensor) -> Tensor {
     }
     shim_tensor(|out, err, len| unsafe { rlhf_gelu_tanh(x.as_ptr() as *mut c_void, out, err, len) })
         .unwrap_or_else(|e| panic!("gelu: {e}"))
-}
-
-/// The gradient of [`gelu_tanh`] at `x` times `g`, from the same kernel its backward runs (for
-/// tests).
-pub fn gelu_tanh_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
-    shim_tensor(|out, err, len| unsafe {
-        rlhf_gelu_tanh_backward(
-            g.as_ptr() as *mut c_void,
-            x.as_ptr() as *mut c_void,
-            out,
-            err,
-            len,
-        )
-    })
 }
 
 /// Runs a shim call that returns a new tensor through `out`, or its error message.

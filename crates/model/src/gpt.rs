@@ -186,7 +186,7 @@ impl Attention {
         Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, gqa)
     }
 
-    /// Attention as plain products for a bf16 training pass on the CPU with short sequences:
+    /// Attention as plain products for short bf16 sequences on the CPU:
     /// scores q·kᵀ in bf16, then scale, mask and softmax in fp32, then the bf16 product with v.
     /// libtorch's CPU flash kernel, which SDPA picks here, is slow in backward at these sizes:
     /// 16 vs 7 ms forward + backward for (8, 9, 128, 64) in bf16 on 2 threads. Runs in every

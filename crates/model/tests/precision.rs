@@ -481,6 +481,9 @@ fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product()
             );
         }
     }
+    // The torch wheel's MKL ran these weight gradients (not the fallback's mm and cast).
+    #[cfg(target_arch = "x86_64")]
+    assert!(rlhf_model::fused::linear_bf16_mkl());
     // A frozen weight (LoRA's base) keeps the caller's path.
     let w = Tensor::randn([4, 4], (Kind::Float, Device::Cpu));
     let x = Tensor::randn([2, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
