@@ -68,8 +68,14 @@ pub struct VerifiableConfig {
     pub grpo_aggregation: Aggregation,
     /// Sampled answers per held-out problem (temperature 1) for the sampled accuracy.
     pub samples: usize,
-    /// Judge on the word problems of `dev.jsonl` (for choosing a recipe) instead of
-    /// `eval.jsonl`'s.
+    /// Held-out word problems to judge on (with at most `max_steps` steps): drawn from the
+    /// eval split of the seed's world (disjoint from every world's training files at the entity
+    /// and operand level), in an arithmetic-only draw so that there are enough of them, and
+    /// written to `seedN/heldout.jsonl`. 0: the word problems of the world's `eval.jsonl` (32–44
+    /// per seed, too few to tell a 4-point gain from none). Ignored with `dev`.
+    pub heldout: usize,
+    /// Judge on the word problems of `dev.jsonl` (for choosing a recipe) instead of the held-out
+    /// problems.
     pub dev: bool,
 }
 
@@ -103,6 +109,9 @@ impl Default for VerifiableConfig {
             // 64 answers per problem: 16 left each problem's share ±0.12 (1 sd) of sampling
             // noise on top of the spread between problems.
             samples: 64,
+            // 300 problems: the first reported run judged on eval.jsonl's 32–44 per seed, and its
+            // intervals (±5 points pooled) could not tell a 4-point gain from none.
+            heldout: 300,
             dev: false,
         }
     }
@@ -122,6 +131,9 @@ impl VerifiableConfig {
         }
         if self.max_steps == 0 || self.samples == 0 {
             return bad("max_steps and samples must be at least 1");
+        }
+        if self.heldout > MAX_HELDOUT {
+            return bad(&format!("heldout must be at most {MAX_HELDOUT}"));
         }
         let beta_ok = |b: f64| b >= 0.0 && b.is_finite();
         if !(self.lr > 0.0 && self.lr.is_finite() && beta_ok(self.beta))
@@ -146,6 +158,37 @@ struct Stages {
     prompts: usize,
     pretrain_steps: u64,
     sft_steps: u64,
+}
+
+/// The most held-out problems `heldout` may ask for (the eval split of 1-step problems alone
+/// holds a few thousand distinct ones).
+const MAX_HELDOUT: usize = 1000;
+
+/// `cfg.heldout` distinct held-out word problems of `seed`'s world with at most `max_steps` steps:
+/// the eval split of an arithmetic-only world (same seed, every other size at its default), so
+/// disjoint from the training files of every world. Written to `file` (the world's eval
+/// records) for auditing.
+fn heldout_problems(seed: u64, cfg: &VerifiableConfig, file: &Path) -> Result<Vec<String>> {
+    let world = rlhf_data::build_world(&rlhf_data::WorldConfig {
+        seed,
+        families: vec![rlhf_data::Family::Arithmetic],
+        max_steps: cfg.max_steps.min(4),
+        eval_examples: cfg.heldout,
+        dev_examples: 0,
+        ..Default::default()
+    })?;
+    rlhf_data::write_jsonl(file, &world.eval)?;
+    let problems: Vec<String> = world.eval.into_iter().map(|r| r.prompt).collect();
+    if let Some(p) = problems.iter().find(|p| match Task::parse(p) {
+        Ok(Task::Arithmetic(a)) => a.steps().len() > cfg.max_steps,
+        _ => true,
+    }) {
+        return Err(ExperimentError::Invalid(format!(
+            "verifiable: a held-out problem is not a word problem of at most {} steps: {p}",
+            cfg.max_steps
+        )));
+    }
+    Ok(problems)
 }
 
 /// One model's accuracy on the held-out word problems.
@@ -296,15 +339,19 @@ fn one_seed(
             cfg.max_steps
         )));
     }
-    let eval_file = data.join(if cfg.dev { "dev.jsonl" } else { "eval.jsonl" });
-    let problems: Vec<String> = read_jsonl::<EvalRecord>(&eval_file)?
-        .into_iter()
-        .map(|r| r.prompt)
-        .filter(|p| match Task::parse(p) {
-            Ok(Task::Arithmetic(a)) => a.steps().len() <= cfg.max_steps,
-            _ => false,
-        })
-        .collect();
+    let problems = if cfg.heldout > 0 && !cfg.dev {
+        heldout_problems(seed, cfg, &out.join("heldout.jsonl"))?
+    } else {
+        let eval_file = data.join(if cfg.dev { "dev.jsonl" } else { "eval.jsonl" });
+        read_jsonl::<EvalRecord>(&eval_file)?
+            .into_iter()
+            .map(|r| r.prompt)
+            .filter(|p| match Task::parse(p) {
+                Ok(Task::Arithmetic(a)) => a.steps().len() <= cfg.max_steps,
+                _ => false,
+            })
+            .collect()
+    };
 
     let t = step(obs, "SFT's accuracy");
     let mut models = vec![accuracy("SFT", &sft, &problems, cfg, seed, device)?];
@@ -454,7 +501,7 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
          {}-level loss) and PPO (64 prompts × 1, KL as a k1 penalty on the reward with β = {}, \
          value model started from the policy) each draw {} × 64 samples and take {} optimizer \
          steps ({} epoch(s) × {} minibatches per iteration) at lr {}. \
-         Judged on the held-out word problems of `{}` with at most as many steps: greedy \
+         Judged on {} with at most as many steps: greedy \
          accuracy, and sampled accuracy ({} answers per problem at temperature 1) with 95% \
          bootstrap intervals over problems (pooled: over seeds, then problems). The gain is the \
          paired per-problem difference from SFT's sampled accuracy. Per seed, \"train reward\" is \
@@ -487,7 +534,15 @@ pub fn report(cfg: &VerifiableConfig, results: &[SeedResult], seconds: f64) -> S
         cfg.epochs,
         cfg.minibatches,
         cfg.lr,
-        if cfg.dev { "dev.jsonl" } else { "eval.jsonl" },
+        match (cfg.dev, cfg.heldout) {
+            (true, _) => "the held-out word problems of `dev.jsonl`".to_string(),
+            (false, 0) => "the held-out word problems of `eval.jsonl`".to_string(),
+            (false, n) => format!(
+                "{n} held-out word problems (`seedN/heldout.jsonl`: the eval split of an \
+                 arithmetic-only draw of the seed's world, disjoint from training at the entity \
+                 and operand level)"
+            ),
+        },
         cfg.samples,
         TRAIN_WINDOW * 64,
         w = TRAIN_WINDOW,
@@ -641,6 +696,58 @@ mod tests {
             assert!(rlhf_data::grade(&task, &format!("The answer is {answer}.")).correct);
             assert!(!rlhf_data::grade(&task, "The answer is 100000.").correct);
         }
+    }
+
+    #[test]
+    fn heldout_problems_are_distinct_eval_split_word_problems_of_the_asked_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VerifiableConfig {
+            heldout: 200,
+            ..Default::default()
+        };
+        let file = dir.path().join("heldout.jsonl");
+        let problems = heldout_problems(7, &cfg, &file).unwrap();
+        assert_eq!(problems.len(), 200);
+        let distinct: std::collections::HashSet<&String> = problems.iter().collect();
+        assert_eq!(distinct.len(), 200);
+        let mut steps = [0usize; 5];
+        for p in &problems {
+            match Task::parse(p).unwrap() {
+                Task::Arithmetic(a) => steps[a.steps().len()] += 1,
+                other => panic!("not a word problem: {other:?}"),
+            }
+        }
+        // Both step counts are drawn (the filter of a 4-step world gave ~half each).
+        assert!(
+            steps[1] > 60 && steps[2] > 60 && steps[3] + steps[4] == 0,
+            "{steps:?}"
+        );
+        // On the eval side of the split, so none is a training prompt of the same seed's world.
+        let records: Vec<EvalRecord> = read_jsonl(&file).unwrap();
+        assert_eq!(records.len(), 200);
+        assert!(records.iter().all(|r| r.fields["split"] == "eval"));
+        let world = rlhf_data::build_world(&rlhf_data::WorldConfig {
+            seed: 7,
+            ..Default::default()
+        })
+        .unwrap();
+        let train: std::collections::HashSet<&String> =
+            world.prompts.iter().map(|p| &p.prompt).collect();
+        assert!(problems.iter().all(|p| !train.contains(p)));
+        // Deterministic from the seed; another seed draws other problems.
+        assert_eq!(heldout_problems(7, &cfg, &file).unwrap(), problems);
+        assert_ne!(heldout_problems(8, &cfg, &file).unwrap(), problems);
+        let too_many = VerifiableConfig {
+            heldout: MAX_HELDOUT + 1,
+            ..Default::default()
+        };
+        assert!(
+            too_many
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heldout")
+        );
     }
 
     #[test]
