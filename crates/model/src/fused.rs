@@ -22,6 +22,31 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    fn rlhf_fused_adamw_scaled(
+        param: *mut c_void,
+        grad: *mut c_void,
+        exp_avg: *mut c_void,
+        exp_avg_sq: *mut c_void,
+        step: *mut c_void,
+        grad_scale: *mut c_void,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn rlhf_gather_grads(
+        grads: *const *mut c_void,
+        numels: *const i64,
+        n: i64,
+        flat: *mut c_void,
+        scale: f64,
+        sumsq: *mut f64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     fn rlhf_clear_grad(t: *mut c_void);
     fn rlhf_profile_begin(path: *const c_char) -> *mut c_void;
     fn rlhf_profile_end(p: *mut c_void);
@@ -149,32 +174,55 @@ pub struct AdamWStep {
 /// One AdamW step in place with PyTorch's fused kernel (`torch._fused_adamw_`, what
 /// `torch.optim.AdamW(fused=True)` runs): `param *= 1 − lr·wd`, then the moments and the
 /// bias-corrected update, in one pass over the four tensors. They must share one shape, dtype
-/// and device.
+/// and device. With `grad_scale` (a one-element fp32 tensor), the kernel first divides the
+/// gradient by it, as it unscales AMP gradients: a clipping coefficient `c` applied as `1 / c`
+/// without a pass of its own (the quotient may round differently from the product `g · c`).
 pub fn adamw_(
     param: &Tensor,
     grad: &Tensor,
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
     h: AdamWStep,
+    grad_scale: Option<&Tensor>,
 ) -> Result<()> {
     let step = Tensor::from(h.step as f32).to_device(param.device());
     debug_assert_eq!(step.kind(), Kind::Float);
     let mut err = vec![0 as c_char; 1024];
+    let ptr = |t: &Tensor| t.as_ptr() as *mut c_void;
+    // SAFETY: live tensors; the shim catches every C++ exception and writes at most `err.len()`
+    // bytes into `err`.
     let rc = unsafe {
-        rlhf_fused_adamw(
-            param.as_ptr() as *mut c_void,
-            grad.as_ptr() as *mut c_void,
-            exp_avg.as_ptr() as *mut c_void,
-            exp_avg_sq.as_ptr() as *mut c_void,
-            step.as_ptr() as *mut c_void,
-            h.lr,
-            h.beta1,
-            h.beta2,
-            h.weight_decay,
-            h.eps,
-            err.as_mut_ptr(),
-            err.len(),
-        )
+        match grad_scale {
+            None => rlhf_fused_adamw(
+                ptr(param),
+                ptr(grad),
+                ptr(exp_avg),
+                ptr(exp_avg_sq),
+                ptr(&step),
+                h.lr,
+                h.beta1,
+                h.beta2,
+                h.weight_decay,
+                h.eps,
+                err.as_mut_ptr(),
+                err.len(),
+            ),
+            Some(scale) => rlhf_fused_adamw_scaled(
+                ptr(param),
+                ptr(grad),
+                ptr(exp_avg),
+                ptr(exp_avg_sq),
+                ptr(&step),
+                ptr(scale),
+                h.lr,
+                h.beta1,
+                h.beta2,
+                h.weight_decay,
+                h.eps,
+                err.as_mut_ptr(),
+                err.len(),
+            ),
+        }
     };
     if rc != 0 {
         return Err(ModelError::Invalid(format!(
@@ -183,4 +231,54 @@ pub fn adamw_(
         )));
     }
     Ok(())
+}
+
+/// Gathers gradients into `flat` (a contiguous fp32 CPU buffer; gradient i follows the ones
+/// before it, `numels[i]` elements; `None` or an undefined gradient is written as zeros), each
+/// multiplied by `scale`, and returns the sum of squares of what it wrote: the gather and the
+/// clipping norm in one pass over memory. The sum is in double over fixed chunks added in order,
+/// so it does not depend on the thread count.
+pub fn gather_grads(
+    grads: &[Option<Tensor>],
+    numels: &[i64],
+    flat: &Tensor,
+    scale: f64,
+) -> Result<f64> {
+    if grads.len() != numels.len() {
+        return Err(ModelError::Invalid(format!(
+            "gather_grads: {} gradients but {} sizes",
+            grads.len(),
+            numels.len()
+        )));
+    }
+    let ptrs: Vec<*mut c_void> = grads
+        .iter()
+        .map(|g| match g {
+            Some(t) if t.defined() => t.as_ptr() as *mut c_void,
+            _ => std::ptr::null_mut(),
+        })
+        .collect();
+    let mut sumsq = 0.0f64;
+    let mut err = vec![0 as c_char; 1024];
+    // SAFETY: `ptrs` holds live tensors or nulls and outlives the call, as do `numels`, `flat`
+    // and `sumsq`; the shim catches every C++ exception.
+    let rc = unsafe {
+        rlhf_gather_grads(
+            ptrs.as_ptr(),
+            numels.as_ptr(),
+            ptrs.len() as i64,
+            flat.as_ptr() as *mut c_void,
+            scale,
+            &mut sumsq,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc != 0 {
+        return Err(ModelError::Invalid(format!(
+            "gather_grads: {}",
+            crate::dist::message(&err)
+        )));
+    }
+    Ok(sumsq)
 }

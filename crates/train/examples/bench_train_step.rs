@@ -25,6 +25,14 @@ impl TrainStep for Step {
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.0.vs.variables().into_iter().collect()
     }
+    // RLHF_BENCH_ONE_PASS_CLIP=0 keeps the op-by-op gather, norm and clip in a bf16 run (for
+    // side-by-side runs of one binary); only the optimizer path reads this.
+    fn compute(&self) -> rlhf_model::Compute {
+        match std::env::var("RLHF_BENCH_ONE_PASS_CLIP").as_deref() {
+            Ok("0") => rlhf_model::Compute::Fp32,
+            _ => self.0.compute(),
+        }
+    }
     fn loss(&mut self, ids: &Tensor) -> Result<StepOutput> {
         let (b, t) = ids.size2()?;
         Ok(StepOutput::new(lm_loss(&self.0, ids)?, b * t))
@@ -79,9 +87,11 @@ fn main() -> anyhow::Result<()> {
 
 /// Where one step's time goes: forward + loss, backward, gradient gather + clip + AdamW.
 fn profile(step: &mut Step, data: &mut RandomTokens, steps: u64) -> anyhow::Result<()> {
-    use rlhf_train::{AdamW, AdamWConfig, DataSource, optim::clip_grad_norm};
+    use rlhf_train::{AdamW, AdamWConfig, DataSource};
     use std::time::Instant;
     let mut opt = AdamW::new(step.parameters(), AdamWConfig::default())?;
+    // The trainer's choice (see `run_steps`).
+    opt.set_one_pass_clip(step.compute() == rlhf_model::Compute::Bf16);
     let mut t = [0.0f64; 3];
     let mut trace = None;
     for i in 0..steps + 2 {
@@ -96,11 +106,10 @@ fn profile(step: &mut Step, data: &mut RandomTokens, steps: u64) -> anyhow::Resu
         let t1 = Instant::now();
         loss.backward();
         let t2 = Instant::now();
-        let mut grad = opt.gradients(1.0)?;
-        let norm = clip_grad_norm(&mut grad, 1.0)?;
-        opt.step(&grad, 3e-4)?;
+        let grad = opt.clipped_gradients(1.0, 1.0)?;
+        opt.step_clipped(&grad, 3e-4)?;
         opt.zero_grad();
-        let _ = f64::try_from(&norm)?;
+        let _ = f64::try_from(&grad.norm)?;
         let t3 = Instant::now();
         if i >= 2 {
             t[0] += (t1 - t0).as_secs_f64();

@@ -493,6 +493,10 @@ pub fn preference_accuracy(
 impl TrainStep for DpoStep<'_> {
     type Batch = Vec<usize>;
 
+    fn compute(&self) -> rlhf_model::Compute {
+        self.gpt.compute()
+    }
+
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.gpt.trainable_parameters()
     }

@@ -29,7 +29,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::{DataRng, Epochs, Shard};
 use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, ClippedGradients, clip_grad_norm};
 use crate::parallel;
 use crate::rl::{self, KlEstimator};
 use crate::run::{self, Resume, RunDir, RunOptions};
@@ -506,6 +506,7 @@ pub fn grpo(
     };
     let acc_before = accuracy(&policy)?;
     let mut opt = cfg.optimizer(&policy.model)?;
+    opt.set_one_pass_clip(policy.model.compute() == rlhf_model::Compute::Bf16);
     // Under data parallelism each rank samples its slice of every iteration's prompts.
     let group = rlhf_model::dist::group();
     let writer = rlhf_model::dist::is_writer();
@@ -943,13 +944,18 @@ pub fn update(
                 }
                 l = Some((lv, gl));
             }
-            let mut grad = opt.gradients(1.0)?;
-            if let Some(group) = group {
-                let what = format!("the gradient all-reduce of GRPO iteration {}", it + 1);
-                group.all_reduce_sum(&grad, &what)?;
-            }
-            let norm = clip_grad_norm(&mut grad, cfg.grad_clip)?.double_value(&[]);
-            opt.step(&grad, cfg.lr)?;
+            let grad = match group {
+                None => opt.clipped_gradients(1.0, cfg.grad_clip)?,
+                Some(group) => {
+                    let mut grad = opt.gradients(1.0)?;
+                    let what = format!("the gradient all-reduce of GRPO iteration {}", it + 1);
+                    group.all_reduce_sum(&grad, &what)?;
+                    let norm = clip_grad_norm(&mut grad, cfg.grad_clip)?;
+                    ClippedGradients::clipped(grad, norm)
+                }
+            };
+            let norm = grad.norm.double_value(&[]);
+            opt.step_clipped(&grad, cfg.lr)?;
             if let Some((lv, gl)) = l {
                 steps += 1.0;
                 loss_sum += lv;

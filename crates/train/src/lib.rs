@@ -102,7 +102,7 @@ pub use config::{LossWeighting, TrainerConfig};
 pub use data::{DataPosition, DataRng, DataSource, Epochs, RandomTokens, RngState, Shard};
 pub use dpo::{DpoConfig, DpoLoss, DpoSummary, dpo};
 pub use error::{Result, TrainError};
-pub use optim::{AdamW, AdamWConfig};
+pub use optim::{AdamW, AdamWConfig, ClippedGradients};
 pub use ppo::{PpoConfig, PpoInputs, PpoReward, PpoSummary, ppo};
 pub use pretrain::{Preset, PretrainConfig, PretrainSummary, pretrain};
 pub use reward::{RewardConfig, RewardSummary, reward};

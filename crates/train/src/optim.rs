@@ -76,6 +76,31 @@ pub struct AdamW {
     step: u64,
     /// Update with libtorch's fused kernel (the default) rather than op by op.
     fused: bool,
+    /// Gather, norm and clip in one pass (see [`AdamW::set_one_pass_clip`]).
+    one_pass_clip: bool,
+}
+
+/// The step's gradient from [`AdamW::clipped_gradients`]: gathered, scaled and clipped (or, on
+/// the one-pass path, with the clipping left to the update).
+pub struct ClippedGradients {
+    /// The flat gradient (the optimizer's own buffer, valid until the next `step`).
+    pub grad: Tensor,
+    /// The global L2 norm before clipping, as a one-element tensor.
+    pub norm: Tensor,
+    /// `1 / coefficient` when the one-pass path must still clip: the fused update divides the
+    /// gradient by it.
+    unscale: Option<Tensor>,
+}
+
+impl ClippedGradients {
+    /// A gradient already clipped (e.g. by [`clip_grad_norm`] after an all-reduce).
+    pub fn clipped(grad: Tensor, norm: Tensor) -> Self {
+        Self {
+            grad,
+            norm,
+            unscale: None,
+        }
+    }
 }
 
 impl AdamW {
@@ -123,7 +148,63 @@ impl AdamW {
             n_decay,
             step: 0,
             fused: true,
+            one_pass_clip: false,
         })
+    }
+
+    /// Gathers the gradients and measures their norm in one pass, and leaves the clipping to the
+    /// fused update (`true`; off by default), instead of a gather, a norm and a multiply over
+    /// the whole buffer before the update. Taken only on a CPU with the fused update; its norm
+    /// sums in another order and the update divides by `1 / coefficient` where the op-by-op clip
+    /// multiplies by it, so results differ in the last bits: commands turn it on for bf16
+    /// training only, whose results no fp32 reference pins.
+    pub fn set_one_pass_clip(&mut self, on: bool) {
+        self.one_pass_clip = on;
+    }
+
+    /// [`AdamW::gradients`] with `scale`, then [`clip_grad_norm`] to `max_norm` (0: no clipping),
+    /// for [`AdamW::step_clipped`]; in one pass over memory when [`AdamW::set_one_pass_clip`]
+    /// is on and the buffer is an fp32 CPU one. Not for data parallelism (the all-reduce goes
+    /// between the gather and the norm).
+    pub fn clipped_gradients(&mut self, scale: f64, max_norm: f64) -> Result<ClippedGradients> {
+        let one_pass = self.one_pass_clip
+            && self.fused
+            && self.grad.device() == tch::Device::Cpu
+            && self.grad.kind() == Kind::Float;
+        if !one_pass {
+            let mut grad = self.gradients(scale)?;
+            let norm = clip_grad_norm(&mut grad, max_norm)?;
+            return Ok(ClippedGradients {
+                grad,
+                norm,
+                unscale: None,
+            });
+        }
+        self.check_in_place()?;
+        let grads: Vec<Option<Tensor>> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let g = s.var.grad();
+                g.defined().then_some(g)
+            })
+            .collect();
+        let numels: Vec<i64> = self.slots.iter().map(|s| s.numel).collect();
+        let sumsq = rlhf_model::fused::gather_grads(&grads, &numels, &self.grad, scale)?;
+        let norm = sumsq.sqrt();
+        // torch.nn.utils.clip_grad_norm_'s coefficient, in f32 as it computes it.
+        let coef = (max_norm as f32 / (norm as f32 + 1e-6)).min(1.0);
+        let unscale = (max_norm > 0.0 && coef < 1.0).then(|| Tensor::from(1.0f32 / coef));
+        Ok(ClippedGradients {
+            grad: self.grad.shallow_clone(),
+            norm: Tensor::from(norm as f32),
+            unscale,
+        })
+    }
+
+    /// One AdamW update with the gradient of [`AdamW::clipped_gradients`].
+    pub fn step_clipped(&mut self, g: &ClippedGradients, lr: f64) -> Result<()> {
+        self.update(&g.grad, lr, g.unscale.as_ref())
     }
 
     /// Chooses the update's kernels: libtorch's fused AdamW (`true`, the default: one pass over
@@ -188,6 +269,16 @@ impl AdamW {
     /// One AdamW update with the (already scaled and clipped) flat gradient from
     /// [`AdamW::gradients`]; PyTorch's `_single_tensor_adamw`, op for op.
     pub fn step(&mut self, grad: &Tensor, lr: f64) -> Result<()> {
+        self.update(grad, lr, None)
+    }
+
+    /// The update, with the fused kernel dividing the gradient by `unscale` when given.
+    fn update(&mut self, grad: &Tensor, lr: f64, unscale: Option<&Tensor>) -> Result<()> {
+        if unscale.is_some() && !self.fused {
+            return Err(TrainError::Invalid(
+                "an unscaled update needs the fused AdamW kernel".into(),
+            ));
+        }
         self.step += 1;
         let [b1, b2] = self.cfg.betas;
         if self.fused {
@@ -218,6 +309,7 @@ impl AdamW {
                         &part(&self.exp_avg)?,
                         &part(&self.exp_avg_sq)?,
                         h,
+                        unscale,
                     )
                     .map_err(TrainError::from)
                 })?;

@@ -32,7 +32,7 @@ use crate::checkpoint::{self, OPTIMIZER_FILE};
 use crate::data::{DataRng, DataSource, Epochs, Shard};
 use crate::engine::RolloutEngine;
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, ClippedGradients, clip_grad_norm};
 use crate::parallel;
 use crate::pretrain::{CorpusWindows, lm_loss};
 use crate::reward::RewardStats;
@@ -336,7 +336,8 @@ impl<'a> Ppo<'a> {
                 let _ = t.shallow_clone().set_requires_grad(false);
             }
         }
-        let opt = optimizer(models.policy, models.value, cfg)?;
+        let mut opt = optimizer(models.policy, models.value, cfg)?;
+        opt.set_one_pass_clip(models.policy.compute() == rlhf_model::Compute::Bf16);
         let kl = KlControl::new(
             cfg.kl_coef,
             (cfg.kl_target > 0.0).then_some(cfg.kl_target),
@@ -646,14 +647,19 @@ pub fn update(
                 }
                 loss.backward();
             }
-            let mut grad = opt.gradients(1.0)?;
-            if let Some(group) = group {
-                group.all_reduce_sum(
-                    &grad,
-                    &format!("the gradient all-reduce of PPO iteration {}", it + 1),
-                )?;
-            }
-            let norm = scalar(&clip_grad_norm(&mut grad, cfg.grad_clip)?);
+            let grad = match group {
+                None => opt.clipped_gradients(1.0, cfg.grad_clip)?,
+                Some(group) => {
+                    let mut grad = opt.gradients(1.0)?;
+                    group.all_reduce_sum(
+                        &grad,
+                        &format!("the gradient all-reduce of PPO iteration {}", it + 1),
+                    )?;
+                    let norm = clip_grad_norm(&mut grad, cfg.grad_clip)?;
+                    ClippedGradients::clipped(grad, norm)
+                }
+            };
+            let norm = scalar(&grad.norm);
             if !norm.is_finite() {
                 return Err(TrainError::NonFinite {
                     step: it + 1,
@@ -662,7 +668,7 @@ pub fn update(
                     last_checkpoint: None,
                 });
             }
-            opt.step(&grad, cfg.lr)?;
+            opt.step_clipped(&grad, cfg.lr)?;
             let Some((Some((l, idx)), _)) = l else {
                 continue;
             };

@@ -240,6 +240,10 @@ pub struct PretrainStep {
 impl TrainStep for PretrainStep {
     type Batch = Tensor;
 
+    fn compute(&self) -> rlhf_model::Compute {
+        self.gpt.compute()
+    }
+
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.gpt.vs.variables().into_iter().collect()
     }

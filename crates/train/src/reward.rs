@@ -295,6 +295,10 @@ pub fn pairwise_accuracy(gpt: &Gpt, items: &[EncodedComparison], pad: i64) -> Re
 impl TrainStep for RewardStep<'_> {
     type Batch = (Vec<Vec<i64>>, PairGroups, i64);
 
+    fn compute(&self) -> rlhf_model::Compute {
+        self.gpt.compute()
+    }
+
     fn parameters(&self) -> Vec<(String, Tensor)> {
         // All but the scalar head's bias, which is fixed during training (see `Gpt::new`) and
         // set afterwards to centre the rewards; with LoRA, the adapter and the head's weight.

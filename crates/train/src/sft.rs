@@ -229,6 +229,10 @@ pub struct SftStep<'a> {
 impl TrainStep for SftStep<'_> {
     type Batch = (Tensor, Tensor);
 
+    fn compute(&self) -> rlhf_model::Compute {
+        self.gpt.compute()
+    }
+
     fn parameters(&self) -> Vec<(String, Tensor)> {
         self.gpt.trainable_parameters()
     }

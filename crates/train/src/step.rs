@@ -53,6 +53,13 @@ pub trait TrainStep {
     /// first step; the parameters then live in the optimizer's flat buffer.
     fn parameters(&self) -> Vec<(String, Tensor)>;
 
+    /// The precision of the model's products. bf16 lets the trainer gather, measure and clip the
+    /// gradient in one pass ([`crate::AdamW::set_one_pass_clip`]); fp32 (the default) keeps the
+    /// op-by-op arithmetic that seeded fp32 results reproduce to the bit.
+    fn compute(&self) -> rlhf_model::Compute {
+        rlhf_model::Compute::Fp32
+    }
+
     /// Forward pass on one micro-batch. The trainer runs backward, accumulation and the update.
     fn loss(&mut self, batch: &Self::Batch) -> Result<StepOutput>;
 

@@ -27,7 +27,7 @@ use crate::callbacks::{Callback, Event, MetricsLog, Progress, StepRecord, Summar
 use crate::config::{LossWeighting, TrainerConfig};
 use crate::data::{DataPosition, DataSource};
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, ClippedGradients, clip_grad_norm};
 use crate::run::{self, RunDir};
 pub use crate::run::{Resume, RunOptions};
 use crate::schedule::LrSchedule;
@@ -95,6 +95,7 @@ impl Trainer {
         D: DataSource<Batch = S::Batch>,
     {
         let mut opt = AdamW::new(model.parameters(), adamw_config(&self.cfg))?;
+        opt.set_one_pass_clip(model.compute() == rlhf_model::Compute::Bf16);
         let mut st = self.restore(model, data, &mut opt)?;
         crate::parallel::start_from_rank0(&opt, rlhf_model::dist::group())?;
         let (max_steps, run_dir) = (self.cfg.max_steps, self.run.dir().to_path_buf());
@@ -406,17 +407,21 @@ where
     if let Some(group) = group {
         acc.all_reduce(group, ctx.step)?;
     }
-    let mut grad = opt.gradients(1.0 / acc.weight)?;
-    if let Some(group) = group {
-        // Each rank's sum over its shard, already divided by the global weight: their sum is
-        // the global batch's gradient.
-        group.all_reduce_sum(
-            &grad,
-            &format!("the gradient all-reduce of step {}", ctx.step),
-        )?;
-    }
-    let norm = clip_grad_norm(&mut grad, ctx.cfg.grad_clip)?;
-    let values = acc.read(&norm)?;
+    let grad = match group {
+        None => opt.clipped_gradients(1.0 / acc.weight, ctx.cfg.grad_clip)?,
+        Some(group) => {
+            let mut grad = opt.gradients(1.0 / acc.weight)?;
+            // Each rank's sum over its shard, already divided by the global weight: their sum
+            // is the global batch's gradient.
+            group.all_reduce_sum(
+                &grad,
+                &format!("the gradient all-reduce of step {}", ctx.step),
+            )?;
+            let norm = clip_grad_norm(&mut grad, ctx.cfg.grad_clip)?;
+            ClippedGradients::clipped(grad, norm)
+        }
+    };
+    let values = acc.read(&grad.norm)?;
     let (loss, grad_norm) = (values[0], values[1]);
     for (what, value) in [("the loss", loss), ("the gradient norm", grad_norm)] {
         if !value.is_finite() {
@@ -429,7 +434,7 @@ where
             });
         }
     }
-    opt.step(&grad, ctx.lr)?;
+    opt.step_clipped(&grad, ctx.lr)?;
     opt.zero_grad();
     let seconds = t0.elapsed().as_secs_f64();
     let metrics = acc
@@ -481,6 +486,7 @@ where
 {
     cfg.validate()?;
     let mut opt = AdamW::new(model.parameters(), adamw_config(cfg))?;
+    opt.set_one_pass_clip(model.compute() == rlhf_model::Compute::Bf16);
     let schedule = LrSchedule::new(cfg);
     let started = Instant::now();
     let mut records = Vec::new();

@@ -293,3 +293,121 @@ fn fused_and_op_by_op_agree_in_fp32() {
         eprintln!("fused vs op by op in fp32: max |diff| {diff:e}");
     }
 }
+
+/// The one-pass path (bf16 training): gather, norm and clip fused, the clip applied by the
+/// update as a divisor. Without clipping it takes the same update as the op-by-op path to the
+/// bit; with clipping, to rounding; its norm is the global L2 norm in both cases; a parameter
+/// without a gradient reads as zeros.
+#[test]
+fn one_pass_clip_matches_the_op_by_op_clip() {
+    // Shapes larger than one 65,536-element chunk, odd sizes, and a parameter left without a
+    // gradient.
+    let shapes: [(&str, &[i64]); 4] = [
+        ("w", &[300, 257]),
+        ("v", &[97, 3]),
+        ("b", &[257]),
+        ("idle", &[5, 7]),
+    ];
+    tch::manual_seed(0);
+    let draw = |s: &[i64]| Tensor::randn(s, (Kind::Float, Device::Cpu));
+    let start: Vec<Tensor> = shapes.iter().map(|(_, s)| draw(s)).collect();
+    let grads: Vec<Vec<Tensor>> = (0..3)
+        .map(|_| shapes.iter().map(|(_, s)| draw(s)).collect())
+        .collect();
+    let run = |one_pass: bool, max_norm: f64| -> (Vec<Tensor>, Vec<f64>, Vec<Tensor>) {
+        let params: Vec<(String, Tensor)> = (shapes.iter().zip(&start))
+            .map(|((n, _), t)| (n.to_string(), t.copy().set_requires_grad(true)))
+            .collect();
+        let mut opt = AdamW::new(
+            (params.iter())
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+            AdamWConfig::default(),
+        )
+        .expect("optimizer");
+        opt.set_one_pass_clip(one_pass);
+        let mut norms = Vec::new();
+        for g in &grads {
+            let loss = (params.iter().zip(g))
+                .filter(|((n, _), _)| n != "idle")
+                .fold(Tensor::from(0.0f32), |acc, ((_, p), g)| {
+                    acc + (p * g).sum(Kind::Float)
+                });
+            loss.backward();
+            let grad = opt.clipped_gradients(0.5, max_norm).expect("gradients");
+            norms.push(f64::try_from(&grad.norm).expect("norm"));
+            opt.step_clipped(&grad, 1e-2).expect("step");
+            opt.zero_grad();
+        }
+        let moments = (opt.state().into_iter())
+            .filter(|(n, _)| n.starts_with("exp_avg.w"))
+            .map(|(_, t)| t.copy())
+            .collect();
+        (
+            params.iter().map(|(_, p)| p.detach().copy()).collect(),
+            norms,
+            moments,
+        )
+    };
+    // The norm the gradients have: 0.5 · sqrt(Σ g²) over the parameters that get one.
+    let want: Vec<f64> = grads
+        .iter()
+        .map(|g| {
+            let ss: f64 = g[..3]
+                .iter()
+                .map(|t| f64::try_from(t.to_kind(Kind::Double).square().sum(Kind::Double)).unwrap())
+                .sum();
+            0.5 * ss.sqrt()
+        })
+        .collect();
+    let no_clip = 1e9;
+    let ((fast, fast_norms, fast_m), (slow, slow_norms, _)) =
+        (run(true, no_clip), run(false, no_clip));
+    for (a, b) in fast.iter().zip(&slow) {
+        assert!(
+            a.equal(b),
+            "without clipping the two paths must agree to the bit"
+        );
+    }
+    for ((f, s), w) in fast_norms.iter().zip(&slow_norms).zip(&want) {
+        assert!(
+            (f - w).abs() <= 1e-5 * w && (s - w).abs() <= 1e-5 * w,
+            "{f} {s} {w}"
+        );
+    }
+    // Clipping every step to a fixed norm: the divisor and the product agree to rounding.
+    let clip = want[0] / 5.0;
+    let ((fast_c, _, fast_cm), (slow_c, _, slow_cm)) = (run(true, clip), run(false, clip));
+    for (a, b) in fast_c
+        .iter()
+        .zip(&slow_c)
+        .chain(fast_cm.iter().zip(&slow_cm))
+    {
+        let diff = f64::try_from((a - b).abs().max()).expect("scalar");
+        assert!(
+            diff < 1e-6,
+            "one pass vs op by op, clipped: max |diff| {diff}"
+        );
+    }
+    // Adam's step hides a gradient's scale, its first moment does not: the clipped moment is
+    // the unclipped one's Σ β^k (1 − β) c_k g_k with c_k = clip / norm_k, i.e. the clip was
+    // applied (a skipped clip leaves the moments equal).
+    let want_m: Tensor = grads
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .map(|(k, (g, n))| &g[0] * (0.5 * 0.1 * 0.9f64.powi(2 - k as i32) * clip / n))
+        .fold(
+            Tensor::zeros([300, 257], (Kind::Float, Device::Cpu)),
+            |a, t| a + t,
+        );
+    let diff = f64::try_from((&fast_cm[0] - &want_m).abs().max()).expect("scalar");
+    assert!(
+        diff < 1e-6,
+        "clipped first moment vs its closed form: {diff}"
+    );
+    assert!(!fast_m[0].allclose(&fast_cm[0], 1e-3, 1e-6, false));
+    // The idle parameter only decays (its gradient is zero on both paths).
+    let idle = shapes.len() - 1;
+    assert!(fast_c[idle].equal(&slow_c[idle]));
+}
