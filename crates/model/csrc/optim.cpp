@@ -40,28 +40,19 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) double copy_scaled_
 extern "C" {
 
 // One AdamW step on `param` in place (decoupled weight decay, bias-corrected moments), with
-// `step` a one-element float tensor holding the step number the bias corrections use. Returns 0,
-// or -1 with libtorch's message (without its backtrace) in `err`.
+// `step` a one-element float tensor holding the step number the bias corrections use. A non-null
+// `grad_scale` (a one-element float tensor) divides the gradient first, as
+// `torch.optim.AdamW(fused=True)` unscales AMP gradients: here it applies a clipping coefficient
+// without a pass of its own. Returns 0, or -1 with libtorch's message (without its backtrace) in
+// `err`.
 int rlhf_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg, at::Tensor* exp_avg_sq,
-                     at::Tensor* step, double lr, double beta1, double beta2, double weight_decay,
-                     double eps, char* err, size_t err_len) {
+                     at::Tensor* step, at::Tensor* grad_scale, double lr, double beta1, double beta2,
+                     double weight_decay, double eps, char* err, size_t err_len) {
   return rlhf_shim::guarded(err, err_len, [&] {
+    std::optional<at::Tensor> scale;
+    if (grad_scale != nullptr) scale = *grad_scale;
     at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1, beta2,
-                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
-  });
-}
-
-// One AdamW step as above whose gradient is first divided by `*grad_scale` (a one-element float
-// tensor), as `torch.optim.AdamW(fused=True)` unscales AMP gradients: here it applies a clipping
-// coefficient without a separate pass over the gradient.
-int rlhf_fused_adamw_scaled(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
-                            at::Tensor* exp_avg_sq, at::Tensor* step, at::Tensor* grad_scale,
-                            double lr, double beta1, double beta2, double weight_decay, double eps,
-                            char* err, size_t err_len) {
-  return rlhf_shim::guarded(err, err_len, [&] {
-    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1, beta2,
-                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, *grad_scale,
-                      std::nullopt);
+                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, scale, std::nullopt);
   });
 }
 

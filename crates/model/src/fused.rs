@@ -14,20 +14,6 @@ unsafe extern "C" {
         exp_avg: *mut c_void,
         exp_avg_sq: *mut c_void,
         step: *mut c_void,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn rlhf_fused_adamw_scaled(
-        param: *mut c_void,
-        grad: *mut c_void,
-        exp_avg: *mut c_void,
-        exp_avg_sq: *mut c_void,
-        step: *mut c_void,
         grad_scale: *mut c_void,
         lr: f64,
         beta1: f64,
@@ -192,37 +178,21 @@ pub fn adamw_(
     // SAFETY: live tensors; the shim catches every C++ exception and writes at most `err.len()`
     // bytes into `err`.
     let rc = unsafe {
-        match grad_scale {
-            None => rlhf_fused_adamw(
-                ptr(param),
-                ptr(grad),
-                ptr(exp_avg),
-                ptr(exp_avg_sq),
-                ptr(&step),
-                h.lr,
-                h.beta1,
-                h.beta2,
-                h.weight_decay,
-                h.eps,
-                err.as_mut_ptr(),
-                err.len(),
-            ),
-            Some(scale) => rlhf_fused_adamw_scaled(
-                ptr(param),
-                ptr(grad),
-                ptr(exp_avg),
-                ptr(exp_avg_sq),
-                ptr(&step),
-                ptr(scale),
-                h.lr,
-                h.beta1,
-                h.beta2,
-                h.weight_decay,
-                h.eps,
-                err.as_mut_ptr(),
-                err.len(),
-            ),
-        }
+        rlhf_fused_adamw(
+            ptr(param),
+            ptr(grad),
+            ptr(exp_avg),
+            ptr(exp_avg_sq),
+            ptr(&step),
+            grad_scale.map_or(std::ptr::null_mut(), ptr),
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+            err.as_mut_ptr(),
+            err.len(),
+        )
     };
     if rc != 0 {
         return Err(ModelError::Invalid(format!(

@@ -237,6 +237,21 @@ fn every_parameter_changes_after_one_step() {
     }
 }
 
+/// Trainable copies of `start`, named as in `shapes`, and an AdamW (default settings) over them.
+fn fresh(shapes: &[(&str, &[i64])], start: &[Tensor]) -> (Vec<(String, Tensor)>, AdamW) {
+    let params: Vec<(String, Tensor)> = (shapes.iter().zip(start))
+        .map(|((n, _), t)| (n.to_string(), t.copy().set_requires_grad(true)))
+        .collect();
+    let opt = AdamW::new(
+        (params.iter())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+        AdamWConfig::default(),
+    )
+    .expect("optimizer");
+    (params, opt)
+}
+
 /// In fp32 the fused kernel and the op-by-op update agree to rounding over several steps of
 /// large random gradients, with and without weight decay.
 #[test]
@@ -256,16 +271,7 @@ fn fused_and_op_by_op_agree_in_fp32() {
         })
         .collect();
     let run = |fused: bool| -> (Vec<Tensor>, Vec<Tensor>) {
-        let params: Vec<(String, Tensor)> = (shapes.iter().zip(&start))
-            .map(|((n, _), t)| (n.to_string(), t.copy().set_requires_grad(true)))
-            .collect();
-        let mut opt = AdamW::new(
-            (params.iter())
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-            AdamWConfig::default(),
-        )
-        .expect("optimizer");
+        let (params, mut opt) = fresh(&shapes, &start);
         opt.set_fused(fused);
         let init: Vec<Tensor> = params.iter().map(|(_, p)| p.detach().copy()).collect();
         for g in &grads {
@@ -315,16 +321,7 @@ fn one_pass_clip_matches_the_op_by_op_clip() {
         .map(|_| shapes.iter().map(|(_, s)| draw(s)).collect())
         .collect();
     let run = |one_pass: bool, max_norm: f64| -> (Vec<Tensor>, Vec<f64>, Vec<Tensor>) {
-        let params: Vec<(String, Tensor)> = (shapes.iter().zip(&start))
-            .map(|((n, _), t)| (n.to_string(), t.copy().set_requires_grad(true)))
-            .collect();
-        let mut opt = AdamW::new(
-            (params.iter())
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-            AdamWConfig::default(),
-        )
-        .expect("optimizer");
+        let (params, mut opt) = fresh(&shapes, &start);
         opt.set_one_pass_clip(one_pass);
         let mut norms = Vec::new();
         for g in &grads {
