@@ -589,13 +589,17 @@ fn verifiable_experiment_trains_grpo_and_ppo_on_the_answer_reward_at_equal_budge
         sft_steps: 4,
         iterations: 2,
         samples: 2,
+        heldout: 40,
         ..Default::default()
     };
     let runs = verifiable::run(&cfg, &[0], dir.path(), Device::Cpu, &mut Quiet)?;
     let r = &runs[0];
     let names: Vec<&str> = r.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["SFT", "GRPO", "PPO"]);
-    assert!(r.eval_problems > 0 && r.train_problems >= 64);
+    // Judged on the drawn held-out problems, which the seed folder keeps.
+    assert!(r.eval_problems == cfg.heldout && r.train_problems >= 64);
+    let heldout = std::fs::read_to_string(dir.path().join("seed0/heldout.jsonl"))?;
+    assert_eq!(heldout.lines().count(), cfg.heldout);
     for m in &r.models {
         // Every model answered every held-out word problem twice: shares of 0, 1/2 or 1.
         assert_eq!(m.sampled.len(), r.eval_problems, "{}", m.name);
