@@ -3,8 +3,12 @@
 // gradient computed by MKL's bf16 x bf16 -> fp32 GEMM (`cblas_gemm_bf16bf16f32`, exported by the
 // torch wheel's libtorch_cpu): the gradient comes out in fp32 at once, where autocast's path
 // writes it in bf16 and casts it (measured 2.0-2.4 vs 0.9-1.35 TFLOP/s on SmolLM2-sized
-// products, 2 threads, AMX). Without that symbol (a libtorch built without MKL) the gradient
-// falls back to libtorch's product and a cast. Nothing throws across the C boundary.
+// products, 2 threads, AMX). MKL runs that product fast on Intel CPUs only: on an AMD EPYC with
+// AVX512-BF16 it ran at fp32 speed (115-141 GFLOP/s, where oneDNN's bf16 product and a cast ran at
+// 216-319 GFLOP/s, 2 threads), so elsewhere, and without that symbol (a libtorch built without
+// MKL), the gradient comes from libtorch's (oneDNN's) bf16 product and a cast, as under autocast.
+// `RLHF_BF16_WEIGHT_GRAD=mkl|libtorch` overrides the choice (for side-by-side measurements).
+// Nothing throws across the C boundary.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
@@ -14,7 +18,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "shim.h"
 
@@ -28,10 +38,44 @@ namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 
+// Whether the CPU reports itself as Intel's ("GenuineIntel", CPUID leaf 0).
+bool intel_cpu() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return false;
+  char vendor[13];
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  vendor[12] = 0;
+  return std::strcmp(vendor, "GenuineIntel") == 0;
+#else
+  return false;
+#endif
+}
+
+// A test's choice for this thread (CPU backward passes run on the thread that calls them):
+// -1 keeps the process's, 0 libtorch, 1 MKL.
+thread_local int thread_choice = -1;
+
+// Whether weight gradients take MKL's bf16 -> fp32 GEMM: decided once per process, unless this
+// thread chose.
+bool use_mkl() {
+  if (cblas_gemm_bf16bf16f32 == nullptr) return false;
+  if (thread_choice >= 0) return thread_choice == 1;
+  static const bool use = [] {
+    const char* env = std::getenv("RLHF_BF16_WEIGHT_GRAD");
+    if (env != nullptr && std::strcmp(env, "mkl") == 0) return true;
+    if (env != nullptr && std::strcmp(env, "libtorch") == 0) return false;
+    return intel_cpu();
+  }();
+  return use;
+}
+
 // a^T b for row-major a (k, m) and b (k, n), both bf16 and contiguous: (m, n) in fp32.
 at::Tensor at_b_fp32(const at::Tensor& a, const at::Tensor& b) {
   const int64_t k = a.size(0), m = a.size(1), n = b.size(1);
-  if (cblas_gemm_bf16bf16f32 == nullptr || k > INT32_MAX || m > INT32_MAX || n > INT32_MAX) {
+  if (!use_mkl() || k > INT32_MAX || m > INT32_MAX || n > INT32_MAX) {
     return at::mm(a.t(), b).to(at::kFloat);
   }
   at::Tensor c = at::empty({m, n}, a.options().dtype(at::kFloat));
@@ -92,7 +136,13 @@ struct LinearBf16 : public torch::autograd::Function<LinearBf16> {
 extern "C" {
 
 // Whether the weight gradient runs on MKL's bf16 -> fp32 GEMM here (1) or libtorch's mm (0).
-int rlhf_linear_bf16_mkl() { return cblas_gemm_bf16bf16f32 != nullptr ? 1 : 0; }
+int rlhf_linear_bf16_mkl() { return use_mkl() ? 1 : 0; }
+
+// Whether the torch wheel exports MKL's bf16 GEMM at all.
+int rlhf_linear_bf16_mkl_available() { return cblas_gemm_bf16bf16f32 != nullptr ? 1 : 0; }
+
+// Overrides the choice on this thread only (for tests): -1 back to the process's, 0 libtorch, 1 MKL.
+void rlhf_linear_bf16_choose(int choice) { thread_choice = choice < 0 ? -1 : (choice > 0 ? 1 : 0); }
 
 // *out = x W^T + b (in_out = 0) or x W + b (in_out = 1), differentiable, bf16 products; `b` may
 // be null. Returns 0, or -1 with libtorch's message in `err`.

@@ -38,6 +38,8 @@ unsafe extern "C" {
     fn rlhf_profile_end(p: *mut c_void);
     fn rlhf_gelu_tanh_fast() -> c_int;
     fn rlhf_linear_bf16_mkl() -> c_int;
+    fn rlhf_linear_bf16_mkl_available() -> c_int;
+    fn rlhf_linear_bf16_choose(choice: c_int);
     fn rlhf_linear_bf16(
         x: *mut c_void,
         w: *mut c_void,
@@ -51,16 +53,37 @@ unsafe extern "C" {
     -> c_int;
 }
 
-/// Whether [`linear_bf16`]'s weight gradient runs on MKL's bf16 x bf16 -> fp32 GEMM (the torch
-/// wheel exports it) rather than libtorch's bf16 product and a cast.
+/// Whether [`linear_bf16`]'s weight gradient runs on MKL's bf16 x bf16 -> fp32 GEMM rather than
+/// libtorch's (oneDNN's) bf16 product and a cast: where the torch wheel exports it and the CPU
+/// is Intel's (on an AMD EPYC MKL ran it at fp32 speed, under half of oneDNN's), unless
+/// `RLHF_BF16_WEIGHT_GRAD=mkl|libtorch` says otherwise.
 pub fn linear_bf16_mkl() -> bool {
     unsafe { rlhf_linear_bf16_mkl() == 1 }
 }
 
+/// Whether the torch wheel exports MKL's bf16 x bf16 -> fp32 GEMM.
+pub fn linear_bf16_mkl_available() -> bool {
+    unsafe { rlhf_linear_bf16_mkl_available() == 1 }
+}
+
+/// Overrides [`linear_bf16_mkl`]'s choice on the calling thread only, where CPU backward passes
+/// run (`Some(true)` MKL where available, `Some(false)` libtorch, `None` the process's choice).
+/// For tests that exercise both paths.
+#[doc(hidden)]
+pub fn choose_linear_bf16_mkl(choice: Option<bool>) {
+    let c = match choice {
+        None => -1,
+        Some(false) => 0,
+        Some(true) => 1,
+    };
+    unsafe { rlhf_linear_bf16_choose(c) }
+}
+
 /// A linear map in a bf16 training pass on the CPU (`csrc/linear.cpp`): `x·Wᵀ + b`, or `x·W + b`
 /// when `in_out` (GPT-2's (in, out) weights), with bf16 products on the fp32 master weight as
-/// autocast runs them, and the weight's gradient from MKL's bf16 -> fp32 GEMM, so it arrives
-/// in fp32 without a bf16 copy and a cast (1.7-2x faster for SmolLM2-sized products).
+/// autocast runs them, and the weight's gradient from MKL's bf16 -> fp32 GEMM where
+/// [`linear_bf16_mkl`], so it arrives in fp32 without a bf16 copy and a cast (1.7-2x faster for
+/// SmolLM2-sized products on a Xeon with AMX); elsewhere from libtorch's bf16 product and a cast.
 /// `None` outside that case (no graph, fp32, autocast off, a frozen weight, another device):
 /// the caller's own path then runs, unchanged.
 pub fn linear_bf16(x: &Tensor, w: &Tensor, b: Option<&Tensor>, in_out: bool) -> Option<Tensor> {

@@ -417,6 +417,35 @@ fn the_bf16_gelu_kernel_matches_an_f64_reference_and_fp32_stays_libtorchs() {
 #[test]
 fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product() {
     let _rng = common::torch_rng();
+    // Both weight-gradient paths, whichever this CPU takes by default.
+    check_bf16_training_linear(true);
+    check_bf16_training_linear(false);
+    rlhf_model::fused::choose_linear_bf16_mkl(None);
+    // The torch wheel exports MKL's bf16 GEMM; it runs the weight gradients on Intel CPUs only
+    // (on AMD EPYC it ran at fp32 speed), unless RLHF_BF16_WEIGHT_GRAD says otherwise.
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(rlhf_model::fused::linear_bf16_mkl_available());
+        let leaf0 = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [leaf0.ebx, leaf0.edx, leaf0.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        let want = match std::env::var("RLHF_BF16_WEIGHT_GRAD").as_deref() {
+            Ok("mkl") => true,
+            Ok("libtorch") => false,
+            _ => vendor == b"GenuineIntel",
+        };
+        assert_eq!(rlhf_model::fused::linear_bf16_mkl(), want);
+    }
+}
+
+/// The bf16 training linear against an f64 reference, with its weight gradient from MKL's
+/// bf16 -> fp32 GEMM (`mkl`, where the wheel has it) or from libtorch's bf16 product and a cast.
+fn check_bf16_training_linear(mkl: bool) {
+    rlhf_model::fused::choose_linear_bf16_mkl(Some(mkl));
+    let mkl = mkl && rlhf_model::fused::linear_bf16_mkl_available();
+    assert_eq!(rlhf_model::fused::linear_bf16_mkl(), mkl);
     let f64_of = |t: &Tensor| t.detach().to_kind(Kind::Double);
     let r16 = |t: &Tensor| f64_of(&t.detach().to_kind(Kind::BFloat16));
     for (in_out, bias, x_kind) in [
@@ -433,7 +462,7 @@ fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product()
         let x = Tensor::randn([3, 7, d_in], (Kind::Float, Device::Cpu))
             .to_kind(x_kind)
             .set_requires_grad(true);
-        let what = format!("in_out {in_out}, bias {bias}, x {x_kind:?}");
+        let what = format!("in_out {in_out}, bias {bias}, x {x_kind:?}, mkl {mkl}");
         // Only inside a bf16 training pass.
         assert!(rlhf_model::fused::linear_bf16(&x, &w, b.as_ref(), in_out).is_none());
         let y = {
@@ -466,8 +495,24 @@ fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product()
         let want_dw = dy2.tr().matmul(&x2); // (out, in)
         let want_dw = if in_out { want_dw.tr() } else { want_dw };
         assert_eq!(w.grad().kind(), Kind::Float, "{what}: dW stays fp32");
-        // fp32 sums of exact products: far tighter than one bf16 rounding (3.9e-3).
-        assert!(rel(&w.grad(), &want_dw) < 1e-5, "{what}: dW");
+        if mkl {
+            // fp32 sums of exact products: far tighter than one bf16 rounding (3.9e-3).
+            assert!(rel(&w.grad(), &want_dw) < 1e-5, "{what}: dW");
+        } else {
+            // libtorch's bf16 product, rounded once to bf16, then cast: autocast's gradient.
+            let x16 = x.detach().to_kind(Kind::BFloat16).reshape([-1, d_in]);
+            let dy16 = dy.reshape([-1, d_out]);
+            let mm = if in_out {
+                x16.tr().mm(&dy16)
+            } else {
+                dy16.tr().mm(&x16)
+            };
+            assert!(
+                w.grad().equal(&mm.to_kind(Kind::Float)),
+                "{what}: dW is the cast product"
+            );
+            assert!(rel(&w.grad(), &want_dw) < 8e-3, "{what}: dW");
+        }
         let want_dx = dy2.matmul(&w_oi);
         assert_eq!(x.grad().kind(), x_kind, "{what}: dx in x's dtype");
         assert!(
@@ -481,9 +526,6 @@ fn the_bf16_training_linear_gives_fp32_weight_gradients_of_the_rounded_product()
             );
         }
     }
-    // The torch wheel's MKL ran these weight gradients (not the fallback's mm and cast).
-    #[cfg(target_arch = "x86_64")]
-    assert!(rlhf_model::fused::linear_bf16_mkl());
     // A frozen weight (LoRA's base) keeps the caller's path.
     let w = Tensor::randn([4, 4], (Kind::Float, Device::Cpu));
     let x = Tensor::randn([2, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
