@@ -141,7 +141,8 @@ int rlhf_linear_bf16_mkl() { return use_mkl() ? 1 : 0; }
 // Whether the torch wheel exports MKL's bf16 GEMM at all.
 int rlhf_linear_bf16_mkl_available() { return cblas_gemm_bf16bf16f32 != nullptr ? 1 : 0; }
 
-// Overrides the choice on this thread only (for tests): -1 back to the process's, 0 libtorch, 1 MKL.
+// Overrides the choice on this thread only (for tests): -1 back to the process's, 0 libtorch,
+// 1 MKL.
 void rlhf_linear_bf16_choose(int choice) { thread_choice = choice < 0 ? -1 : (choice > 0 ? 1 : 0); }
 
 // *out = x W^T + b (in_out = 0) or x W + b (in_out = 1), differentiable, bf16 products; `b` may

@@ -2,6 +2,7 @@
 //! dir, timed inside the process (load excluded). Prints one JSON line per timed repetition.
 //!
 //! usage: bench_sampling MODEL_DIR BATCH PROMPT_LEN NEW_TOKENS REPS THREADS
+//! (RLHF_BENCH_TRACE=FILE: libtorch's op profile of one more run, a chrome://tracing file)
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,6 +47,11 @@ fn main() -> anyhow::Result<()> {
         pad_token_id: 0,
     };
     generate(&model, &prompts, &cfg, |_, _| false)?; // warm-up
+    // RLHF_BENCH_TRACE=FILE: libtorch's op profile of one more (untimed) run.
+    if let Some(f) = std::env::var_os("RLHF_BENCH_TRACE") {
+        let _p = rlhf_model::fused::OpProfile::start(std::path::Path::new(&f));
+        generate(&model, &prompts, &cfg, |_, _| false)?;
+    }
     for _ in 0..reps {
         let t0 = Instant::now();
         let out = generate(&model, &prompts, &cfg, |_, _| false)?;

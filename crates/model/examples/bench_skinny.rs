@@ -10,7 +10,9 @@
 //!         read by rlhf's kernel; fp32 is libtorch's product there.
 //!     STEP=MODEL_DIR [STEPS=40] [THREADS=2] [RLHF_PRECISION=fp32|bf16] bench_skinny
 //!         one checkpoint's costs: the decode copies, a 16 × 16-token prefill, one decoding step
-//!         of 16 rows, and sampling the next token from the logits.
+//!         of 16 rows, and sampling the next token from the logits (RLHF_BENCH_TRACE=FILE:
+//!         libtorch's op profiles, chrome://tracing files: the prefills to FILE, the decoding
+//!         steps to FILE.decode.json).
 //!     MIRRORS=1 bench_skinny    making SmolLM2-sized decode copies, against plain casts.
 //!     OPS=1 bench_skinny        the fixed cost of small libtorch ops and of small products.
 use std::time::Instant;
@@ -234,6 +236,9 @@ fn step_cost(dir: &str) {
     prefill(&mut model.new_cache(b, 17)); // warm-up, on a cache of its own
     // The median of 5 prefills (one alone varied 2x from run to run), the last into the cache
     // the decoding steps use.
+    // RLHF_BENCH_TRACE=FILE: libtorch's op profiler records the 5 prefills.
+    let trace = std::env::var_os("RLHF_BENCH_TRACE")
+        .and_then(|f| rlhf_model::fused::OpProfile::start(std::path::Path::new(&f)));
     let mut times: Vec<f64> = (0..5)
         .map(|i| {
             let t0 = Instant::now();
@@ -245,6 +250,7 @@ fn step_cost(dir: &str) {
             t0.elapsed().as_secs_f64()
         })
         .collect();
+    drop(trace);
     times.sort_by(f64::total_cmp);
     println!(
         "mirrors {:.1} ms, prefill 16 x 16 tokens {:.1} ms (median of 5; {:.1}-{:.1})",
@@ -254,6 +260,12 @@ fn step_cost(dir: &str) {
         times[4] * 1e3
     );
     let tok = Tensor::from_slice(&vec![5i64; b as usize]).view([b, 1]);
+    // RLHF_BENCH_TRACE=FILE: the decoding steps' profile goes to FILE.decode.json.
+    let trace = std::env::var_os("RLHF_BENCH_TRACE").and_then(|f| {
+        let mut f = std::path::PathBuf::from(f).into_os_string();
+        f.push(".decode.json");
+        rlhf_model::fused::OpProfile::start(std::path::Path::new(&f))
+    });
     let t0 = Instant::now();
     let mut logits = None;
     for _ in 0..steps {
@@ -271,6 +283,7 @@ fn step_cost(dir: &str) {
         );
     }
     let fwd = t0.elapsed().as_secs_f64() / steps as f64;
+    drop(trace);
     let logits = logits.unwrap();
     let t0 = Instant::now();
     for _ in 0..steps {

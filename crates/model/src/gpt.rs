@@ -697,9 +697,9 @@ impl Gpt {
     /// on the CPU get none: there the decode kernels read bf16 weight copies
     /// ([`Self::decode_mirrors`]), and a product they do not take (e.g. GPT-2's (in, out)
     /// layout) is cheaper in fp32 than after casting its whole weight for a few rows. With
-    /// AMX copies of this model's weights, a Llama-family model's prefill (up to
-    /// `skinny::MAX_TILE_ROWS` rows) gets none either: that kernel takes all its products (any
-    /// other model's passes meanwhile keep autocast).
+    /// AMX or vdpbf16ps copies of this model's weights (`skinny::tiles_for`), a Llama-family
+    /// model's prefill (up to `skinny::MAX_TILE_ROWS` rows) gets none either: that kernel takes
+    /// all its products (any other model's passes meanwhile keep autocast).
     fn autocast(&self, rows: i64) -> Option<crate::precision::Autocast> {
         let kernel_rows = if self.cfg.family != Family::Gpt2 && crate::skinny::tiles_for(&self.wte)
         {

@@ -129,8 +129,9 @@ impl Linear {
         }
     }
 
-    /// Several maps of the same input, `[l.forward(x) for l in linears]`: on AMX decode copies
-    /// in one pass ([`crate::skinny::linear_many`], the same values to the bit), else one by one.
+    /// Several maps of the same input, `[l.forward(x) for l in linears]`: on AMX or vdpbf16ps
+    /// decode copies in one pass ([`crate::skinny::linear_many`], the same values to the bit),
+    /// else one by one.
     pub fn forward_many<const N: usize>(linears: [&Linear; N], x: &Tensor) -> [Tensor; N] {
         let fused = linears
             .iter()
