@@ -1438,6 +1438,25 @@ impl Job {
                 *a = _mm512_fmadd_ps(xe, even, *a);
             }
         }
+        unsafe { self.store_group(r, g, &acc) };
+    }
+
+    /// # Safety
+    /// Never callable: the kernel is enabled only on x86-64.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn block_pk<const R: usize>(&self, _r: usize, _g: usize, _pf: bool) {
+        unreachable!("the kernel is enabled only on x86-64")
+    }
+
+    /// Stores the sums of rows `r..r + acc.len()` at the 16 columns of group `g` (fewer where n
+    /// ends inside it), plus the bias.
+    ///
+    /// # Safety
+    /// As [`Self::block_pk`] with `R = acc.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_group(&self, r: usize, g: usize, acc: &[std::arch::x86_64::__m512]) {
+        use std::arch::x86_64::*;
         let col = g * 16;
         let valid = (self.n - col).min(16);
         let mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
@@ -1449,13 +1468,6 @@ impl Job {
             let out = unsafe { self.y.add((r + row) * self.n + col) };
             unsafe { _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(*a, bias)) };
         }
-    }
-
-    /// # Safety
-    /// Never callable: the kernel is enabled only on x86-64.
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn block_pk<const R: usize>(&self, _r: usize, _g: usize, _pf: bool) {
-        unreachable!("the kernel is enabled only on x86-64")
     }
 
     /// As [`Self::block_pk`], with `vdpbf16ps`: each 64-byte line (a pair of k values for 16
@@ -1489,17 +1501,7 @@ impl Job {
                 *a = _mm512_dpbf16_ps(*a, xv, line);
             }
         }
-        let col = g * 16;
-        let valid = (self.n - col).min(16);
-        let mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
-        let bias = match self.b {
-            Some(b) => unsafe { _mm512_maskz_loadu_ps(mask, b.add(col)) },
-            None => _mm512_setzero_ps(),
-        };
-        for (row, a) in acc.iter().enumerate() {
-            let out = unsafe { self.y.add((r + row) * self.n + col) };
-            unsafe { _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(*a, bias)) };
-        }
+        unsafe { self.store_group(r, g, &acc) };
     }
 
     /// # Safety
