@@ -130,7 +130,7 @@ pub fn dpbf16() -> bool {
             Some("avx512" | "avx2" | "torch") => false,
             _ if !avx512() || amx() || !avx512bf16_supported() => false,
             Some("avx512bf16") => true,
-            _ => amd_cpu(),
+            _ => crate::precision::cpu_vendor() == "AuthenticAMD",
         }
     })
 }
@@ -178,23 +178,6 @@ fn avx512bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether the CPU reports itself as AMD's ("AuthenticAMD", CPUID leaf 0).
-fn amd_cpu() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let leaf0 = std::arch::x86_64::__cpuid(0);
-        let vendor: Vec<u8> = [leaf0.ebx, leaf0.edx, leaf0.ecx]
-            .iter()
-            .flat_map(|r| r.to_le_bytes())
-            .collect();
-        vendor == b"AuthenticAMD"
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
