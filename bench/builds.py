@@ -25,19 +25,21 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_step  # noqa: E402
 
 
-def steps(binary, model, c, n, extra=(), env=None):
-    args = [binary, model, str(c["B"]), str(c["T"]), str(n), "2", *extra]
-    out = subprocess.run(args, check=True, capture_output=True, text=True,
+def json_lines(args, env):
+    """The JSON lines a helper binary prints, run with `env` on top of this process's."""
+    out = subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
                          env={**os.environ, **(env or {})})
-    return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def steps(binary, model, c, n, extra=(), env=None):
+    return json_lines([binary, model, c["B"], c["T"], n, 2, *extra], env)[-1]["tokens_per_s"]
 
 
 def sample(binary, model, prompt, new, reps, env=None):
     """The median of `reps` timed runs in one process (after its warm-up run)."""
-    args = [binary, model, "16", str(prompt), str(new), str(reps), "2"]
-    out = subprocess.run(args, check=True, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
-    return statistics.median(json.loads(line)["seconds"] for line in out.stdout.split())
+    lines = json_lines([binary, model, 16, prompt, new, reps, 2], env)
+    return statistics.median(line["seconds"] for line in lines)
 
 
 def main():
@@ -59,7 +61,7 @@ def main():
         res.setdefault(key, []).append(v)
         print(*key, round(v, 4), flush=True)
 
-    for r in range(a.rounds):
+    for _ in range(a.rounds):
         for name in ["tiny", "wide"]:
             c, d = train_step.CONFIGS[name], f"{a.models}/{name}"
             if not pathlib.Path(d).exists():

@@ -110,7 +110,7 @@ impl Precision {
                 "precision: fp32 (auto: this CPU has neither avx512_bf16 nor amx_bf16)".into()
             }
             // Measured on a 2-core Xeon without either (README, Precision): a 576-wide training
-            // step 2.9-3.7x slower than fp32, SmolLM2 sampling 1.2x faster (half the bytes).
+            // step 2.9-3.9x slower than fp32, SmolLM2 sampling 1.09-1.18x faster (half the bytes).
             Self::Bf16 if !device.is_cuda() && !cpu_has_bf16() => {
                 "precision: bf16 (asked for; this CPU has neither avx512_bf16 nor amx_bf16, so \
                  libtorch emulates bf16 products: training runs several times slower than fp32 \
