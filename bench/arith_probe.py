@@ -70,23 +70,23 @@ def drill_model(run, out, steps, seed):
         head = f"{rng.choice(names)} {rng.choice(verbs)} {x}, so"
         return f"{head} {a} + {b} = {a + b}." if add else f"{head} {a} - {b} = {a - b}."
 
-    with open(f"{run}/data/sft.jsonl") as f:
-        demos = [json.loads(line) for line in f]
     eos = tok.token_to_id("<|endoftext|>")
     pad = tok.token_to_id("<|pad|>")
+    # Demonstrations as SFT sees them (loss on the completion and its EOS only), tokenized once.
+    demos = []
+    with open(f"{run}/data/sft.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            head = tok.encode(CHAT.format(prompt=d["prompt"])).ids
+            tail = tok.encode(f"{d['completion']}<|im_end|>\n").ids + [eos]
+            demos.append(((head + tail)[:128], ([-100] * len(head) + tail)[:128]))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
     for step in range(steps):
         drills = [tok.encode(" ".join(clause() for _ in range(6))).ids[:96] for _ in range(16)]
         n = min(len(d) for d in drills)
         x = torch.tensor([d[:n] for d in drills])
         loss = model(x, labels=x).loss
-        # Demonstrations as SFT sees them: loss on the completion and its EOS only.
-        chats = []
-        for _ in range(16):
-            d = rng.choice(demos)
-            head = tok.encode(CHAT.format(prompt=d["prompt"])).ids
-            tail = tok.encode(f"{d['completion']}<|im_end|>\n").ids + [eos]
-            chats.append(((head + tail)[:128], ([-100] * len(head) + tail)[:128]))
+        chats = [rng.choice(demos) for _ in range(16)]
         n = max(len(ids) for ids, _ in chats)
         y = torch.tensor([ids + [pad] * (n - len(ids)) for ids, _ in chats])
         labels = torch.tensor([lab + [-100] * (n - len(lab)) for _, lab in chats])
